@@ -1,0 +1,20 @@
+# One entry point for people and CI. Every install goes through constraints.txt (torch==2.13.0 CPU).
+PY ?= python3
+PIP = $(PY) -m pip install -q -c constraints.txt
+
+.PHONY: setup test lint demo golden
+
+setup:
+	$(PIP) -e ".[all]"
+
+# Runs the whole test suite (+ the lfprop golden check when SPIKELFP_GOLDEN is set).
+test: setup
+	$(PY) -m pytest -q
+	@if [ -n "$$SPIKELFP_GOLDEN" ]; then $(PY) benchmarks/golden_lfprop.py --golden "$$SPIKELFP_GOLDEN"; fi
+
+lint:
+	$(PY) -m ruff check spikelfp tests benchmarks
+	$(PY) -m ruff format --check spikelfp tests benchmarks
+
+golden:
+	$(PY) benchmarks/golden_lfprop.py --golden "$${SPIKELFP_GOLDEN:-../shared/lfp_golden/lfprop-1.0.0-lif-golden.npz}"

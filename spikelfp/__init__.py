@@ -1,0 +1,13 @@
+"""spikelfp: train spiking neural networks with Layer-wise Feedback Propagation (LFP).
+
+No surrogate gradients: a reward at the output is decomposed layer by layer and back through
+time along the spike trains; each parameter's share of the reward is its update.
+"""
+
+from . import lfp, neurons
+from .neurons import ALIF, IF, LI, LIF, RLIF, CubaLIF
+from .sequential import Sequential
+
+__version__ = "0.1.0"
+
+__all__ = ["ALIF", "IF", "LI", "LIF", "RLIF", "CubaLIF", "Sequential", "lfp", "neurons"]

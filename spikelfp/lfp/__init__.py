@@ -1,0 +1,30 @@
+"""Layer-wise Feedback Propagation: rules, composites, rewards and the training step."""
+
+from .composites import NATIVE, Composite, UnsupportedModuleError, default_composite
+from .neuron_rules import ALIFRule, CubaLIFRule, LIFRule, LIRule, RLIFRule
+from .rewards import (
+    check_reward,
+    discrete_feedback_reward,
+    membrane_softmax_reward,
+    per_step_softmax_reward,
+    rate_coded_reward,
+    spike_count_softmax_reward,
+)
+from .step import StepResult, feedback, lfp_step
+from .synapse_rules import (
+    AvgPoolRule,
+    BatchNormRule,
+    DropoutRule,
+    EpsilonRule,
+    GammaRule,
+    ZPlusRule,
+)
+
+__all__ = [
+    "NATIVE", "Composite", "UnsupportedModuleError", "default_composite",
+    "ALIFRule", "CubaLIFRule", "LIFRule", "LIRule", "RLIFRule",
+    "AvgPoolRule", "BatchNormRule", "DropoutRule", "EpsilonRule", "GammaRule", "ZPlusRule",
+    "check_reward", "discrete_feedback_reward", "membrane_softmax_reward",
+    "per_step_softmax_reward", "rate_coded_reward", "spike_count_softmax_reward",
+    "StepResult", "feedback", "lfp_step",
+]

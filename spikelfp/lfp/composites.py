@@ -1,0 +1,161 @@
+"""Composites: which LFP rule each module type gets, applied for the duration of a context.
+
+A :class:`Composite` maps module types to rules (looked up along the module's MRO, so a
+subclass inherits its base's rule unless it has its own entry). Inside
+``with composite.context(model):`` every matched module computes its forward through its rule's
+``autograd.Function``; on exit the model is exactly as before (no attribute, hook or
+parameter left behind), even if the block raised.
+
+Modules mapped to :data:`NATIVE` keep their own forward: their ordinary gradient already routes
+reward correctly (reshapes, max-pooling to the arg-max, identity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+from torch import nn
+
+from ..neurons import ALIF, IF, LI, LIF, RLIF, CubaLIF
+from .neuron_rules import ALIFRule, CubaLIFRule, LIFRule, LIRule, RLIFRule
+from .synapse_rules import AvgPoolRule, BatchNormRule, DropoutRule, EpsilonRule
+
+__all__ = ["Composite", "NATIVE", "UnsupportedModuleError", "default_composite"]
+
+
+class _Native:
+    def __repr__(self) -> str:
+        return "NATIVE"
+
+
+#: Marker: the module keeps its own forward (its gradient routes reward as it should).
+NATIVE = _Native()
+
+_NATIVE_TYPES = (
+    nn.Flatten, nn.Unflatten, nn.Identity,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.ReLU,
+)
+
+
+class UnsupportedModuleError(TypeError):
+    """A module inside the model has no LFP rule in the composite."""
+
+
+class Composite:
+    """Maps module types to LFP rules.
+
+    Args:
+        rules: ``{module type: rule or NATIVE}``. A rule is any object with a
+            ``forward(module, *args, **kwargs)`` method.
+
+    >>> import torch
+    >>> from spikelfp import Sequential, LIF
+    >>> net = Sequential(nn.Linear(4, 3), LIF())
+    >>> before = {k: v.clone() for k, v in net.state_dict().items()}
+    >>> with default_composite().context(net):
+    ...     out, _ = net(torch.rand(5, 2, 4))
+    >>> all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    True
+    >>> "forward" in vars(net[1])
+    False
+    """
+
+    def __init__(self, rules: Mapping[type, object]):
+        for key in rules:
+            if not isinstance(key, type):
+                raise TypeError(f"composite keys must be module types, got {key!r}")
+        self.rules = dict(rules)
+
+    def with_rules(self, rules: Mapping[type, object]) -> Composite:
+        """A new composite with ``rules`` added to (and taking precedence over) these."""
+        return Composite({**self.rules, **rules})
+
+    def rule_for(self, module: nn.Module):
+        """The rule for ``module`` (``NATIVE`` or a rule), or ``None`` if it has none."""
+        for cls in type(module).__mro__:
+            if cls in self.rules:
+                return self.rules[cls]
+        return None
+
+    def supported_types(self) -> list[str]:
+        return sorted(t.__name__ for t in self.rules)
+
+    def plan(self, model: nn.Module) -> list[tuple[str, nn.Module, object]]:
+        """The ``(name, module, rule)`` to apply; raises if a module has no rule."""
+        plan, missing = [], []
+        for name, module in model.named_modules():
+            rule = self.rule_for(module)
+            if rule is None:
+                if next(module.children(), None) is not None:
+                    if any(True for _ in module.parameters(recurse=False)):
+                        missing.append((name, module))
+                    continue  # a container: its children carry the computation
+                missing.append((name, module))
+            elif rule is not NATIVE:
+                plan.append((name, module, rule))
+        if missing:
+            listed = ", ".join(f"{n or '<model>'} ({type(m).__name__})" for n, m in missing)
+            raise UnsupportedModuleError(
+                f"no LFP rule for: {listed}. Supported module types: "
+                f"{', '.join(self.supported_types())}. Map the type to a rule with "
+                "composite.with_rules({MyModule: rule}) or NATIVE if its gradient already "
+                "routes reward."
+            )
+        return plan
+
+    @contextlib.contextmanager
+    def context(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Apply the rules to ``model`` inside the ``with`` block; restore it on exit."""
+        plan = self.plan(model)
+        patched: list[tuple[nn.Module, bool, object]] = []
+        try:
+            for _, module, rule in plan:
+                had = "forward" in module.__dict__
+                patched.append((module, had, module.__dict__.get("forward")))
+                module.__dict__["forward"] = _bind(rule, module)
+            yield model
+        finally:
+            for module, had, old in reversed(patched):
+                if had:
+                    module.__dict__["forward"] = old
+                else:
+                    module.__dict__.pop("forward", None)
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{t.__name__}: {r!r}" for t, r in self.rules.items())
+        return f"Composite({{{body}}})"
+
+
+def _bind(rule, module):
+    def forward(*args, **kwargs):
+        return rule.forward(module, *args, **kwargs)
+
+    return forward
+
+
+def default_composite(
+    neuron_epsilon: float = 1e-6, synapse_epsilon: float = 0.0, synapse_rule=None
+) -> Composite:
+    """The composite spikelfp uses unless told otherwise.
+
+    Synapses (Linear, Conv1d/2d/3d) get the ε-rule with ``synapse_epsilon`` (0: the neuron's
+    rule already stabilises, reproducing lfprop exactly); neurons get their LFP rule with
+    ``neuron_epsilon``; pooling/batch norm/dropout their rules; reshapes and max-pooling
+    stay native.
+    """
+    syn = synapse_rule if synapse_rule is not None else EpsilonRule(synapse_epsilon)
+    rules: dict[type, object] = {t: NATIVE for t in _NATIVE_TYPES}
+    rules.update({
+        nn.Linear: syn, nn.Conv1d: syn, nn.Conv2d: syn, nn.Conv3d: syn,
+        nn.AvgPool1d: AvgPoolRule(), nn.AvgPool2d: AvgPoolRule(), nn.AvgPool3d: AvgPoolRule(),
+        nn.AdaptiveAvgPool1d: AvgPoolRule(), nn.AdaptiveAvgPool2d: AvgPoolRule(),
+        nn.modules.batchnorm._BatchNorm: BatchNormRule(),
+        nn.Dropout: DropoutRule(), nn.Dropout1d: DropoutRule(), nn.Dropout2d: DropoutRule(),
+        LIF: LIFRule(neuron_epsilon), IF: LIFRule(neuron_epsilon), LI: LIRule(neuron_epsilon),
+        CubaLIF: CubaLIFRule(neuron_epsilon), ALIF: ALIFRule(neuron_epsilon),
+        RLIF: RLIFRule(neuron_epsilon),
+    })
+    return Composite(rules)

@@ -1,0 +1,283 @@
+r"""LFP rules for spiking neurons: reward decomposed back through time along the spike trains.
+
+All membrane-type neurons share one decomposition (derivation in ``docs/lfp_rules.md``). The
+spike :math:`S_t = H(\cdot)` is crossed as an identity (reward on :math:`S_t` is reward on the
+membrane); resets and adaptive thresholds are constants. Going backwards ``t = T..1``::
+
+    r̃_t     = r_t + q_t                           reward on S_t + reward from step t+1 (q_T: on the final state)
+    D_t     = |U_{t-1}| + |V_t - U_{t-1}| + ε     V_t: membrane before the reset (lfprop: U_t + θR_t)
+    n_t     = r̃_t / D_t
+    q_{t-1} = β U_{t-1} n_t                       reward to the previous membrane
+    ρ_t     = n_t Z_t                             reward to the synaptic input (the synapse rule
+                                                  recovers n_t with ε = 0)
+    F(β)   += |β| U_{t-1} n_t                      learnable decay
+    F(θ)   -= |θ| n_t                              learnable threshold (acts as a negative bias)
+
+For ``reset="subtract", reset_delay=True`` this is exactly lfprop's rule (reproduced to 1e-16 on
+its golden cases). Current-based, adaptive and recurrent neurons extend it:
+
+* **CubaLIF**: the reward reaching the current, :math:`\tilde\rho^I_t = I_t n_t + p_t`, is
+  decomposed the same way through :math:`I_t = \alpha I_{t-1} + Z_t` with
+  :math:`D^I_t = |I_{t-1}| + |I_t - I_{t-1}| + ε`, :math:`m_t = \tilde\rho^I_t / D^I_t`,
+  :math:`p_{t-1} = \alpha I_{t-1} m_t`, :math:`\rho_t = m_t Z_t`, :math:`F(\alpha) \mathrel{+}=
+  |\alpha| I_{t-1} m_t`.
+* **ALIF**: :math:`\theta_t = \theta_0 + \kappa a_{t-1}` is a constant like the reset;
+  :math:`F(\theta_0) \mathrel{-}= |\theta_0| n_t`, :math:`F(\kappa) \mathrel{-}= |\kappa|
+  a_{t-1} n_t`.
+* **RLIF**: the recurrent input :math:`W_{rec} S_{t-1}` is a synapse: :math:`F(W_{rec})
+  \mathrel{+}= |W_{rec}| \odot n_t S_{t-1}^\top` and the previous spikes receive
+  :math:`S_{t-1} \odot W_{rec}^\top n_t`, added to their reward :math:`r_{t-1}`.
+* **LI** (readout): the output is the membrane itself, :math:`V_t = U_t`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..neurons.alif import ALIF, ALIFState
+from ..neurons.base import check_time_first
+from ..neurons.cuba import CubaLIF, CubaLIFState
+from ..neurons.li import LI, LIState
+from ..neurons.lif import LIF, LIFState
+from ..neurons.rlif import RLIF, RLIFState
+from ._tensor import sum_to
+
+__all__ = ["LIFRule", "LIRule", "CubaLIFRule", "ALIFRule", "RLIFRule", "membrane_backward"]
+
+
+def _reset(v_pre, v_prev, theta, reset, reset_delay):
+    """Membrane after the reset, and the spikes (immediate or delayed)."""
+    if reset_delay:
+        r = (v_prev > theta).to(v_pre.dtype)
+        v_new = v_pre * (1 - r) if reset == "zero" else (
+            v_pre - theta * r if reset == "subtract" else v_pre)
+        return v_new, (v_new > theta).to(v_pre.dtype)
+    s = (v_pre > theta).to(v_pre.dtype)
+    v_new = v_pre * (1 - s) if reset == "zero" else (
+        v_pre - theta * s if reset == "subtract" else v_pre)
+    return v_new, s
+
+
+def membrane_backward(r, q, u_prev, inv_d, beta):
+    """Backward recursion ``n_t = (r_t + q_t)/D_t``, ``q_{t-1} = β U_{t-1} n_t``.
+
+    Returns ``(n, q_0)``; elementwise only (the matmuls are done once, outside the loop).
+    """
+    c = beta * u_prev * inv_d
+    n = torch.empty_like(r)
+    for t in range(r.shape[0] - 1, -1, -1):
+        a = r[t] + q
+        n[t] = a * inv_d[t]
+        q = c[t] * a
+    return n, q
+
+
+class _LIFLFP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, v0, beta, threshold, reset, reset_delay, epsilon, readout):
+        v = v0
+        u_prev, dens, outs = [], [], []
+        for z_t in z.unbind(0):
+            v_pre = beta * v + z_t
+            u_prev.append(v)
+            dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
+            if readout:
+                v = v_pre
+                outs.append(v)
+            else:
+                v, s = _reset(v_pre, v, threshold, reset, reset_delay)
+                outs.append(s)
+        u_prev = torch.stack(u_prev)
+        inv_d = torch.stack(dens).reciprocal_()
+        ctx.save_for_backward(z, u_prev, inv_d, beta, threshold)
+        return torch.stack(outs), v
+
+    @staticmethod
+    def backward(ctx, r, g_last):
+        z, u_prev, inv_d, beta, threshold = ctx.saved_tensors
+        n, q0 = membrane_backward(r, g_last, u_prev, inv_d, beta)
+        need = ctx.needs_input_grad
+        g_beta = -(beta.abs() * sum_to(u_prev * n, beta.shape)) if need[2] else None
+        g_theta = threshold.abs() * sum_to(n, threshold.shape) if need[3] else None
+        return n * z if need[0] else None, q0, g_beta, g_theta, None, None, None, None
+
+
+class LIFRule:
+    r"""LFP rule for :class:`~spikelfp.neurons.LIF` and :class:`~spikelfp.neurons.IF`.
+
+    >>> from spikelfp.neurons import LIF
+    >>> z = torch.rand(5, 2, 3, requires_grad=True)
+    >>> s, state = LIFRule().forward(LIF(beta=0.9, threshold=0.5), z)
+    >>> s.backward(torch.ones_like(s)); z.grad.shape   # reward on the synaptic input
+    torch.Size([5, 2, 3])
+    """
+
+    def __init__(self, epsilon: float = 1e-6):
+        self.epsilon = float(epsilon)
+
+    def forward(self, module: LIF, x: torch.Tensor, state: LIFState | None = None):
+        check_time_first(x, type(module).__name__)
+        v0 = module.initial_state(x).v if state is None else state.v
+        s, v = _LIFLFP.apply(x, v0, module.beta, module.threshold, module.reset,
+                             module.reset_delay, self.epsilon, False)
+        return s, LIFState(v)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(epsilon={self.epsilon})"
+
+
+class LIRule(LIFRule):
+    """LFP rule for the :class:`~spikelfp.neurons.LI` readout (output = membrane)."""
+
+    def forward(self, module: LI, x: torch.Tensor, state: LIState | None = None):
+        check_time_first(x, "LI")
+        v0 = module.initial_state(x).v if state is None else state.v
+        thr = torch.zeros((), dtype=x.dtype, device=x.device)
+        u, v = _LIFLFP.apply(x, v0, module.beta, thr, "none", False, self.epsilon, True)
+        return u, LIState(v)
+
+
+class _CubaLFP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, i0, v0, alpha, beta, threshold, reset, reset_delay, epsilon):
+        i, v = i0, v0
+        i_prev, i_all, u_prev, dv, di, outs = [], [], [], [], [], []
+        for z_t in z.unbind(0):
+            i_new = alpha * i + z_t
+            v_pre = beta * v + i_new
+            i_prev.append(i)
+            i_all.append(i_new)
+            u_prev.append(v)
+            dv.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
+            di.append((i.abs() + (i_new - i).abs()).add_(epsilon))
+            v, s = _reset(v_pre, v, threshold, reset, reset_delay)
+            i = i_new
+            outs.append(s)
+        st = torch.stack
+        ctx.save_for_backward(z, st(i_prev), st(i_all), st(u_prev), st(dv).reciprocal_(),
+                              st(di).reciprocal_(), alpha, beta, threshold)
+        return st(outs), i, v
+
+    @staticmethod
+    def backward(ctx, r, g_i, g_v):
+        z, i_prev, i_all, u_prev, inv_dv, inv_di, alpha, beta, threshold = ctx.saved_tensors
+        n = torch.empty_like(r)
+        m = torch.empty_like(r)
+        q, p = g_v, g_i
+        for t in range(r.shape[0] - 1, -1, -1):
+            a = r[t] + q
+            n[t] = a * inv_dv[t]
+            q = beta * u_prev[t] * n[t]
+            rho_i = i_all[t] * n[t] + p
+            m[t] = rho_i * inv_di[t]
+            p = alpha * i_prev[t] * m[t]
+        need = ctx.needs_input_grad
+        g_alpha = -(alpha.abs() * sum_to(i_prev * m, alpha.shape)) if need[3] else None
+        g_beta = -(beta.abs() * sum_to(u_prev * n, beta.shape)) if need[4] else None
+        g_theta = threshold.abs() * sum_to(n, threshold.shape) if need[5] else None
+        return m * z, p, q, g_alpha, g_beta, g_theta, None, None, None
+
+
+class CubaLIFRule(LIFRule):
+    """LFP rule for :class:`~spikelfp.neurons.CubaLIF` (current and membrane both decomposed)."""
+
+    def forward(self, module: CubaLIF, x: torch.Tensor, state: CubaLIFState | None = None):
+        check_time_first(x, "CubaLIF")
+        st = module.initial_state(x) if state is None else state
+        s, i, v = _CubaLFP.apply(x, st.i, st.v, module.alpha, module.beta, module.threshold,
+                                 module.reset, module.reset_delay, self.epsilon)
+        return s, CubaLIFState(i, v)
+
+
+class _ALIFLFP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, v0, a0, beta, threshold, rho, kappa, reset, epsilon):
+        v, a = v0, a0
+        u_prev, a_prev, dens, outs = [], [], [], []
+        for z_t in z.unbind(0):
+            theta = threshold + kappa * a
+            v_pre = beta * v + z_t
+            u_prev.append(v)
+            a_prev.append(a)
+            dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
+            v, s = _reset(v_pre, v, theta, reset, False)
+            a = rho * a + (1 - rho) * s
+            outs.append(s)
+        u_prev = torch.stack(u_prev)
+        ctx.save_for_backward(z, u_prev, torch.stack(a_prev), torch.stack(dens).reciprocal_(),
+                              beta, threshold, kappa)
+        return torch.stack(outs), v, a
+
+    @staticmethod
+    def backward(ctx, r, g_v, g_a):
+        z, u_prev, a_prev, inv_d, beta, threshold, kappa = ctx.saved_tensors
+        n, q0 = membrane_backward(r, g_v, u_prev, inv_d, beta)
+        need = ctx.needs_input_grad
+        g_beta = -(beta.abs() * sum_to(u_prev * n, beta.shape)) if need[3] else None
+        g_theta = threshold.abs() * sum_to(n, threshold.shape) if need[4] else None
+        g_kappa = kappa.abs() * sum_to(a_prev * n, kappa.shape) if need[6] else None
+        # The adaptation trace is a constant of the decomposition: no reward flows into a0.
+        return n * z, q0, None, g_beta, g_theta, None, g_kappa, None, None
+
+
+class ALIFRule(LIFRule):
+    """LFP rule for :class:`~spikelfp.neurons.ALIF` (adaptive threshold held constant)."""
+
+    def forward(self, module: ALIF, x: torch.Tensor, state: ALIFState | None = None):
+        check_time_first(x, "ALIF")
+        st = module.initial_state(x) if state is None else state
+        s, v, a = _ALIFLFP.apply(x, st.v, st.a, module.beta, module.threshold, module.rho,
+                                 module.kappa, module.reset, self.epsilon)
+        return s, ALIFState(v, a)
+
+
+class _RLIFLFP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, v0, s0, w_rec, beta, threshold, reset, reset_delay, epsilon):
+        v, s = v0, s0
+        u_prev, dens, outs = [], [], []
+        w_t = w_rec.t()
+        for z_t in z.unbind(0):
+            v_pre = beta * v + (z_t + s @ w_t)
+            u_prev.append(v)
+            dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
+            v, s = _reset(v_pre, v, threshold, reset, reset_delay)
+            outs.append(s)
+        spikes = torch.stack(outs)
+        ctx.save_for_backward(z, s0, spikes, torch.stack(u_prev),
+                              torch.stack(dens).reciprocal_(), w_rec, beta, threshold)
+        return spikes, v, s
+
+    @staticmethod
+    def backward(ctx, r, g_v, g_s):
+        z, s0, spikes, u_prev, inv_d, w_rec, beta, threshold = ctx.saved_tensors
+        n = torch.empty_like(r)
+        q, e = g_v, g_s
+        for t in range(r.shape[0] - 1, -1, -1):
+            a = r[t] + e + q
+            n[t] = a * inv_d[t]
+            q = beta * u_prev[t] * n[t]
+            s_prev = spikes[t - 1] if t > 0 else s0
+            e = s_prev * (n[t] @ w_rec)
+        need = ctx.needs_input_grad
+        g_w = None
+        if need[3]:
+            s_prev_all = torch.cat([s0.unsqueeze(0), spikes[:-1]])
+            gw = n.reshape(-1, n.shape[-1]).t() @ s_prev_all.reshape(-1, n.shape[-1])
+            g_w = -(w_rec.abs() * gw)
+        g_beta = -(beta.abs() * sum_to(u_prev * n, beta.shape)) if need[4] else None
+        g_theta = threshold.abs() * sum_to(n, threshold.shape) if need[5] else None
+        return n * z, q, e, g_w, g_beta, g_theta, None, None, None
+
+
+class RLIFRule(LIFRule):
+    """LFP rule for :class:`~spikelfp.neurons.RLIF` (recurrent weights get their share)."""
+
+    def forward(self, module: RLIF, x: torch.Tensor, state: RLIFState | None = None):
+        check_time_first(x, "RLIF", min_dim=3)
+        st = module.initial_state(x) if state is None else state
+        s, v, s_last = _RLIFLFP.apply(x, st.v, st.s, module.recurrent_weight, module.beta,
+                                      module.threshold, module.reset, module.reset_delay,
+                                      self.epsilon)
+        return s, RLIFState(v, s_last)
+

@@ -1,0 +1,108 @@
+"""The LFP training step: one forward under the composite, one decomposition, one update."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .composites import Composite, default_composite
+from .rewards import check_reward
+
+__all__ = ["StepResult", "lfp_step", "feedback"]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one :func:`lfp_step` produced (all detached).
+
+    Attributes:
+        output: the network output ``(T, B, ...)``.
+        reward: the reward put on it.
+        state: the network state after the last step (to continue a long recording).
+        input_reward: the reward that reached the input, or ``None`` unless requested.
+    """
+
+    output: torch.Tensor
+    reward: torch.Tensor
+    state: object
+    input_reward: torch.Tensor | None = None
+
+
+def _detach(state):
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple):
+        items = [_detach(s) for s in state]
+        return type(state)(*items) if hasattr(state, "_fields") else tuple(items)
+    return state
+
+
+def lfp_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    target,
+    reward: Callable[[torch.Tensor, object], torch.Tensor] | torch.Tensor,
+    optimizer: torch.optim.Optimizer | None = None,
+    composite: Composite | None = None,
+    state=None,
+    return_input_reward: bool = False,
+) -> StepResult:
+    """Train ``model`` by one LFP step on the batch ``x`` (time-first ``(T, B, ...)``).
+
+    The feedback ``F`` of every parameter is written as ``param.grad = -F`` (replacing any
+    previous ``.grad``), so ``optimizer.step()`` of any torch optimiser ascends the reward.
+    ``reward`` is a function ``(output, target) -> reward`` or a ready reward tensor.
+
+    >>> from spikelfp import Sequential, LIF
+    >>> from spikelfp.lfp import rate_coded_reward
+    >>> torch.manual_seed(0) and None
+    >>> net = Sequential(nn.Linear(20, 10), LIF(beta=0.9, threshold=0.3))
+    >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    >>> x = (torch.rand(8, 4, 20) < 0.3).float()
+    >>> res = lfp_step(net, x, torch.tensor([0, 1, 2, 3]), rate_coded_reward, opt)
+    >>> res.output.shape, sorted(feedback(net))
+    (torch.Size([8, 4, 10]), ['0.bias', '0.weight'])
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor (T, B, ...), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be floating point (spikes as 0./1.), got {x.dtype}; use x.float()")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or inf values")
+    composite = composite if composite is not None else default_composite()
+    for p in model.parameters():
+        p.grad = None
+    if return_input_reward:
+        x = x.detach().requires_grad_(True)
+    with composite.context(model):
+        out = model(x) if state is None else model(x, state)
+    new_state = None
+    if isinstance(out, tuple):
+        out, new_state = out[0], out[1] if len(out) > 1 else None
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the model must return a tensor or (tensor, state), got {type(out)}")
+    if out.grad_fn is None:
+        raise RuntimeError(
+            "the model's output does not depend on any parameter or input through an LFP rule; "
+            "does the model have trainable parameters (requires_grad=True)?"
+        )
+    detached = out.detach()
+    r = reward(detached, target) if callable(reward) else reward
+    r = check_reward(r, detached)
+    torch.autograd.backward(out, r)
+    if optimizer is not None:
+        optimizer.step()
+    return StepResult(
+        output=detached,
+        reward=r,
+        state=_detach(new_state),
+        input_reward=x.grad if return_input_reward else None,
+    )
+
+
+def feedback(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Each parameter's feedback from the last :func:`lfp_step` (``-param.grad``)."""
+    return {name: -p.grad for name, p in model.named_parameters() if p.grad is not None}

@@ -1,0 +1,295 @@
+r"""LFP rules for synapses: Linear, Conv1d/2d/3d, average pooling, batch norm, dropout.
+
+The signal that flows backwards between modules is **reward**: for a tensor of activations it
+holds each element's share of the output reward. For a synapse :math:`z_j = \sum_i w_{ji} x_i
++ b_j` receiving reward :math:`\rho_j` on its output, the rules compute (``w'``, ``b'`` are the
+weights the rule uses: ε: :math:`w' = w`; z⁺: :math:`w' = w^+`; γ: :math:`w' = w + \gamma w^+`)::
+
+    z'_j    = Σ_i w'_ji x_i + b'_j
+    n_j     = ρ_j / (z'_j + ε sign(z'_j))                (ε = 0: n_j = 0 where z'_j = 0)
+    r_i     = x_i Σ_j w'_ji n_j                          reward to the input
+    F(w_ji) = |w'_ji| x_i n_j                            feedback (share / sign(w))
+    F(b_j)  = |b'_j| n_j
+
+summed over all time steps and batch elements in **one** matmul (or one conv backward).
+The ε-rule conserves reward: ``Σ_j ρ_j = Σ_i r_i + Σ_j b_j n_j + Σ_j ε sign(z_j) n_j``.
+
+When the synapse feeds a spiking neuron, the neuron's rule already normalises the reward by
+its own (ε-stabilised) denominator and hands on ``ρ_j = n_j z_j``; the synapse then uses
+ε = 0, which recovers ``n_j`` exactly (this is lfprop's LIF rule, see ``docs/lfp_rules.md``).
+
+Parameter gradients are set to ``-F`` so that any torch optimiser's descent step is an ascent
+on the reward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._tensor import stabilized_divide, sum_to
+
+__all__ = ["EpsilonRule", "ZPlusRule", "GammaRule", "AvgPoolRule", "BatchNormRule", "DropoutRule"]
+
+
+def _modified(w: torch.Tensor | None, mode: str, gamma: float) -> torch.Tensor | None:
+    if w is None or mode == "epsilon":
+        return w
+    if mode == "zplus":
+        return w.clamp(min=0)
+    return w + gamma * w.clamp(min=0)
+
+
+class _SynapseLFP(torch.autograd.Function):
+    """Forward: the layer. Backward: the ε / z⁺ / γ decomposition (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, conv, epsilon, mode, gamma):
+        if conv is None:
+            z = F.linear(x, weight, bias)
+        else:
+            z = _conv_forward(x, weight, bias, conv)
+        if mode == "epsilon":
+            zmod = z
+        else:
+            w2, b2 = _modified(weight, mode, gamma), _modified(bias, mode, gamma)
+            zmod = F.linear(x, w2, b2) if conv is None else _conv_forward(x, w2, b2, conv)
+        ctx.save_for_backward(x, weight, bias, zmod)
+        ctx.conv, ctx.epsilon, ctx.mode, ctx.gamma = conv, epsilon, mode, gamma
+        return z
+
+    @staticmethod
+    def backward(ctx, rho):
+        x, weight, bias, zmod = ctx.saved_tensors
+        w2 = _modified(weight, ctx.mode, ctx.gamma)
+        n = stabilized_divide(rho, zmod, ctx.epsilon)
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        r_in = grad_w = grad_b = None
+        if ctx.conv is None:
+            if need_x:
+                r_in = x * (n @ w2)
+            if need_w:
+                gw = n.reshape(-1, n.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
+                grad_w = -(w2.abs() * gw)
+        else:
+            c = ctx.conv
+            gi, gw, _ = torch.ops.aten.convolution_backward(
+                n, x, w2, None, c.stride, c.padding, c.dilation, False,
+                [0] * len(c.stride), c.groups, [need_x, need_w, False],
+            )
+            if need_x:
+                r_in = x * gi
+            if need_w:
+                grad_w = -(w2.abs() * gw)
+        if bias is not None and need_b:
+            b2 = _modified(bias, ctx.mode, ctx.gamma)
+            grad_b = -(b2.abs() * sum_to(n.movedim(1, -1) if ctx.conv is not None else n,
+                                         bias.shape))
+        return r_in, grad_w, grad_b, None, None, None, None
+
+
+@dataclass(frozen=True)
+class _ConvSpec:
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+
+
+def _conv_spec(module: nn.Module) -> _ConvSpec:
+    if isinstance(module.padding, str) or module.padding_mode != "zeros":
+        raise ValueError(
+            f"{type(module).__name__} with padding={module.padding!r}, padding_mode="
+            f"{module.padding_mode!r} is not supported by the LFP rules; use numeric zero padding"
+        )
+    return _ConvSpec(
+        tuple(module.stride), tuple(module.padding), tuple(module.dilation), module.groups
+    )
+
+
+def _conv_forward(x, weight, bias, c: _ConvSpec):
+    return torch.ops.aten.convolution(
+        x, weight, bias, c.stride, c.padding, c.dilation, False, [0] * len(c.stride), c.groups
+    )
+
+
+class _SynapseRule:
+    mode = "epsilon"
+
+    def __init__(self, epsilon: float = 0.0, gamma: float = 0.25):
+        if epsilon < 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        self.epsilon = float(epsilon)
+        self.gamma = float(gamma)
+
+    def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(module, nn.Linear):
+            conv = None
+            if x.shape[-1] != module.in_features:
+                raise ValueError(
+                    f"Linear(in_features={module.in_features}) got input of shape "
+                    f"{tuple(x.shape)}; the last dimension must be {module.in_features}"
+                )
+        elif isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+            conv = _conv_spec(module)
+            if x.dim() != len(conv.stride) + 2 or x.shape[1] != module.in_channels:
+                raise ValueError(
+                    f"{type(module).__name__}(in_channels={module.in_channels}) got input of "
+                    f"shape {tuple(x.shape)}; expected (T*B, {module.in_channels}, ...)"
+                )
+        else:
+            raise TypeError(f"{type(self).__name__} handles Linear and ConvNd, not {module}")
+        return _SynapseLFP.apply(
+            x, module.weight, module.bias, conv, self.epsilon, self.mode, self.gamma
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(epsilon={self.epsilon})"
+
+
+class EpsilonRule(_SynapseRule):
+    r"""LFP-ε for Linear / ConvNd: :math:`n = \rho/(z + \varepsilon\,\mathrm{sign}(z))`.
+
+    >>> lin = nn.Linear(3, 2)
+    >>> x = torch.rand(4, 3, requires_grad=True)
+    >>> z = EpsilonRule(epsilon=1e-6).forward(lin, x)
+    >>> z.backward(torch.ones_like(z))   # reward 1 on every output
+    >>> lin.weight.grad.shape             # -feedback
+    torch.Size([2, 3])
+    """
+
+    mode = "epsilon"
+
+
+class ZPlusRule(_SynapseRule):
+    r"""LFP-z⁺: only excitatory contributions (:math:`w^+`, :math:`b^+`) share the reward."""
+
+    mode = "zplus"
+
+
+class GammaRule(_SynapseRule):
+    r"""LFP-γ: :math:`w' = w + \gamma w^+` favours excitatory contributions."""
+
+    mode = "gamma"
+
+    def __repr__(self) -> str:
+        return f"GammaRule(gamma={self.gamma}, epsilon={self.epsilon})"
+
+
+class _LinearMapLFP(torch.autograd.Function):
+    """ε-rule for a parameter-free linear map ``f`` (average pooling)."""
+
+    @staticmethod
+    def forward(ctx, x, fn, epsilon):
+        z = fn(x)
+        ctx.save_for_backward(x, z)
+        ctx.fn, ctx.epsilon = fn, epsilon
+        return z
+
+    @staticmethod
+    def backward(ctx, rho):
+        x, z = ctx.saved_tensors
+        n = stabilized_divide(rho, z, ctx.epsilon)
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(ctx.fn(xd), xd, n)
+        return x * g, None, None
+
+
+class AvgPoolRule:
+    """ε-rule for average pooling (a linear map with fixed positive weights)."""
+
+    def __init__(self, epsilon: float = 0.0):
+        self.epsilon = float(epsilon)
+
+    def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return _LinearMapLFP.apply(x, type(module).forward.__get__(module), self.epsilon)
+
+
+class _BatchNormLFP(torch.autograd.Function):
+    """ε-rule for ``y = a x + c`` with the statistics of this forward pass held constant."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean, inv_std, epsilon):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+        y = xhat
+        if weight is not None:
+            y = xhat * weight.reshape(shape)
+        if bias is not None:
+            y = y + bias.reshape(shape)
+        ctx.save_for_backward(x, xhat, y, weight, bias, inv_std)
+        ctx.epsilon, ctx.shape = epsilon, shape
+        return y
+
+    @staticmethod
+    def backward(ctx, rho):
+        x, xhat, y, weight, bias, inv_std = ctx.saved_tensors
+        n = stabilized_divide(rho, y, ctx.epsilon)
+        a = inv_std if weight is None else weight * inv_std
+        r_in = x * a.reshape(ctx.shape) * n
+        gw = gb = None
+        per_channel = n.movedim(1, -1)
+        if weight is not None and ctx.needs_input_grad[1]:
+            gw = -(weight.abs() * sum_to(xhat.movedim(1, -1) * per_channel, weight.shape))
+        if bias is not None and ctx.needs_input_grad[2]:
+            gb = -(bias.abs() * sum_to(per_channel, bias.shape))
+        return r_in, gw, gb, None, None, None
+
+
+class BatchNormRule:
+    r"""ε-rule for BatchNorm1d/2d/3d as the affine map :math:`y = a x + c` of this pass.
+
+    In training mode the batch statistics are used (and the running statistics updated as
+    usual); the statistics are treated as constants in the decomposition.
+    """
+
+    def __init__(self, epsilon: float = 1e-6):
+        self.epsilon = float(epsilon)
+
+    def forward(self, module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+        dims = [0] + list(range(2, x.dim()))
+        use_batch = module.training or module.running_mean is None
+        if use_batch:
+            with torch.no_grad():
+                mean = x.mean(dim=dims)
+                var = x.var(dim=dims, unbiased=False)
+                if module.training and module.running_mean is not None:
+                    # Same update as F.batch_norm (unbiased variance in the running estimate).
+                    F.batch_norm(x, module.running_mean, module.running_var, None, None, True,
+                                 module.momentum if module.momentum is not None else 0.1,
+                                 module.eps)
+                    module.num_batches_tracked += 1
+        else:
+            mean, var = module.running_mean, module.running_var
+        inv_std = torch.rsqrt(var + module.eps)
+        return _BatchNormLFP.apply(x, module.weight, module.bias, mean, inv_std, self.epsilon)
+
+
+class _DropoutLFP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p, channelwise):
+        shape = x.shape[:2] + (1,) * (x.dim() - 2) if channelwise else x.shape
+        keep = (torch.rand(shape, dtype=x.dtype, device=x.device) >= p).to(x.dtype)
+        ctx.save_for_backward(keep)
+        return x * keep / (1 - p)
+
+    @staticmethod
+    def backward(ctx, r):
+        (keep,) = ctx.saved_tensors
+        return r * keep, None, None
+
+
+class DropoutRule:
+    """Dropout: reward passes to the kept units unscaled (their full contribution)."""
+
+    def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not module.training or module.p == 0:
+            return x
+        if module.p >= 1:
+            return x * 0
+        channelwise = isinstance(module, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d))
+        return _DropoutLFP.apply(x, module.p, channelwise)

@@ -1,0 +1,122 @@
+r"""Adaptive LIF (ALIF): every spike raises the neuron's threshold, which then decays back.
+
+Per step, with adaptation decay :math:`\rho` and strength :math:`\kappa` (immediate reset)::
+
+    θ_t = θ_0 + κ a_{t-1}                 adaptive threshold
+    V_t = β U_{t-1} + Z_t
+    S_t = H(V_t - θ_t)
+    U_t = V_t (1 - S_t)  |  V_t - θ_t S_t  reset="zero" | "subtract"
+    a_t = ρ a_{t-1} + (1 - ρ) S_t         adaptation trace
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .base import NeuronModule, check_time_first, heaviside, make_parameter
+
+__all__ = ["ALIF", "ALIFParameters", "ALIFState", "alif_update", "alif_step", "alif_sequence"]
+
+
+class ALIFParameters(NamedTuple):
+    """Parameters: ``beta``, base ``threshold`` θ₀, adaptation decay ``rho``, strength ``kappa``."""
+
+    beta: torch.Tensor
+    threshold: torch.Tensor
+    rho: torch.Tensor
+    kappa: torch.Tensor
+    reset: str = "zero"
+
+
+class ALIFState(NamedTuple):
+    """State: membrane ``v`` and adaptation trace ``a``."""
+
+    v: torch.Tensor
+    a: torch.Tensor
+
+
+def alif_update(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
+    """One step; returns ``(S_t, state_t, V_t, θ_t)``."""
+    theta = p.threshold + p.kappa * state.a
+    v_pre = p.beta * state.v + z
+    s = heaviside(v_pre - theta)
+    if p.reset == "zero":
+        v = v_pre * (1 - s)
+    elif p.reset == "subtract":
+        v = v_pre - theta * s
+    else:
+        v = v_pre
+    a = p.rho * state.a + (1 - p.rho) * s
+    return s, ALIFState(v, a), v_pre, theta
+
+
+def alif_step(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
+    """Advance an ALIF population by one step; returns ``(spikes, state)``.
+
+    >>> p = ALIFParameters(*map(torch.tensor, (1.0, 1.0, 0.5, 2.0)))
+    >>> s, st = alif_step(torch.tensor([1.5]), ALIFState(torch.zeros(1), torch.zeros(1)), p)
+    >>> s.item(), st.a.item()
+    (1.0, 0.5)
+    """
+    s, state, _, _ = alif_update(z, state, p)
+    return s, state
+
+
+def alif_sequence(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
+    """Run over ``(T, B, ...)``; returns spikes and the final state."""
+    out = []
+    for z_t in z.unbind(0):
+        s, state, _, _ = alif_update(z_t, state, p)
+        out.append(s)
+    return torch.stack(out), state
+
+
+class ALIF(NeuronModule):
+    r"""Adaptive-threshold LIF layer.
+
+    >>> spikes, state = ALIF(beta=0.9, rho=0.95, kappa=0.5)(torch.rand(10, 2, 8) * 2)
+    >>> spikes.shape, state.a.shape
+    (torch.Size([10, 2, 8]), torch.Size([2, 8]))
+    """
+
+    def __init__(
+        self,
+        beta: float | torch.Tensor = 0.9,
+        threshold: float | torch.Tensor = 1.0,
+        rho: float | torch.Tensor = 0.95,
+        kappa: float | torch.Tensor = 0.5,
+        reset: str = "zero",
+        shape: tuple[int, ...] | None = None,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        learn_kappa: bool = False,
+    ):
+        super().__init__()
+        if reset not in ("zero", "subtract", "none"):
+            raise ValueError(f"reset must be 'zero', 'subtract' or 'none', got {reset!r}")
+        make_parameter(self, "beta", beta, shape, learn_beta)
+        make_parameter(self, "threshold", threshold, shape, learn_threshold)
+        make_parameter(self, "rho", rho, shape, False)
+        make_parameter(self, "kappa", kappa, shape, learn_kappa)
+        self.reset = reset
+
+    @property
+    def parameters_tuple(self) -> ALIFParameters:
+        return ALIFParameters(self.beta, self.threshold, self.rho, self.kappa, self.reset)
+
+    def initial_state(self, x: torch.Tensor) -> ALIFState:
+        zeros = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
+        return ALIFState(zeros, zeros.clone())
+
+    def forward(self, x: torch.Tensor, state: ALIFState | None = None):
+        check_time_first(x, "ALIF")
+        for name in ("beta", "threshold", "rho", "kappa"):
+            self._check_features(x, name, getattr(self, name))
+        if state is None:
+            state = self.initial_state(x)
+        return alif_sequence(x, state, self.parameters_tuple)
+
+    def extra_repr(self) -> str:
+        return f"reset={self.reset!r}"

@@ -1,0 +1,118 @@
+r"""Current-based LIF (CubaLIF): a synaptic current with its own decay feeds the membrane.
+
+Per step, with synaptic decay :math:`\alpha` and membrane decay :math:`\beta`::
+
+    I_t = α I_{t-1} + Z_t                 synaptic current
+    V_t = β U_{t-1} + I_t                 membrane before the reset
+    S_t, U_t                              as in LIF (immediate or delayed reset)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .base import NeuronModule, check_time_first, make_parameter
+from .lif import LIFParameters, _check_reset, lif_update
+
+__all__ = ["CubaLIF", "CubaLIFParameters", "CubaLIFState", "cuba_step", "cuba_sequence"]
+
+
+class CubaLIFParameters(NamedTuple):
+    """Parameters: synaptic decay ``alpha``, membrane decay ``beta``, ``threshold``, reset."""
+
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    threshold: torch.Tensor
+    reset: str = "zero"
+    reset_delay: bool = False
+
+    @property
+    def lif(self) -> LIFParameters:
+        return LIFParameters(self.beta, self.threshold, self.reset, self.reset_delay)
+
+
+class CubaLIFState(NamedTuple):
+    """State: synaptic current ``i`` and membrane ``v``."""
+
+    i: torch.Tensor
+    v: torch.Tensor
+
+
+def cuba_step(
+    z: torch.Tensor, state: CubaLIFState, p: CubaLIFParameters
+) -> tuple[torch.Tensor, CubaLIFState]:
+    """One step of a current-based LIF population.
+
+    >>> p = CubaLIFParameters(torch.tensor(0.5), torch.tensor(0.5), torch.tensor(1.0))
+    >>> s, st = cuba_step(torch.tensor([1.0]), CubaLIFState(torch.tensor([1.0]), torch.zeros(1)), p)
+    >>> s.item(), st.i.item()
+    (1.0, 1.5)
+    """
+    i = p.alpha * state.i + z
+    s, v, _ = lif_update(i, state.v, p.lif)
+    return s, CubaLIFState(i, v)
+
+
+def cuba_sequence(
+    z: torch.Tensor, state: CubaLIFState, p: CubaLIFParameters
+) -> tuple[torch.Tensor, CubaLIFState]:
+    """Run over ``(T, B, ...)``; returns spikes and the final state."""
+    out = []
+    for z_t in z.unbind(0):
+        s, state = cuba_step(z_t, state, p)
+        out.append(s)
+    return torch.stack(out), state
+
+
+class CubaLIF(NeuronModule):
+    r"""Current-based LIF layer.
+
+    >>> spikes, state = CubaLIF(alpha=0.8, beta=0.9)(torch.rand(10, 4, 16))
+    >>> spikes.shape, state.i.shape
+    (torch.Size([10, 4, 16]), torch.Size([4, 16]))
+    """
+
+    def __init__(
+        self,
+        alpha: float | torch.Tensor = 0.8,
+        beta: float | torch.Tensor = 0.9,
+        threshold: float | torch.Tensor = 1.0,
+        reset: str = "zero",
+        reset_delay: bool = False,
+        shape: tuple[int, ...] | None = None,
+        learn_alpha: bool = False,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+    ):
+        super().__init__()
+        _check_reset(reset)
+        make_parameter(self, "alpha", alpha, shape, learn_alpha)
+        make_parameter(self, "beta", beta, shape, learn_beta)
+        make_parameter(self, "threshold", threshold, shape, learn_threshold)
+        self.reset = reset
+        self.reset_delay = bool(reset_delay)
+
+    @property
+    def parameters_tuple(self) -> CubaLIFParameters:
+        return CubaLIFParameters(
+            self.alpha, self.beta, self.threshold, self.reset, self.reset_delay
+        )
+
+    def initial_state(self, x: torch.Tensor) -> CubaLIFState:
+        zeros = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
+        return CubaLIFState(zeros, zeros.clone())
+
+    def forward(
+        self, x: torch.Tensor, state: CubaLIFState | None = None
+    ) -> tuple[torch.Tensor, CubaLIFState]:
+        check_time_first(x, "CubaLIF")
+        for name in ("alpha", "beta", "threshold"):
+            self._check_features(x, name, getattr(self, name))
+        if state is None:
+            state = self.initial_state(x)
+        return cuba_sequence(x, state, self.parameters_tuple)
+
+    def extra_repr(self) -> str:
+        return f"reset={self.reset!r}, reset_delay={self.reset_delay}"

@@ -1,0 +1,209 @@
+r"""Leaky integrate-and-fire neurons (LIF) and their no-leak special case (IF).
+
+Per step ``t``, with synaptic input :math:`Z_t` (already computed for all steps by the
+preceding Linear/Conv layer), decay :math:`\beta`, threshold :math:`\theta` and
+:math:`H(v) = 1[v > 0]`:
+
+**Immediate reset** (``reset_delay=False``, the default; what NIR and most hardware do)::
+
+    V_t = β U_{t-1} + Z_t                 membrane before the reset
+    S_t = H(V_t - θ)                      spike
+    U_t = V_t (1 - S_t)                   reset="zero"
+    U_t = V_t - θ S_t                     reset="subtract"
+    U_t = V_t                             reset="none"
+
+**Delayed reset** (``reset_delay=True``; snntorch ``Leaky``'s default, lfprop's model)::
+
+    R_t = H(U_{t-1} - θ)                  reset from the previous membrane
+    V_t = β U_{t-1} + Z_t
+    U_t = V_t (1 - R_t)  |  V_t - θ R_t  |  V_t
+    S_t = H(U_t - θ)
+
+``U_0 = 0`` unless a state is given. ``IF`` is LIF with ``β = 1``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .base import NeuronModule, check_time_first, heaviside, make_parameter, resolve_beta
+
+__all__ = ["LIF", "IF", "LIFParameters", "LIFState", "lif_step", "lif_sequence", "RESETS"]
+
+RESETS = ("zero", "subtract", "none")
+
+
+class LIFParameters(NamedTuple):
+    """Parameters of a LIF population (tensors broadcast against the features)."""
+
+    beta: torch.Tensor
+    threshold: torch.Tensor
+    reset: str = "zero"
+    reset_delay: bool = False
+
+
+class LIFState(NamedTuple):
+    """State of a LIF population: the membrane potential ``v`` (``U_t`` above)."""
+
+    v: torch.Tensor
+
+
+def _check_reset(reset: str) -> None:
+    if reset not in RESETS:
+        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+
+
+def lif_update(
+    z: torch.Tensor, v: torch.Tensor, p: LIFParameters
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step: returns ``(S_t, U_t, V_t)`` (spikes, membrane after and before the reset)."""
+    v_pre = p.beta * v + z
+    if p.reset_delay:
+        r = heaviside(v - p.threshold)
+        if p.reset == "zero":
+            v_new = v_pre * (1 - r)
+        elif p.reset == "subtract":
+            v_new = v_pre - p.threshold * r
+        else:
+            v_new = v_pre
+        s = heaviside(v_new - p.threshold)
+    else:
+        s = heaviside(v_pre - p.threshold)
+        if p.reset == "zero":
+            v_new = v_pre * (1 - s)
+        elif p.reset == "subtract":
+            v_new = v_pre - p.threshold * s
+        else:
+            v_new = v_pre
+    return s, v_new, v_pre
+
+
+def lif_step(
+    z: torch.Tensor, state: LIFState, p: LIFParameters
+) -> tuple[torch.Tensor, LIFState]:
+    """Advance a LIF population by one step (pure function).
+
+    >>> p = LIFParameters(torch.tensor(0.5), torch.tensor(1.0))
+    >>> s, st = lif_step(torch.tensor([0.6, 1.2]), LIFState(torch.zeros(2)), p)
+    >>> s, st.v
+    (tensor([0., 1.]), tensor([0.6000, 0.0000]))
+    """
+    s, v, _ = lif_update(z, state.v, p)
+    return s, LIFState(v)
+
+
+def lif_sequence(
+    z: torch.Tensor, state: LIFState, p: LIFParameters
+) -> tuple[torch.Tensor, LIFState]:
+    """Run a LIF population over a time-first input ``z`` of shape ``(T, B, ...)``.
+
+    >>> p = LIFParameters(torch.tensor(1.0), torch.tensor(1.0), reset="subtract")
+    >>> s, st = lif_sequence(torch.full((4, 1), 0.5), LIFState(torch.zeros(1)), p)
+    >>> s.flatten().tolist(), st.v.item()
+    ([0.0, 0.0, 0.0, 1.0], 0.0)
+    """
+    v = state.v
+    out = []
+    for z_t in z.unbind(0):
+        s, v, _ = lif_update(z_t, v, p)
+        out.append(s)
+    return torch.stack(out), LIFState(v)
+
+
+class LIF(NeuronModule):
+    r"""Leaky integrate-and-fire layer (see the module docstring for the equations).
+
+    Args:
+        beta: membrane decay :math:`\beta` in [0, 1] (or give ``tau`` and ``dt``:
+            :math:`\beta = e^{-dt/\tau}`).
+        threshold: firing threshold :math:`\theta`.
+        reset: ``"zero"`` (default), ``"subtract"`` or ``"none"``.
+        reset_delay: compute the reset from the previous membrane (snntorch ``Leaky``).
+        shape: feature shape for per-neuron ``beta``/``threshold`` (e.g. ``(256,)`` or
+            ``(C, 1, 1)``); ``None`` shares one value.
+        learn_beta, learn_threshold: make them ``nn.Parameter`` s (LFP gives them feedback).
+
+    >>> lif = LIF(beta=0.9)
+    >>> spikes, state = lif(torch.rand(30, 8, 100))
+    >>> spikes.shape, state.v.shape
+    (torch.Size([30, 8, 100]), torch.Size([8, 100]))
+    """
+
+    def __init__(
+        self,
+        beta: float | torch.Tensor | None = 0.9,
+        threshold: float | torch.Tensor = 1.0,
+        reset: str = "zero",
+        reset_delay: bool = False,
+        shape: tuple[int, ...] | None = None,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        tau: float | None = None,
+        dt: float | None = None,
+    ):
+        super().__init__()
+        _check_reset(reset)
+        if tau is not None or dt is not None:
+            beta = resolve_beta(None, tau, dt)
+        beta = resolve_beta(beta, None, None)
+        make_parameter(self, "beta", beta, shape, learn_beta)
+        make_parameter(self, "threshold", threshold, shape, learn_threshold)
+        self.reset = reset
+        self.reset_delay = bool(reset_delay)
+
+    @property
+    def parameters_tuple(self) -> LIFParameters:
+        return LIFParameters(self.beta, self.threshold, self.reset, self.reset_delay)
+
+    def initial_state(self, x: torch.Tensor) -> LIFState:
+        return LIFState(torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device))
+
+    def forward(
+        self, x: torch.Tensor, state: LIFState | None = None
+    ) -> tuple[torch.Tensor, LIFState]:
+        check_time_first(x, type(self).__name__)
+        self._check_features(x, "beta", self.beta)
+        self._check_features(x, "threshold", self.threshold)
+        if state is None:
+            state = self.initial_state(x)
+        return lif_sequence(x, state, self.parameters_tuple)
+
+    def extra_repr(self) -> str:
+        beta = self.beta.item() if self.beta.dim() == 0 else f"shape {tuple(self.beta.shape)}"
+        th = self.threshold
+        th = th.item() if th.dim() == 0 else f"shape {tuple(th.shape)}"
+        return f"beta={beta}, threshold={th}, reset={self.reset!r}, reset_delay={self.reset_delay}"
+
+
+class IF(LIF):
+    r"""Integrate-and-fire layer: LIF without leak (:math:`\beta = 1`).
+
+    >>> spikes, state = IF(threshold=1.0)(torch.full((4, 1, 1), 0.5))
+    >>> spikes.flatten().tolist()
+    [0.0, 1.0, 0.0, 1.0]
+    """
+
+    def __init__(
+        self,
+        threshold: float | torch.Tensor = 1.0,
+        reset: str = "zero",
+        reset_delay: bool = False,
+        shape: tuple[int, ...] | None = None,
+        learn_threshold: bool = False,
+    ):
+        super().__init__(
+            beta=1.0,
+            threshold=threshold,
+            reset=reset,
+            reset_delay=reset_delay,
+            shape=shape,
+            learn_beta=False,
+            learn_threshold=learn_threshold,
+        )
+
+    def extra_repr(self) -> str:
+        th = self.threshold
+        th = th.item() if th.dim() == 0 else f"shape {tuple(th.shape)}"
+        return f"threshold={th}, reset={self.reset!r}, reset_delay={self.reset_delay}"

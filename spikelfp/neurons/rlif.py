@@ -1,0 +1,112 @@
+r"""Recurrent LIF (RLIF): a LIF population with all-to-all recurrent weights.
+
+Per step, with recurrent weights :math:`W_{rec}` (no self-bias)::
+
+    V_t = β U_{t-1} + Z_t + W_rec S_{t-1}
+    S_t, U_t                               as in LIF (immediate or delayed reset)
+
+The recurrent term needs the previous step's spikes, so it is the one matmul per step that
+cannot be batched over time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .base import NeuronModule, check_time_first, make_parameter
+from .lif import LIFParameters, _check_reset, lif_update
+
+__all__ = ["RLIF", "RLIFState", "rlif_step", "rlif_sequence"]
+
+
+class RLIFState(NamedTuple):
+    """State: membrane ``v`` and the last spikes ``s`` (feed the recurrent weights)."""
+
+    v: torch.Tensor
+    s: torch.Tensor
+
+
+def rlif_step(
+    z: torch.Tensor, state: RLIFState, p: LIFParameters, w_rec: torch.Tensor
+) -> tuple[torch.Tensor, RLIFState]:
+    """One step of a recurrent LIF population; ``z`` is ``(B, N)``.
+
+    >>> p = LIFParameters(torch.tensor(0.5), torch.tensor(1.0))
+    >>> w = torch.tensor([[0.0, 2.0], [0.0, 0.0]])
+    >>> s, st = rlif_step(torch.zeros(1, 2), RLIFState(torch.zeros(1, 2), torch.tensor([[0.0, 1.0]])), p, w)
+    >>> s.tolist()
+    [[1.0, 0.0]]
+    """
+    s, v, _ = lif_update(z + state.s @ w_rec.t(), state.v, p)
+    return s, RLIFState(v, s)
+
+
+def rlif_sequence(
+    z: torch.Tensor, state: RLIFState, p: LIFParameters, w_rec: torch.Tensor
+) -> tuple[torch.Tensor, RLIFState]:
+    """Run over ``(T, B, N)``."""
+    out = []
+    for z_t in z.unbind(0):
+        s, state = rlif_step(z_t, state, p, w_rec)
+        out.append(s)
+    return torch.stack(out), state
+
+
+class RLIF(NeuronModule):
+    r"""Recurrent LIF layer over ``size`` neurons; input ``(T, B, size)``.
+
+    >>> spikes, state = RLIF(16, beta=0.9)(torch.rand(10, 4, 16) * 2)
+    >>> spikes.shape, state.s.shape
+    (torch.Size([10, 4, 16]), torch.Size([4, 16]))
+    """
+
+    def __init__(
+        self,
+        size: int,
+        beta: float | torch.Tensor = 0.9,
+        threshold: float | torch.Tensor = 1.0,
+        reset: str = "zero",
+        reset_delay: bool = False,
+        per_neuron: bool = False,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+    ):
+        super().__init__()
+        _check_reset(reset)
+        if int(size) <= 0:
+            raise ValueError(f"RLIF size must be a positive number of neurons, got {size}")
+        self.size = int(size)
+        shape = (self.size,) if per_neuron else None
+        make_parameter(self, "beta", beta, shape, learn_beta)
+        make_parameter(self, "threshold", threshold, shape, learn_threshold)
+        self.reset = reset
+        self.reset_delay = bool(reset_delay)
+        bound = 1.0 / math.sqrt(self.size)
+        self.recurrent_weight = nn.Parameter(
+            torch.empty(self.size, self.size).uniform_(-bound, bound)
+        )
+
+    @property
+    def parameters_tuple(self) -> LIFParameters:
+        return LIFParameters(self.beta, self.threshold, self.reset, self.reset_delay)
+
+    def initial_state(self, x: torch.Tensor) -> RLIFState:
+        zeros = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
+        return RLIFState(zeros, zeros.clone())
+
+    def forward(self, x: torch.Tensor, state: RLIFState | None = None):
+        check_time_first(x, "RLIF", min_dim=3)
+        if x.shape[-1] != self.size or x.dim() != 3:
+            raise ValueError(
+                f"RLIF({self.size}) expects input (T, B, {self.size}), got {tuple(x.shape)}"
+            )
+        if state is None:
+            state = self.initial_state(x)
+        return rlif_sequence(x, state, self.parameters_tuple, self.recurrent_weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, reset={self.reset!r}, reset_delay={self.reset_delay}"

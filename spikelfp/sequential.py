@@ -1,0 +1,76 @@
+"""A container that threads time-first tensors and neuron states through mixed layers.
+
+Stateless layers (Linear, Conv2d, pooling, Flatten, Dropout, BatchNorm, ...) are applied to all
+``T·B`` samples at once (one matmul/conv for the whole sequence); neuron layers
+(:class:`spikelfp.neurons.NeuronModule`) run their cheap elementwise recursion over time.
+For a feed-forward network this is exactly the step-by-step network, only faster.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .neurons.base import NeuronModule
+
+__all__ = ["Sequential", "apply_over_time"]
+
+
+def apply_over_time(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a stateless ``module`` to every step of ``x: (T, B, ...)`` in one call.
+
+    >>> y = apply_over_time(nn.Linear(3, 2), torch.zeros(5, 4, 3))
+    >>> tuple(y.shape)
+    (5, 4, 2)
+    """
+    t, b = x.shape[:2]
+    y = module(x.reshape(t * b, *x.shape[2:]))
+    return y.reshape(t, b, *y.shape[1:])
+
+
+class Sequential(nn.Sequential):
+    """Like :class:`torch.nn.Sequential`, but time-first and stateful.
+
+    ``forward(x, state=None) -> (output, state)``: ``x`` is ``(T, B, ...)``; ``state`` is a
+    tuple with one entry per layer (``None`` for stateless layers), as returned by a previous
+    call, so a long recording can be fed in chunks.
+
+    >>> from spikelfp.neurons import LIF
+    >>> net = Sequential(nn.Linear(4, 3), LIF(beta=0.9), nn.Linear(3, 2), LIF(beta=0.9))
+    >>> out, state = net(torch.rand(6, 5, 4))
+    >>> tuple(out.shape), len(state)
+    ((6, 5, 2), 4)
+    """
+
+    def forward(self, x: torch.Tensor, state: tuple | None = None):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"Sequential expects a tensor (T, B, ...), got {type(x).__name__}")
+        if x.dim() < 3:
+            raise ValueError(
+                f"Sequential expects a time-first tensor (T, B, features...), got shape "
+                f"{tuple(x.shape)}; for a single sample use x.unsqueeze(1), for one step "
+                f"x.unsqueeze(0)"
+            )
+        layers = list(self)
+        if state is None:
+            state = (None,) * len(layers)
+        elif len(state) != len(layers):
+            raise ValueError(
+                f"state has {len(state)} entries but the network has {len(layers)} layers; "
+                "pass the state returned by the previous call of this network"
+            )
+        new_state = []
+        for i, (layer, s) in enumerate(zip(layers, state, strict=True)):
+            try:
+                if isinstance(layer, NeuronModule):
+                    x, s = layer(x, s)
+                else:
+                    x = apply_over_time(layer, x)
+                    s = None
+            except RuntimeError as err:
+                raise ValueError(
+                    f"layer {i} ({type(layer).__name__}) could not take an input of shape "
+                    f"{tuple(x.shape)} (time-first (T, B, ...)): {err}"
+                ) from err
+            new_state.append(s)
+        return x, tuple(new_state)
