@@ -1,0 +1,238 @@
+"""LFP rules: conservation, exact restoration by composites, chaining over time, bad input."""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from spikelfp import ALIF, IF, LI, LIF, RLIF, CubaLIF, Sequential
+from spikelfp.lfp import (
+    NATIVE,
+    AvgPoolRule,
+    Composite,
+    EpsilonRule,
+    GammaRule,
+    UnsupportedModuleError,
+    ZPlusRule,
+    default_composite,
+    lfp_step,
+    rate_coded_reward,
+)
+
+torch.set_default_dtype(torch.float32)
+
+
+def _reward_balance(rule, module, x, rho):
+    """(reward in, reward to the input, bias share, ε absorption) for one synapse rule."""
+    x = x.clone().requires_grad_(True)
+    z = rule.forward(module, x)
+    z.backward(rho)
+    w = module.weight
+    w2 = {"epsilon": w, "zplus": w.clamp(min=0), "gamma": w + rule.gamma * w.clamp(min=0)}[
+        rule.mode]
+    b = module.bias
+    b2 = {"epsilon": b, "zplus": b.clamp(min=0), "gamma": b + rule.gamma * b.clamp(min=0)}[
+        rule.mode]
+    if isinstance(module, nn.Linear):
+        zmod = nn.functional.linear(x, w2, b2)
+        bshape = (1, -1)
+    else:
+        zmod = nn.functional.conv2d(x, w2, b2, module.stride, module.padding)
+        bshape = (1, -1, 1, 1)
+    sign = torch.where(zmod >= 0, 1.0, -1.0).to(zmod.dtype)
+    n = rho / (zmod + rule.epsilon * sign)
+    bias_share = (b2.reshape(bshape) * n).sum()
+    absorbed = (rule.epsilon * sign * n).sum()
+    return rho.sum(), x.grad.sum(), bias_share, absorbed
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), eps=st.sampled_from([1e-6, 1e-2, 0.5]),
+       rule=st.sampled_from([EpsilonRule, ZPlusRule, GammaRule]))
+def test_synapse_rules_conserve_reward_linear(seed, eps, rule):
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(7, 5).double()
+    x = (torch.rand(6, 7, generator=g, dtype=torch.float64) < 0.5).double()
+    rho = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    total, to_input, bias, absorbed = _reward_balance(rule(epsilon=eps), lin, x, rho)
+    assert torch.allclose(total, to_input + bias + absorbed, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), eps=st.sampled_from([1e-6, 0.1]),
+       rule=st.sampled_from([EpsilonRule, ZPlusRule, GammaRule]))
+def test_synapse_rules_conserve_reward_conv(seed, eps, rule):
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(2, 3, 3, padding=1, stride=2).double()
+    x = (torch.rand(4, 2, 7, 7, generator=g, dtype=torch.float64) < 0.3).double()
+    rho = torch.randn(4, 3, 4, 4, generator=g, dtype=torch.float64)
+    total, to_input, bias, absorbed = _reward_balance(rule(epsilon=eps), conv, x, rho)
+    assert torch.allclose(total, to_input + bias + absorbed, rtol=1e-9, atol=1e-9)
+
+
+def test_synapse_weight_feedback_formula():
+    lin = nn.Linear(4, 3).double()
+    x = torch.rand(5, 4, dtype=torch.float64)
+    rho = torch.randn(5, 3, dtype=torch.float64)
+    z = EpsilonRule(0.0).forward(lin, x)
+    z.backward(rho)
+    n = rho / nn.functional.linear(x, lin.weight, lin.bias)
+    assert torch.allclose(-lin.weight.grad, lin.weight.abs() * (n.t() @ x))
+    assert torch.allclose(-lin.bias.grad, lin.bias.abs() * n.sum(0))
+
+
+def test_avgpool_rule_conserves():
+    x = torch.rand(3, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    pool = nn.AvgPool2d(2)
+    y = AvgPoolRule().forward(pool, x)
+    rho = torch.randn_like(y)
+    y.backward(rho)
+    assert torch.allclose(x.grad.sum(), rho.sum())
+
+
+def _nets():
+    return [
+        Sequential(nn.Linear(6, 8), LIF(beta=0.9, threshold=0.3), nn.Linear(8, 3), LI()),
+        Sequential(nn.Conv2d(2, 4, 3, padding=1), IF(threshold=0.5), nn.AvgPool2d(2),
+                   nn.Dropout(0.2), nn.Flatten(), nn.Linear(16, 3), CubaLIF(threshold=0.2)),
+        Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), RLIF(8, threshold=0.5), nn.Linear(8, 3),
+                   ALIF(threshold=0.3, learn_threshold=True, learn_kappa=True)),
+    ]
+
+
+def _inputs(net):
+    if isinstance(net[0], nn.Conv2d):
+        return (torch.rand(5, 4, 2, 4, 4) < 0.4).float()
+    return (torch.rand(5, 4, 6) < 0.4).float()
+
+
+@pytest.mark.parametrize("net", _nets(), ids=["lif-li", "conv-if-cuba", "bn-rlif-alif"])
+def test_composite_leaves_model_bit_identical(net):
+    before_state = copy.deepcopy(net.state_dict())
+    before_dicts = [dict(vars(m)) for m in net.modules()]
+    net.eval()
+    with default_composite().context(net):
+        out, _ = net(_inputs(net))
+        assert any("forward" in vars(m) for m in net.modules())
+    out.backward(torch.ones_like(out))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before_state[k]), k
+    for m, d in zip(net.modules(), before_dicts, strict=True):
+        assert set(vars(m)) == set(d)
+        assert "forward" not in vars(m)
+
+
+def test_composite_restores_after_exception():
+    net = _nets()[0]
+    with pytest.raises(RuntimeError, match="boom"):
+        with default_composite().context(net):
+            raise RuntimeError("boom")
+    assert all("forward" not in vars(m) for m in net.modules())
+
+
+def test_unsupported_module_is_named_before_any_step():
+    class Weird(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return x * self.w
+
+    net = Sequential(nn.Linear(6, 3), Weird(), LIF())
+    w0 = net[0].weight.detach().clone()
+    with pytest.raises(UnsupportedModuleError, match=r"1 \(Weird\).*Supported module types"):
+        lfp_step(net, torch.rand(4, 2, 6), torch.zeros(2, dtype=torch.long), rate_coded_reward,
+                 torch.optim.SGD(net.parameters(), lr=1.0))
+    assert torch.equal(net[0].weight, w0)
+    comp = default_composite().with_rules({Weird: NATIVE})
+    lfp_step(net, torch.rand(4, 2, 6), torch.zeros(2, dtype=torch.long), rate_coded_reward,
+             composite=comp)
+
+
+def test_composite_rejects_non_type_keys():
+    with pytest.raises(TypeError, match="module types"):
+        Composite({"Linear": EpsilonRule()})
+
+
+def _neuron_rule_input(neuron, shape):
+    z = (torch.randn(*shape, dtype=torch.float64) * 0.8 + 0.3).requires_grad_(True)
+    return z
+
+
+@pytest.mark.parametrize("make", [
+    lambda: LIF(beta=0.8, threshold=0.5, reset="zero"),
+    lambda: LIF(beta=0.8, threshold=0.5, reset="subtract", reset_delay=True),
+    lambda: IF(threshold=0.7),
+    lambda: LI(beta=0.7),
+    lambda: CubaLIF(alpha=0.6, beta=0.8, threshold=0.4),
+    lambda: ALIF(beta=0.9, threshold=0.4, kappa=0.5),
+    lambda: RLIF(4, beta=0.9, threshold=0.5),
+], ids=["lif-zero", "lif-sub-delay", "if", "li", "cuba", "alif", "rlif"])
+def test_neuron_rule_chained_over_time_equals_whole_sequence(make):
+    """Feeding a recording in chunks (state threaded through autograd) gives the same
+    reward decomposition as the whole sequence at once."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        neuron = make()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    rule = default_composite().rule_for(neuron)
+    z = _neuron_rule_input(neuron, (9, 3, 4))
+    r = torch.randn(9, 3, 4, dtype=torch.float64)
+    out, _ = rule.forward(neuron, z)
+    out.backward(r)
+    whole = z.grad.clone()
+    z.grad = None
+    a, st_ = rule.forward(neuron, z[:4])
+    b, _ = rule.forward(neuron, z[4:], st_)
+    torch.cat([a, b]).backward(r)
+    assert torch.equal(torch.cat([a, b]).detach(), out.detach())
+    assert torch.allclose(z.grad, whole, rtol=1e-12, atol=1e-14)
+
+
+def test_lif_rule_matches_independent_formula_for_zero_reset():
+    """Reset-to-zero, immediate reset: the rule of docs/lfp_rules.md written out by hand."""
+    torch.manual_seed(3)
+    beta, theta, eps = 0.8, 0.6, 1e-6
+    z = torch.randn(7, 2, 3, dtype=torch.float64).requires_grad_(True)
+    r = torch.randn(7, 2, 3, dtype=torch.float64)
+    torch.set_default_dtype(torch.float64)
+    lif = LIF(beta=beta, threshold=theta, reset="zero", learn_beta=True, learn_threshold=True)
+    torch.set_default_dtype(torch.float32)
+    s, _ = default_composite().rule_for(lif).forward(lif, z)
+    s.backward(r)
+    u = torch.zeros(2, 3, dtype=torch.float64)
+    ups, vs = [], []
+    for t in range(7):
+        v = beta * u + z[t].detach()
+        ups.append(u)
+        vs.append(v)
+        u = v * (v <= theta)
+    q = torch.zeros(2, 3, dtype=torch.float64)
+    ns = [None] * 7
+    for t in range(6, -1, -1):
+        d = ups[t].abs() + (vs[t] - ups[t]).abs() + eps
+        ns[t] = (r[t] + q) / d
+        q = beta * ups[t] * ns[t]
+    n = torch.stack(ns)
+    assert torch.allclose(z.grad, n * z.detach(), rtol=1e-12)
+    assert torch.allclose(-lif.beta.grad, beta * (torch.stack(ups) * n).sum(), rtol=1e-12)
+    assert torch.allclose(-lif.threshold.grad, -theta * n.sum(), rtol=1e-12)
+
+
+def test_reward_validation():
+    net = _nets()[0]
+    x = torch.rand(5, 4, 6)
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="non-finite"):
+        lfp_step(net, x, y, lambda o, t: torch.full_like(o, float("nan")))
+    with pytest.raises(ValueError, match=r"reward has shape \(5, 4\)"):
+        lfp_step(net, x, y, lambda o, t: o.sum(-1))
+    with pytest.raises(TypeError, match="floating point"):
+        lfp_step(net, x.long(), y, rate_coded_reward)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        rate_coded_reward(torch.zeros(5, 4, 3), torch.tensor([0, 1, 2, 3]))
