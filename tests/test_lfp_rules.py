@@ -236,3 +236,17 @@ def test_reward_validation():
         lfp_step(net, x.long(), y, rate_coded_reward)
     with pytest.raises(ValueError, match="labels must lie in"):
         rate_coded_reward(torch.zeros(5, 4, 3), torch.tensor([0, 1, 2, 3]))
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm_rule_updates_running_stats_like_torch(momentum):
+    bn = nn.BatchNorm1d(5, momentum=momentum)
+    ref = copy.deepcopy(bn)
+    x = torch.randn(8, 5)
+    for _ in range(3):
+        y = default_composite().rule_for(bn).forward(bn, x)
+        y_ref = ref(x)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    assert torch.allclose(bn.running_mean, ref.running_mean)
+    assert torch.allclose(bn.running_var, ref.running_var)
+    assert bn.num_batches_tracked == ref.num_batches_tracked

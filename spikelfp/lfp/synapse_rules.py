@@ -258,11 +258,13 @@ class BatchNormRule:
                 mean = x.mean(dim=dims)
                 var = x.var(dim=dims, unbiased=False)
                 if module.training and module.running_mean is not None:
-                    # Same update as F.batch_norm (unbiased variance in the running estimate).
-                    F.batch_norm(x, module.running_mean, module.running_var, None, None, True,
-                                 module.momentum if module.momentum is not None else 0.1,
-                                 module.eps)
+                    # The running statistics are updated exactly as nn.BatchNorm's forward does.
                     module.num_batches_tracked += 1
+                    momentum = module.momentum
+                    if momentum is None:  # cumulative moving average
+                        momentum = 1.0 / float(module.num_batches_tracked)
+                    F.batch_norm(x, module.running_mean, module.running_var, None, None, True,
+                                 momentum, module.eps)
         else:
             mean, var = module.running_mean, module.running_var
         inv_std = torch.rsqrt(var + module.eps)
