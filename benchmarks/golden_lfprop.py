@@ -46,8 +46,11 @@ def build_case(data, case: str) -> tuple[Sequential, dict[str, str]]:
 
 def _build_case(data, case: str) -> tuple[Sequential, dict[str, str]]:
     beta = float(data[f"{case}/beta"])
-    w = {k.split("/param/")[1]: torch.from_numpy(data[k]) for k in data.files
-         if k.startswith(f"{case}/param/")}
+    w = {
+        k.split("/param/")[1]: torch.from_numpy(data[k])
+        for k in data.files
+        if k.startswith(f"{case}/param/")
+    }
     if case.startswith("mlp"):
         layers, names = [], {}
         for i in sorted({int(k.split(".")[0]) for k in w}):
@@ -60,11 +63,19 @@ def _build_case(data, case: str) -> tuple[Sequential, dict[str, str]]:
         c = w["0.weight"]
         lin = w["3.weight"]
         net = Sequential(
-            nn.Conv2d(c.shape[1], c.shape[0], c.shape[2], padding=c.shape[2] // 2), _lif(beta),
-            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(lin.shape[1], lin.shape[0]), _lif(beta),
+            nn.Conv2d(c.shape[1], c.shape[0], c.shape[2], padding=c.shape[2] // 2),
+            _lif(beta),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(lin.shape[1], lin.shape[0]),
+            _lif(beta),
         )
-        names = {"0.weight": "0.weight", "0.bias": "0.bias", "3.weight": "4.weight",
-                 "3.bias": "4.bias"}
+        names = {
+            "0.weight": "0.weight",
+            "0.bias": "0.bias",
+            "3.weight": "4.weight",
+            "3.bias": "4.bias",
+        }
     params = dict(net.named_parameters())
     with torch.no_grad():
         for gname, pname in names.items():
@@ -90,8 +101,11 @@ def compare(golden: str | os.PathLike) -> dict[str, dict[str, float]]:
         reward = torch.from_numpy(data[f"{case}/reward"])
         res = lfp_step(net, x, None, reward, return_input_reward=True)
         params = dict(net.named_parameters())
-        row = {"spikes (differing)": float((res.output != torch.from_numpy(
-            data[f"{case}/spikes"])).sum())}
+        row = {
+            "spikes (differing)": float(
+                (res.output != torch.from_numpy(data[f"{case}/spikes"])).sum()
+            )
+        }
         for gname, pname in names.items():
             row[f"F({gname})"] = rel_err(-params[pname].grad, data[f"{case}/feedback/{gname}"])
         row["input_reward"] = rel_err(res.input_reward, data[f"{case}/input_reward"])
@@ -102,8 +116,12 @@ def compare(golden: str | os.PathLike) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = os.environ.get("SPIKELFP_GOLDEN")
-    ap.add_argument("--golden", default=default, required=default is None,
-                    help="path to lfprop-1.0.0-lif-golden.npz (default: $SPIKELFP_GOLDEN)")
+    ap.add_argument(
+        "--golden",
+        default=default,
+        required=default is None,
+        help="path to lfprop-1.0.0-lif-golden.npz (default: $SPIKELFP_GOLDEN)",
+    )
     ap.add_argument("--json", default="benchmarks/results/golden_lfprop.json")
     args = ap.parse_args(argv)
     if not Path(args.golden).is_file():
@@ -121,11 +139,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 worst = max(worst, err)
                 failed |= not err <= TOLERANCE
-    print(f"\nworst relative error {worst:.3e} (tolerance {TOLERANCE:g}): "
-          f"{'FAIL' if failed else 'OK'}")
+    print(
+        f"\nworst relative error {worst:.3e} (tolerance {TOLERANCE:g}): "
+        f"{'FAIL' if failed else 'OK'}"
+    )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"tolerance": TOLERANCE, "worst": worst,
-                                           "cases": results}, indent=2))
+    Path(args.json).write_text(
+        json.dumps({"tolerance": TOLERANCE, "worst": worst, "cases": results}, indent=2)
+    )
     return 1 if failed else 0
 
 

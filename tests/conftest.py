@@ -19,8 +19,10 @@ def _deterministic_threads():
 def golden_path() -> Path:
     path = os.environ.get("SPIKELFP_GOLDEN")
     if not path or not Path(path).is_file():
-        pytest.skip("lfprop golden file not available: set SPIKELFP_GOLDEN to "
-                    "lfprop-1.0.0-lif-golden.npz (.ci/run sets it from ../shared/lfp_golden)")
+        pytest.skip(
+            "lfprop golden file not available: set SPIKELFP_GOLDEN to "
+            "lfprop-1.0.0-lif-golden.npz (.ci/run sets it from ../shared/lfp_golden)"
+        )
     return Path(path)
 
 
@@ -28,6 +30,8 @@ def golden_path() -> Path:
 def shared_data() -> Path:
     path = os.environ.get("SPIKELFP_DATA")
     if not path or not Path(path).is_dir():
-        pytest.skip("real data not available: set SPIKELFP_DATA to the shared data folder "
-                    "(.ci/run sets it from ../shared/data)")
+        pytest.skip(
+            "real data not available: set SPIKELFP_DATA to the shared data folder "
+            "(.ci/run sets it from ../shared/data)"
+        )
     return Path(path)

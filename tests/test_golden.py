@@ -3,10 +3,9 @@
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 _SPEC = importlib.util.spec_from_file_location(
-    "golden_lfprop", Path(__file__).parents[1] / "benchmarks" / "golden_lfprop.py")
+    "golden_lfprop", Path(__file__).parents[1] / "benchmarks" / "golden_lfprop.py"
+)
 golden_lfprop = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(golden_lfprop)
 
@@ -23,8 +22,9 @@ def test_golden_cases(golden_path):
 
 
 def test_golden_script_exit_code(golden_path, tmp_path):
-    assert golden_lfprop.main(["--golden", str(golden_path),
-                               "--json", str(tmp_path / "g.json")]) == 0
+    assert (
+        golden_lfprop.main(["--golden", str(golden_path), "--json", str(tmp_path / "g.json")]) == 0
+    )
     assert golden_lfprop.main(["--golden", str(tmp_path / "missing.npz")]) == 2
 
 
@@ -33,8 +33,10 @@ def test_golden_wrong_rule_is_caught(golden_path, monkeypatch):
     from spikelfp.lfp import neuron_rules
 
     orig = neuron_rules.LIFRule.__init__
-    monkeypatch.setattr(neuron_rules.LIFRule, "__init__",
-                        lambda self, epsilon=1e-6: orig(self, epsilon * 10))
+    monkeypatch.setattr(
+        neuron_rules.LIFRule, "__init__", lambda self, epsilon=1e-6: orig(self, epsilon * 10)
+    )
     results = golden_lfprop.compare(golden_path)
-    assert max(v for r in results.values() for k, v in r.items()
-               if not k.startswith("spikes")) > 1e-9
+    assert (
+        max(v for r in results.values() for k, v in r.items() if not k.startswith("spikes")) > 1e-9
+    )

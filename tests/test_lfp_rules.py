@@ -32,10 +32,12 @@ def _reward_balance(rule, module, x, rho):
     z.backward(rho)
     w = module.weight
     w2 = {"epsilon": w, "zplus": w.clamp(min=0), "gamma": w + rule.gamma * w.clamp(min=0)}[
-        rule.mode]
+        rule.mode
+    ]
     b = module.bias
     b2 = {"epsilon": b, "zplus": b.clamp(min=0), "gamma": b + rule.gamma * b.clamp(min=0)}[
-        rule.mode]
+        rule.mode
+    ]
     if isinstance(module, nn.Linear):
         zmod = nn.functional.linear(x, w2, b2)
         bshape = (1, -1)
@@ -50,8 +52,11 @@ def _reward_balance(rule, module, x, rho):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), eps=st.sampled_from([1e-6, 1e-2, 0.5]),
-       rule=st.sampled_from([EpsilonRule, ZPlusRule, GammaRule]))
+@given(
+    seed=st.integers(0, 10_000),
+    eps=st.sampled_from([1e-6, 1e-2, 0.5]),
+    rule=st.sampled_from([EpsilonRule, ZPlusRule, GammaRule]),
+)
 def test_synapse_rules_conserve_reward_linear(seed, eps, rule):
     g = torch.Generator().manual_seed(seed)
     lin = nn.Linear(7, 5).double()
@@ -62,8 +67,11 @@ def test_synapse_rules_conserve_reward_linear(seed, eps, rule):
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), eps=st.sampled_from([1e-6, 0.1]),
-       rule=st.sampled_from([EpsilonRule, ZPlusRule, GammaRule]))
+@given(
+    seed=st.integers(0, 10_000),
+    eps=st.sampled_from([1e-6, 0.1]),
+    rule=st.sampled_from([EpsilonRule, ZPlusRule, GammaRule]),
+)
 def test_synapse_rules_conserve_reward_conv(seed, eps, rule):
     g = torch.Generator().manual_seed(seed)
     conv = nn.Conv2d(2, 3, 3, padding=1, stride=2).double()
@@ -96,10 +104,22 @@ def test_avgpool_rule_conserves():
 def _nets():
     return [
         Sequential(nn.Linear(6, 8), LIF(beta=0.9, threshold=0.3), nn.Linear(8, 3), LI()),
-        Sequential(nn.Conv2d(2, 4, 3, padding=1), IF(threshold=0.5), nn.AvgPool2d(2),
-                   nn.Dropout(0.2), nn.Flatten(), nn.Linear(16, 3), CubaLIF(threshold=0.2)),
-        Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), RLIF(8, threshold=0.5), nn.Linear(8, 3),
-                   ALIF(threshold=0.3, learn_threshold=True, learn_kappa=True)),
+        Sequential(
+            nn.Conv2d(2, 4, 3, padding=1),
+            IF(threshold=0.5),
+            nn.AvgPool2d(2),
+            nn.Dropout(0.2),
+            nn.Flatten(),
+            nn.Linear(16, 3),
+            CubaLIF(threshold=0.2),
+        ),
+        Sequential(
+            nn.Linear(6, 8),
+            nn.BatchNorm1d(8),
+            RLIF(8, threshold=0.5),
+            nn.Linear(8, 3),
+            ALIF(threshold=0.3, learn_threshold=True, learn_kappa=True),
+        ),
     ]
 
 
@@ -145,12 +165,22 @@ def test_unsupported_module_is_named_before_any_step():
     net = Sequential(nn.Linear(6, 3), Weird(), LIF())
     w0 = net[0].weight.detach().clone()
     with pytest.raises(UnsupportedModuleError, match=r"1 \(Weird\).*Supported module types"):
-        lfp_step(net, torch.rand(4, 2, 6), torch.zeros(2, dtype=torch.long), rate_coded_reward,
-                 torch.optim.SGD(net.parameters(), lr=1.0))
+        lfp_step(
+            net,
+            torch.rand(4, 2, 6),
+            torch.zeros(2, dtype=torch.long),
+            rate_coded_reward,
+            torch.optim.SGD(net.parameters(), lr=1.0),
+        )
     assert torch.equal(net[0].weight, w0)
     comp = default_composite().with_rules({Weird: NATIVE})
-    lfp_step(net, torch.rand(4, 2, 6), torch.zeros(2, dtype=torch.long), rate_coded_reward,
-             composite=comp)
+    lfp_step(
+        net,
+        torch.rand(4, 2, 6),
+        torch.zeros(2, dtype=torch.long),
+        rate_coded_reward,
+        composite=comp,
+    )
 
 
 def test_composite_rejects_non_type_keys():
@@ -163,15 +193,19 @@ def _neuron_rule_input(neuron, shape):
     return z
 
 
-@pytest.mark.parametrize("make", [
-    lambda: LIF(beta=0.8, threshold=0.5, reset="zero"),
-    lambda: LIF(beta=0.8, threshold=0.5, reset="subtract", reset_delay=True),
-    lambda: IF(threshold=0.7),
-    lambda: LI(beta=0.7),
-    lambda: CubaLIF(alpha=0.6, beta=0.8, threshold=0.4),
-    lambda: ALIF(beta=0.9, threshold=0.4, kappa=0.5),
-    lambda: RLIF(4, beta=0.9, threshold=0.5),
-], ids=["lif-zero", "lif-sub-delay", "if", "li", "cuba", "alif", "rlif"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LIF(beta=0.8, threshold=0.5, reset="zero"),
+        lambda: LIF(beta=0.8, threshold=0.5, reset="subtract", reset_delay=True),
+        lambda: IF(threshold=0.7),
+        lambda: LI(beta=0.7),
+        lambda: CubaLIF(alpha=0.6, beta=0.8, threshold=0.4),
+        lambda: ALIF(beta=0.9, threshold=0.4, kappa=0.5),
+        lambda: RLIF(4, beta=0.9, threshold=0.5),
+    ],
+    ids=["lif-zero", "lif-sub-delay", "if", "li", "cuba", "alif", "rlif"],
+)
 def test_neuron_rule_chained_over_time_equals_whole_sequence(make):
     """Feeding a recording in chunks (state threaded through autograd) gives the same
     reward decomposition as the whole sequence at once."""

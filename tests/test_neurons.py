@@ -76,8 +76,9 @@ def test_other_neurons_equal_their_kernels():
     assert torch.equal(s, s2)
     m = RLIF(N)
     s, _ = m(x)
-    s2, _ = _run_steps(rlif_step, x, RLIFState(zeros, zeros), m.parameters_tuple,
-                       m.recurrent_weight)
+    s2, _ = _run_steps(
+        rlif_step, x, RLIFState(zeros, zeros), m.parameters_tuple, m.recurrent_weight
+    )
     assert torch.equal(s, s2)
     m = LI(beta=0.5)
     u, _ = m(x)
@@ -95,8 +96,9 @@ def test_alif_threshold_adapts():
 
 
 def test_chunked_state_equals_whole_sequence():
-    net = Sequential(nn.Linear(N, 4), LIF(beta=0.9), nn.Linear(4, 3), CubaLIF(), nn.Linear(3, 2),
-                     LI())
+    net = Sequential(
+        nn.Linear(N, 4), LIF(beta=0.9), nn.Linear(4, 3), CubaLIF(), nn.Linear(3, 2), LI()
+    )
     x = torch.rand(T, B, N)
     out, _ = net(x)
     a, st = net(x[:5])

@@ -31,7 +31,7 @@ def stabilized_divide(num: torch.Tensor, den: torch.Tensor, epsilon: float) -> t
     r"""``num / (den + ε·sign(den))`` with ``sign(0) = +1``; with ``ε = 0``, 0 where ``den = 0``.
 
     >>> stabilized_divide(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0.0, -1.0, 4.0]), 0.0)
-    tensor([0.0000, -1.0000,  0.5000])
+    tensor([ 0.0000, -1.0000,  0.5000])
     """
     if epsilon == 0:
         safe = torch.where(den == 0, torch.ones_like(den), den)

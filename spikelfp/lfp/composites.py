@@ -33,9 +33,15 @@ class _Native:
 NATIVE = _Native()
 
 _NATIVE_TYPES = (
-    nn.Flatten, nn.Unflatten, nn.Identity,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
     nn.ReLU,
 )
 
@@ -148,14 +154,27 @@ def default_composite(
     """
     syn = synapse_rule if synapse_rule is not None else EpsilonRule(synapse_epsilon)
     rules: dict[type, object] = {t: NATIVE for t in _NATIVE_TYPES}
-    rules.update({
-        nn.Linear: syn, nn.Conv1d: syn, nn.Conv2d: syn, nn.Conv3d: syn,
-        nn.AvgPool1d: AvgPoolRule(), nn.AvgPool2d: AvgPoolRule(), nn.AvgPool3d: AvgPoolRule(),
-        nn.AdaptiveAvgPool1d: AvgPoolRule(), nn.AdaptiveAvgPool2d: AvgPoolRule(),
-        nn.modules.batchnorm._BatchNorm: BatchNormRule(),
-        nn.Dropout: DropoutRule(), nn.Dropout1d: DropoutRule(), nn.Dropout2d: DropoutRule(),
-        LIF: LIFRule(neuron_epsilon), IF: LIFRule(neuron_epsilon), LI: LIRule(neuron_epsilon),
-        CubaLIF: CubaLIFRule(neuron_epsilon), ALIF: ALIFRule(neuron_epsilon),
-        RLIF: RLIFRule(neuron_epsilon),
-    })
+    rules.update(
+        {
+            nn.Linear: syn,
+            nn.Conv1d: syn,
+            nn.Conv2d: syn,
+            nn.Conv3d: syn,
+            nn.AvgPool1d: AvgPoolRule(),
+            nn.AvgPool2d: AvgPoolRule(),
+            nn.AvgPool3d: AvgPoolRule(),
+            nn.AdaptiveAvgPool1d: AvgPoolRule(),
+            nn.AdaptiveAvgPool2d: AvgPoolRule(),
+            nn.modules.batchnorm._BatchNorm: BatchNormRule(),
+            nn.Dropout: DropoutRule(),
+            nn.Dropout1d: DropoutRule(),
+            nn.Dropout2d: DropoutRule(),
+            LIF: LIFRule(neuron_epsilon),
+            IF: LIFRule(neuron_epsilon),
+            LI: LIRule(neuron_epsilon),
+            CubaLIF: CubaLIFRule(neuron_epsilon),
+            ALIF: ALIFRule(neuron_epsilon),
+            RLIF: RLIFRule(neuron_epsilon),
+        }
+    )
     return Composite(rules)

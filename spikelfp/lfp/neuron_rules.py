@@ -4,8 +4,8 @@ All membrane-type neurons share one decomposition (derivation in ``docs/lfp_rule
 spike :math:`S_t = H(\cdot)` is crossed as an identity (reward on :math:`S_t` is reward on the
 membrane); resets and adaptive thresholds are constants. Going backwards ``t = T..1``::
 
-    r̃_t     = r_t + q_t                           reward on S_t + reward from step t+1 (q_T: on the final state)
-    D_t     = |U_{t-1}| + |V_t - U_{t-1}| + ε     V_t: membrane before the reset (lfprop: U_t + θR_t)
+    r̃_t     = r_t + q_t                           reward on S_t + reward from step t+1
+    D_t     = |U_{t-1}| + |V_t - U_{t-1}| + ε     V_t: membrane before the reset
     n_t     = r̃_t / D_t
     q_{t-1} = β U_{t-1} n_t                       reward to the previous membrane
     ρ_t     = n_t Z_t                             reward to the synaptic input (the synapse rule
@@ -49,12 +49,18 @@ def _reset(v_pre, v_prev, theta, reset, reset_delay):
     """Membrane after the reset, and the spikes (immediate or delayed)."""
     if reset_delay:
         r = (v_prev > theta).to(v_pre.dtype)
-        v_new = v_pre * (1 - r) if reset == "zero" else (
-            v_pre - theta * r if reset == "subtract" else v_pre)
+        v_new = (
+            v_pre * (1 - r)
+            if reset == "zero"
+            else (v_pre - theta * r if reset == "subtract" else v_pre)
+        )
         return v_new, (v_new > theta).to(v_pre.dtype)
     s = (v_pre > theta).to(v_pre.dtype)
-    v_new = v_pre * (1 - s) if reset == "zero" else (
-        v_pre - theta * s if reset == "subtract" else v_pre)
+    v_new = (
+        v_pre * (1 - s)
+        if reset == "zero"
+        else (v_pre - theta * s if reset == "subtract" else v_pre)
+    )
     return v_new, s
 
 
@@ -118,8 +124,16 @@ class LIFRule:
     def forward(self, module: LIF, x: torch.Tensor, state: LIFState | None = None):
         check_time_first(x, type(module).__name__)
         v0 = module.initial_state(x).v if state is None else state.v
-        s, v = _LIFLFP.apply(x, v0, module.beta, module.threshold, module.reset,
-                             module.reset_delay, self.epsilon, False)
+        s, v = _LIFLFP.apply(
+            x,
+            v0,
+            module.beta,
+            module.threshold,
+            module.reset,
+            module.reset_delay,
+            self.epsilon,
+            False,
+        )
         return s, LIFState(v)
 
     def __repr__(self) -> str:
@@ -154,8 +168,17 @@ class _CubaLFP(torch.autograd.Function):
             i = i_new
             outs.append(s)
         st = torch.stack
-        ctx.save_for_backward(z, st(i_prev), st(i_all), st(u_prev), st(dv).reciprocal_(),
-                              st(di).reciprocal_(), alpha, beta, threshold)
+        ctx.save_for_backward(
+            z,
+            st(i_prev),
+            st(i_all),
+            st(u_prev),
+            st(dv).reciprocal_(),
+            st(di).reciprocal_(),
+            alpha,
+            beta,
+            threshold,
+        )
         return st(outs), i, v
 
     @staticmethod
@@ -184,8 +207,17 @@ class CubaLIFRule(LIFRule):
     def forward(self, module: CubaLIF, x: torch.Tensor, state: CubaLIFState | None = None):
         check_time_first(x, "CubaLIF")
         st = module.initial_state(x) if state is None else state
-        s, i, v = _CubaLFP.apply(x, st.i, st.v, module.alpha, module.beta, module.threshold,
-                                 module.reset, module.reset_delay, self.epsilon)
+        s, i, v = _CubaLFP.apply(
+            x,
+            st.i,
+            st.v,
+            module.alpha,
+            module.beta,
+            module.threshold,
+            module.reset,
+            module.reset_delay,
+            self.epsilon,
+        )
         return s, CubaLIFState(i, v)
 
 
@@ -204,8 +236,9 @@ class _ALIFLFP(torch.autograd.Function):
             a = rho * a + (1 - rho) * s
             outs.append(s)
         u_prev = torch.stack(u_prev)
-        ctx.save_for_backward(z, u_prev, torch.stack(a_prev), torch.stack(dens).reciprocal_(),
-                              beta, threshold, kappa)
+        ctx.save_for_backward(
+            z, u_prev, torch.stack(a_prev), torch.stack(dens).reciprocal_(), beta, threshold, kappa
+        )
         return torch.stack(outs), v, a
 
     @staticmethod
@@ -226,8 +259,17 @@ class ALIFRule(LIFRule):
     def forward(self, module: ALIF, x: torch.Tensor, state: ALIFState | None = None):
         check_time_first(x, "ALIF")
         st = module.initial_state(x) if state is None else state
-        s, v, a = _ALIFLFP.apply(x, st.v, st.a, module.beta, module.threshold, module.rho,
-                                 module.kappa, module.reset, self.epsilon)
+        s, v, a = _ALIFLFP.apply(
+            x,
+            st.v,
+            st.a,
+            module.beta,
+            module.threshold,
+            module.rho,
+            module.kappa,
+            module.reset,
+            self.epsilon,
+        )
         return s, ALIFState(v, a)
 
 
@@ -244,8 +286,16 @@ class _RLIFLFP(torch.autograd.Function):
             v, s = _reset(v_pre, v, threshold, reset, reset_delay)
             outs.append(s)
         spikes = torch.stack(outs)
-        ctx.save_for_backward(z, s0, spikes, torch.stack(u_prev),
-                              torch.stack(dens).reciprocal_(), w_rec, beta, threshold)
+        ctx.save_for_backward(
+            z,
+            s0,
+            spikes,
+            torch.stack(u_prev),
+            torch.stack(dens).reciprocal_(),
+            w_rec,
+            beta,
+            threshold,
+        )
         return spikes, v, s
 
     @staticmethod
@@ -276,8 +326,15 @@ class RLIFRule(LIFRule):
     def forward(self, module: RLIF, x: torch.Tensor, state: RLIFState | None = None):
         check_time_first(x, "RLIF", min_dim=3)
         st = module.initial_state(x) if state is None else state
-        s, v, s_last = _RLIFLFP.apply(x, st.v, st.s, module.recurrent_weight, module.beta,
-                                      module.threshold, module.reset, module.reset_delay,
-                                      self.epsilon)
+        s, v, s_last = _RLIFLFP.apply(
+            x,
+            st.v,
+            st.s,
+            module.recurrent_weight,
+            module.beta,
+            module.threshold,
+            module.reset,
+            module.reset_delay,
+            self.epsilon,
+        )
         return s, RLIFState(v, s_last)
-

@@ -24,8 +24,7 @@ def _check_output(output: torch.Tensor, labels: torch.Tensor, who: str) -> None:
         raise ValueError(f"{who} expects output (T, B, C), got shape {tuple(output.shape)}")
     if labels.shape != (output.shape[1],):
         raise ValueError(
-            f"{who} expects labels of shape (B,) = ({output.shape[1]},), got "
-            f"{tuple(labels.shape)}"
+            f"{who} expects labels of shape (B,) = ({output.shape[1]},), got {tuple(labels.shape)}"
         )
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= output.shape[2]):
         raise ValueError(
@@ -45,8 +44,8 @@ def rate_coded_reward(
     ``-S_t · neg`` (its spikes are penalised). Multiplied by ``scale``.
 
     >>> s = torch.zeros(4, 1, 2); s[:, 0, 1] = 1
-    >>> rate_coded_reward(s, torch.tensor([0]))[:, 0].tolist()[0]
-    [0.8807970779778823, -0.8807970779778823]
+    >>> rate_coded_reward(s, torch.tensor([0]))[0, 0]   # class 0 silent, class 1 always on
+    tensor([ 0.8808, -0.8808])
     """
     _check_output(spikes, labels, "rate_coded_reward")
     t = spikes.shape[0]
@@ -131,7 +130,7 @@ def discrete_feedback_reward(output: torch.Tensor, feedback: torch.Tensor) -> to
         )
     choice = output.sum(0).argmax(-1)
     onehot = torch.nn.functional.one_hot(choice, output.shape[2]).to(output.dtype)
-    reward = onehot * feedback.unsqueeze(-1) / output.shape[0]
+    reward = onehot * feedback.unsqueeze(-1) / output.shape[0] + 0.0  # no negative zeros
     return reward.unsqueeze(0).expand_as(output).clone()
 
 
@@ -146,5 +145,7 @@ def check_reward(reward: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         )
     if not torch.isfinite(reward).all():
         bad = int((~torch.isfinite(reward)).sum())
-        raise ValueError(f"the reward has {bad} non-finite (NaN/inf) values; check the reward function")
+        raise ValueError(
+            f"the reward has {bad} non-finite (NaN/inf) values; check the reward function"
+        )
     return reward.to(dtype=output.dtype, device=output.device)

@@ -77,8 +77,17 @@ class _SynapseLFP(torch.autograd.Function):
         else:
             c = ctx.conv
             gi, gw, _ = torch.ops.aten.convolution_backward(
-                n, x, w2, None, c.stride, c.padding, c.dilation, False,
-                [0] * len(c.stride), c.groups, [need_x, need_w, False],
+                n,
+                x,
+                w2,
+                None,
+                c.stride,
+                c.padding,
+                c.dilation,
+                False,
+                [0] * len(c.stride),
+                c.groups,
+                [need_x, need_w, False],
             )
             if need_x:
                 r_in = x * gi
@@ -86,8 +95,9 @@ class _SynapseLFP(torch.autograd.Function):
                 grad_w = -(w2.abs() * gw)
         if bias is not None and need_b:
             b2 = _modified(bias, ctx.mode, ctx.gamma)
-            grad_b = -(b2.abs() * sum_to(n.movedim(1, -1) if ctx.conv is not None else n,
-                                         bias.shape))
+            grad_b = -(
+                b2.abs() * sum_to(n.movedim(1, -1) if ctx.conv is not None else n, bias.shape)
+            )
         return r_in, grad_w, grad_b, None, None, None, None
 
 
@@ -263,8 +273,16 @@ class BatchNormRule:
                     momentum = module.momentum
                     if momentum is None:  # cumulative moving average
                         momentum = 1.0 / float(module.num_batches_tracked)
-                    F.batch_norm(x, module.running_mean, module.running_var, None, None, True,
-                                 momentum, module.eps)
+                    F.batch_norm(
+                        x,
+                        module.running_mean,
+                        module.running_var,
+                        None,
+                        None,
+                        True,
+                        momentum,
+                        module.eps,
+                    )
         else:
             mean, var = module.running_mean, module.running_var
         inv_std = torch.rsqrt(var + module.eps)

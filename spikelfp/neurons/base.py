@@ -59,7 +59,9 @@ def resolve_beta(beta: float | torch.Tensor | None, tau: float | None, dt: float
         if beta is not None:
             raise ValueError("give either beta or (tau and dt), not both")
         if tau is None or dt is None:
-            raise ValueError("a time constant needs both tau and dt (seconds), e.g. tau=10e-3, dt=1e-3")
+            raise ValueError(
+                "a time constant needs both tau and dt (seconds), e.g. tau=10e-3, dt=1e-3"
+            )
         if tau <= 0 or dt <= 0:
             raise ValueError(f"tau and dt must be positive, got tau={tau}, dt={dt}")
         return math.exp(-dt / tau)
@@ -94,7 +96,9 @@ def make_parameter(
 def check_time_first(x: torch.Tensor, who: str, min_dim: int = 2) -> None:
     """Raise a clear error unless ``x`` is a time-first tensor ``(T, B, ...)``."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{who} expects a torch.Tensor of shape (T, B, ...), got {type(x).__name__}")
+        raise TypeError(
+            f"{who} expects a torch.Tensor of shape (T, B, ...), got {type(x).__name__}"
+        )
     if x.dim() < min_dim:
         raise ValueError(
             f"{who} expects a time-first tensor (T, B, ...) with at least {min_dim} dims, "

@@ -30,7 +30,8 @@ class LIState(NamedTuple):
 def li_step(z: torch.Tensor, state: LIState, p: LIParameters) -> tuple[torch.Tensor, LIState]:
     """One step: ``U_t = beta U_{t-1} + Z_t``; returns ``(U_t, state)``.
 
-    >>> u, st = li_step(torch.tensor([1.0]), LIState(torch.tensor([2.0])), LIParameters(torch.tensor(0.5)))
+    >>> p = LIParameters(torch.tensor(0.5))
+    >>> u, st = li_step(torch.tensor([1.0]), LIState(torch.tensor([2.0])), p)
     >>> u
     tensor([2.])
     """
@@ -77,7 +78,9 @@ class LI(NeuronModule):
     def initial_state(self, x: torch.Tensor) -> LIState:
         return LIState(torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device))
 
-    def forward(self, x: torch.Tensor, state: LIState | None = None) -> tuple[torch.Tensor, LIState]:
+    def forward(
+        self, x: torch.Tensor, state: LIState | None = None
+    ) -> tuple[torch.Tensor, LIState]:
         check_time_first(x, "LI")
         self._check_features(x, "beta", self.beta)
         if state is None:

@@ -80,9 +80,7 @@ def lif_update(
     return s, v_new, v_pre
 
 
-def lif_step(
-    z: torch.Tensor, state: LIFState, p: LIFParameters
-) -> tuple[torch.Tensor, LIFState]:
+def lif_step(z: torch.Tensor, state: LIFState, p: LIFParameters) -> tuple[torch.Tensor, LIFState]:
     """Advance a LIF population by one step (pure function).
 
     >>> p = LIFParameters(torch.tensor(0.5), torch.tensor(1.0))
@@ -101,8 +99,8 @@ def lif_sequence(
 
     >>> p = LIFParameters(torch.tensor(1.0), torch.tensor(1.0), reset="subtract")
     >>> s, st = lif_sequence(torch.full((4, 1), 0.5), LIFState(torch.zeros(1)), p)
-    >>> s.flatten().tolist(), st.v.item()
-    ([0.0, 0.0, 0.0, 1.0], 0.0)
+    >>> s.flatten().tolist(), st.v.item()   # V = 0.5, 1.0 (not > θ), 1.5 -> spike, 1.0
+    ([0.0, 0.0, 1.0, 0.0], 1.0)
     """
     v = state.v
     out = []
@@ -180,9 +178,9 @@ class LIF(NeuronModule):
 class IF(LIF):
     r"""Integrate-and-fire layer: LIF without leak (:math:`\beta = 1`).
 
-    >>> spikes, state = IF(threshold=1.0)(torch.full((4, 1, 1), 0.5))
-    >>> spikes.flatten().tolist()
-    [0.0, 1.0, 0.0, 1.0]
+    >>> spikes, state = IF(threshold=1.0)(torch.full((5, 1, 1), 0.6))
+    >>> spikes.flatten().tolist()   # 0.6, 1.2 -> spike, reset to 0, 0.6, 1.2 -> spike, 0.6
+    [0.0, 1.0, 0.0, 1.0, 0.0]
     """
 
     def __init__(

@@ -37,7 +37,8 @@ def rlif_step(
 
     >>> p = LIFParameters(torch.tensor(0.5), torch.tensor(1.0))
     >>> w = torch.tensor([[0.0, 2.0], [0.0, 0.0]])
-    >>> s, st = rlif_step(torch.zeros(1, 2), RLIFState(torch.zeros(1, 2), torch.tensor([[0.0, 1.0]])), p, w)
+    >>> state = RLIFState(torch.zeros(1, 2), torch.tensor([[0.0, 1.0]]))
+    >>> s, st = rlif_step(torch.zeros(1, 2), state, p, w)
     >>> s.tolist()
     [[1.0, 0.0]]
     """

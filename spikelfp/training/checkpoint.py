@@ -1,0 +1,161 @@
+"""Checkpoints: written atomically, loaded safely (``weights_only``), validated on load.
+
+A checkpoint is a dict of plain Python values and tensors:
+
+``format``, ``version``: ``"spikelfp-checkpoint"``, :data:`FORMAT_VERSION`
+``config``: the resolved :class:`~spikelfp.training.config.TrainConfig` as a dict
+``model_spec``: the :class:`~spikelfp.training.models.ModelSpec` as a dict
+``model``, ``optimizer``, ``scheduler``: state dicts
+``epoch``: number of completed epochs
+``history``: one metrics dict per completed epoch
+``rng``: torch, numpy and python RNG states after the last completed epoch
+``data_order``: how the training order is drawn, the seed and the next epoch's index
+``classes``: class names
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "save_atomic",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
+
+FORMAT = "spikelfp-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+_REQUIRED = ("config", "model_spec", "model", "epoch", "history")
+
+
+class CheckpointError(ValueError):
+    """The file is missing, unreadable or not a spikelfp checkpoint."""
+
+
+def save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``.
+
+    A reader (or a resumed run) never sees a half-written file, even if the process is killed
+    while saving.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a text file atomically (temporary file + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint file, or a run folder (its ``checkpoint.pt``)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+        if not p.is_file():
+            raise CheckpointError(f"{Path(path)} is a folder without a {CHECKPOINT_NAME}")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and validate a checkpoint (a file or a run folder); raises :class:`CheckpointError`."""
+    p = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure means "not a usable checkpoint"
+        first = " ".join(str(err).split())[:200] or type(err).__name__
+        raise CheckpointError(f"{p} is not a readable spikelfp checkpoint ({first})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is not a spikelfp checkpoint")
+    if int(ckpt.get("version", -1)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p} was written by a newer spikelfp (format {ckpt.get('version')}); upgrade spikelfp"
+        )
+    missing = [k for k in _REQUIRED if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{p} is an incomplete checkpoint (missing {', '.join(missing)})")
+    ckpt["path"] = str(p)
+    return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    """torch, numpy and python RNG states as plain values and tensors (``weights_only``-safe)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(py_version), "state": list(py_state), "gauss": py_gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((
+        n["kind"],
+        n["keys"].numpy().astype(np.uint32),
+        n["pos"],
+        n["has_gauss"],
+        n["cached_gaussian"],
+    ))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))

@@ -1,0 +1,246 @@
+"""The training configuration: one flat dataclass, filled from defaults, a file and flags.
+
+Precedence: built-in defaults < ``--config FILE`` (YAML ``.yaml``/``.yml`` or TOML ``.toml``)
+< command-line flags. The resolved configuration is saved as ``config.yaml`` in the run folder
+and inside every checkpoint.
+
+>>> cfg = TrainConfig(epochs=3)
+>>> cfg.epochs, cfg.dataset, cfg.method
+(3, 'digits-events', 'lfp')
+>>> TrainConfig.from_dict({"batch-size": 8}).batch_size
+8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "DATASETS",
+    "METHODS",
+    "REWARDS",
+    "OPTIMIZERS",
+    "load_config_file",
+    "default_data_dir",
+]
+
+DATASETS = ("digits-events", "nmnist", "dvsgesture")
+METHODS = ("lfp", "bptt")
+REWARDS = ("rate", "softmax")
+OPTIMIZERS = ("sgd", "adam")
+SPLITS = ("train", "val", "test")
+
+
+class ConfigError(ValueError):
+    """A configuration value (from a file or a flag) is invalid; the message says which."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (see ``docs/cli.md`` for each field)."""
+
+    # data
+    dataset: str = "digits-events"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    time_bins: int = 16
+    val_fraction: float = 0.0
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    eval_split: str = "auto"
+    input_clamp: float | None = 1.0
+    # model
+    model: str = "mlp"
+    hidden: int = 256
+    channels: list[int] = field(default_factory=lambda: [12, 24])
+    beta: float = 0.9
+    threshold: float = 1.0
+    reset: str = "subtract"
+    init_rate: list[float] | float | None = field(default_factory=lambda: [0.15, 0.1])
+    # training
+    method: str = "lfp"
+    reward: str = "rate"
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    epochs: int = 10
+    batch_size: int = 32
+    surrogate_slope: float = 25.0
+    seed: int = 0
+    # runtime (may change when resuming)
+    out: str = "runs/run"
+    num_workers: int = 0
+    threads: int | None = None
+    progress: bool = True
+    nproc: int = 1
+
+    #: fields that may differ between a run and its ``--resume`` (runtime only)
+    RUNTIME = ("out", "num_workers", "threads", "progress", "nproc", "epochs", "cache_dir",
+               "data_dir")
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+        """A config from ``values`` (keys may use ``-`` or ``_``) on top of ``base``."""
+        names = set(cls.field_names())
+        out = dataclasses.asdict(base) if base is not None else {}
+        for key, value in values.items():
+            name = str(key).replace("-", "_")
+            if name not in names:
+                raise ConfigError(
+                    f"unknown configuration key {key!r}; valid keys: {', '.join(sorted(names))}"
+                )
+            out[name] = value
+        cfg = cls(**out)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        cfg = dataclasses.replace(self, **changes)
+        cfg.validate()
+        return cfg
+
+    # -- checks -----------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Coerce types and raise :class:`ConfigError` with a clear message on a bad value."""
+
+        def choice(name, options):
+            value = getattr(self, name)
+            if value not in options:
+                raise ConfigError(
+                    f"unknown {name.replace('_', '-')} {value!r}; choose one of "
+                    f"{', '.join(options)}"
+                )
+
+        def number(name, kind, low=None, allow_none=False, low_open=False):
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            try:
+                if isinstance(value, bool):
+                    raise TypeError
+                coerced = kind(value)
+                if kind is int and coerced != float(value):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be {'an integer' if kind is int else 'a number'}"
+                    f", got {value!r}"
+                ) from None
+            if low is not None and (coerced <= low if low_open else coerced < low):
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be {'>' if low_open else '>='} {low}, "
+                    f"got {value!r}"
+                )
+            setattr(self, name, coerced)
+
+        choice("dataset", DATASETS)
+        choice("method", METHODS)
+        choice("reward", REWARDS)
+        choice("optimizer", OPTIMIZERS)
+        choice("model", ("mlp", "conv"))
+        choice("reset", ("zero", "subtract", "none"))
+        choice("lr_schedule", ("cosine", "none"))
+        choice("eval_split", ("auto", *SPLITS))
+        number("time_bins", int, 1)
+        number("epochs", int, 0)
+        number("batch_size", int, 1)
+        number("hidden", int, 1)
+        number("seed", int, 0)
+        number("num_workers", int, 0)
+        number("nproc", int, 1)
+        number("threads", int, 1, allow_none=True)
+        number("max_train_samples", int, 1, allow_none=True)
+        number("max_eval_samples", int, 1, allow_none=True)
+        number("lr", float, 0.0, low_open=True)
+        number("momentum", float, 0.0)
+        number("weight_decay", float, 0.0)
+        number("beta", float, 0.0)
+        number("threshold", float, 0.0, low_open=True)
+        number("surrogate_slope", float, 0.0, low_open=True)
+        number("input_clamp", float, 0.0, allow_none=True, low_open=True)
+        number("val_fraction", float, 0.0)
+        if not self.val_fraction < 1:
+            raise ConfigError(f"val-fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.beta > 1:
+            raise ConfigError(f"beta must be in [0, 1], got {self.beta!r}")
+        if self.eval_split == "val" and self.val_fraction <= 0:
+            raise ConfigError("eval-split 'val' needs --val-fraction > 0")
+        if not isinstance(self.channels, (list, tuple)) or len(self.channels) != 2:
+            raise ConfigError(f"channels must be two integers, got {self.channels!r}")
+        self.channels = [int(c) for c in self.channels]
+        rates = self.init_rate
+        if rates is not None:
+            rates = [rates] if isinstance(rates, (int, float)) else list(rates)
+            if not rates or any(not 0 <= float(r) < 1 for r in rates):
+                raise ConfigError(f"init-rate must be rates in [0, 1), got {self.init_rate!r}")
+            self.init_rate = [float(r) for r in rates]
+        self.progress = bool(self.progress)
+        for name in ("data_dir", "cache_dir", "out"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, os.fspath(value))
+
+    @property
+    def resolved_eval_split(self) -> str:
+        """``eval_split``, with ``auto`` meaning ``val`` when a part is held out, else ``test``."""
+        if self.eval_split != "auto":
+            return self.eval_split
+        return "val" if self.val_fraction > 0 else "test"
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML or TOML config file into a dict (keys are config fields).
+
+    A ``train:`` (YAML) or ``[train]`` (TOML) section is used when present.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        if path.suffix.lower() == ".toml":
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        else:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot read config file {path}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, got {type(data)}")
+    if isinstance(data.get("train"), dict):
+        data = data["train"]
+    return data
+
+
+def default_data_dir(dataset: str) -> Path | None:
+    """Where a dataset lives when ``--data-dir`` is not given.
+
+    Only the built-in ``digits-events`` has a default (it is generated there on first use):
+    ``$SPIKELFP_HOME/digits-events`` (``SPIKELFP_HOME`` defaults to ``~/.cache/spikelfp``).
+    """
+    if dataset != "digits-events":
+        return None
+    home = os.environ.get("SPIKELFP_HOME") or os.path.join("~", ".cache", "spikelfp")
+    return Path(home).expanduser() / "digits-events"
