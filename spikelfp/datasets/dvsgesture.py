@@ -1,4 +1,4 @@
-"""DVS128 Gesture (Amir et al. 2017), in tonic's preprocessed ``.npy`` layout: 128x128x2, 11 classes."""
+"""DVS128 Gesture (Amir et al. 2017) from tonic's preprocessed .npy files: 128x128x2, 11 classes."""
 
 from __future__ import annotations
 
@@ -46,9 +46,7 @@ def list_gesture_split(split_dir: Path) -> tuple[list[Path], list[int], list[int
             continue
         if entry.is_file():
             if entry.suffix == ".npy":
-                raise DatasetLayoutError(
-                    f"Found {entry} directly in the split folder; {expected}."
-                )
+                raise DatasetLayoutError(f"Found {entry} directly in the split folder; {expected}.")
             continue
         match = _USER_FOLDER.match(entry.name)
         if match is None:
@@ -107,9 +105,7 @@ def read_gesture_npy(path: Path, sensor_size: tuple[int, int] = (128, 128)) -> n
     arr = arr.astype(np.int64) if np.issubdtype(arr.dtype, np.integer) else arr.copy()
     width, height = sensor_size
     x, y, p = arr[:, 0], arr[:, 1], arr[:, 2]
-    if len(arr) and (
-        x.min() < 0 or x.max() >= width or y.min() < 0 or y.max() >= height
-    ):
+    if len(arr) and (x.min() < 0 or x.max() >= width or y.min() < 0 or y.max() >= height):
         raise CorruptRecordingError(
             f"{path} has events outside the {width}x{height} sensor (x {x.min()}..{x.max()}, "
             f"y {y.min()}..{y.max()}); is the column order x, y, p, t? {hint}"

@@ -77,7 +77,9 @@ def encode_nmnist(events: np.ndarray) -> bytes:
     return raw.tobytes()
 
 
-def write_nmnist_bin(path: str | os.PathLike[str], events: np.ndarray, *, fsync: bool = True) -> Path:
+def write_nmnist_bin(
+    path: str | os.PathLike[str], events: np.ndarray, *, fsync: bool = True
+) -> Path:
     """Write events to ``path`` in the N-MNIST binary format, atomically.
 
     The bytes go to a temporary file in the same folder, which is (optionally) fsynced and then

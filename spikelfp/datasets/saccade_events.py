@@ -40,7 +40,7 @@ class SaccadeSimulation:
     image_size: int | None = None
     saccade_us: int = 100_000
     amplitude_px: float = 7.0
-    contrast_threshold: float = 0.3
+    contrast_threshold: float = 0.45
     threshold_mismatch: float = 0.05
     black_level: float = 0.1
     noise_rate_hz: float = 0.5
@@ -193,42 +193,69 @@ def _simulate(images: np.ndarray, sim: SaccadeSimulation, seed: int) -> list[np.
     out: list[np.ndarray] = []
     batch = max(1, min(256, (2**26) // (fine_w * fine_h * 4)))
     for start in range(0, n_img, batch):
-        imgs = images[start : start + batch].astype(np.float32) / 255.0
+        imgs = images[start : start + batch].astype(np.float32) / np.float32(255.0)
         b = len(imgs)
-        log_i = np.log(wy @ imgs @ wx.T + np.float32(sim.black_level))  # (b, fine_h, fine_w)
+        # Bilinear upsampling, one image at a time so that a recording does not depend on which
+        # other images share its batch; log intensity; stored split by sub-pixel phase,
+        # (res, res, b, coarse_h, coarse_w), so that the view at any displacement is a block of
+        # contiguous rows.
+        coarse_h, coarse_w = -(-fine_h // res), -(-fine_w // res)
+        phased = np.empty((res, res, b, coarse_h, coarse_w), dtype=np.float32)
+        padded = np.full((coarse_h * res, coarse_w * res), sim.black_level, dtype=np.float32)
+        for i in range(b):
+            padded[:fine_h, :fine_w] = wy @ (imgs[i] @ wx.T)
+            padded[:fine_h, :fine_w] += np.float32(sim.black_level)
+            phases = np.log(padded).reshape(coarse_h, res, coarse_w, res).transpose(1, 3, 0, 2)
+            phased[:, :, i] = phases
 
-        def frame(q: np.ndarray, log_i: np.ndarray = log_i) -> np.ndarray:
-            y0 = pad * res - int(q[1])
-            x0 = pad * res - int(q[0])
-            view = log_i[:, y0 : y0 + (height - 1) * res + 1 : res, x0 : x0 + (width - 1) * res + 1 : res]
-            return np.ascontiguousarray(view).reshape(b, n_pix)
+        def view(q: np.ndarray, phased: np.ndarray = phased) -> np.ndarray:
+            """Log intensity seen by every pixel at displacement q, shape (b, H, W)."""
+            my, ry = divmod(pad * res - int(q[1]), res)
+            mx, rx = divmod(pad * res - int(q[0]), res)
+            return phased[ry, rx, :, my : my + height, mx : mx + width]
 
+        # State arrays are flat over (b, H, W): index = i * n_pix + y * W + x.
         rngs = [np.random.default_rng([seed, 1, start + i]) for i in range(b)]
-        prev = frame(path[0])
-        phase = np.stack([r.uniform(-0.5, 0.5, n_pix) for r in rngs]).astype(np.float32)
-        ref = prev + phase * c_on  # each pixel starts somewhere between two thresholds
+        thr_on, thr_off = np.tile(c_on, b), np.tile(c_off, b)
+        c_min = min(float(c_on.min()), float(c_off.min()))
+        phase = np.concatenate([r.uniform(-0.5, 0.5, n_pix) for r in rngs]).astype(np.float32)
+        prev = view(path[0])
+        ref = prev.reshape(-1) + phase * thr_on  # each pixel starts between two thresholds
         parts: list[tuple[np.ndarray, ...]] = []
+        diff = np.empty(b * n_pix, dtype=np.float32)  # work buffers, reused at every step
+        magnitude = np.empty_like(diff)
+        active = np.empty(diff.shape, dtype=bool)
         for k in range(1, len(path)):
             if np.array_equal(path[k], path[k - 1]):
                 continue
-            cur = frame(path[k])
-            diff = cur - ref
-            for polarity, thr, sign in ((1, c_on, 1.0), (0, c_off, -1.0)):
-                hit = np.flatnonzero(sign * diff >= thr)
+            cur = view(path[k])
+            np.subtract(cur, ref.reshape(b, height, width), out=diff.reshape(b, height, width))
+            np.abs(diff, out=magnitude)
+            np.greater_equal(magnitude, c_min, out=active)
+            cand = np.flatnonzero(active)
+            if cand.size == 0:
+                prev = cur
+                continue
+            d_cand = diff[cand]
+            for polarity, thr, sign in ((1, thr_on, 1.0), (0, thr_off, -1.0)):
+                keep = sign * d_cand >= thr[cand]
+                hit = cand[keep]
                 if hit.size == 0:
                     continue
-                pix = hit % n_pix
-                step_thr = thr[pix]
-                n_ev = np.floor(sign * diff.flat[hit] / step_thr).astype(np.int64)
+                d_hit = d_cand[keep]
+                ref_hit = ref[hit]
+                step_thr = thr[hit]
+                i, pix = np.divmod(hit, n_pix)
+                now = d_hit + ref_hit
+                before = prev[i, pix // width, pix % width]
+                n_ev = np.floor(sign * d_hit / step_thr).astype(np.int64)
                 rep = np.repeat(np.arange(hit.size), n_ev)
                 j = np.arange(rep.size) - np.repeat(np.cumsum(n_ev) - n_ev, n_ev) + 1
-                level = ref.flat[hit][rep] + sign * j * step_thr[rep]
-                p_prev = prev.flat[hit][rep]
-                frac = (level - p_prev) / (cur.flat[hit][rep] - p_prev)
+                level = ref_hit[rep] + sign * j * step_thr[rep]
+                frac = (level - before[rep]) / (now[rep] - before[rep])
                 t = (k - 1) * dt + np.floor(np.clip(frac, 0, 1) * dt).astype(np.int64)
-                ref.flat[hit] += sign * n_ev * step_thr
-                idx = hit[rep]
-                parts.append((idx // n_pix, idx % n_pix, t, np.full(idx.size, polarity)))
+                ref[hit] = ref_hit + sign * n_ev * step_thr
+                parts.append((i[rep], pix[rep], t, np.full(rep.size, polarity)))
             prev = cur
         # Background activity: Poisson count, uniform in space, time and polarity.
         for i, r in enumerate(rngs):
@@ -243,12 +270,13 @@ def _simulate(images: np.ndarray, sim: SaccadeSimulation, seed: int) -> list[np.
             )
         img_idx, pix, t, p = (np.concatenate([part[f] for part in parts]) for f in range(4))
         x, y = pix % width, pix // width
-        order = np.lexsort((p, x, y, t, img_idx))
-        img_idx = img_idx[order]
-        bounds = np.searchsorted(img_idx, np.arange(b + 1))
-        for i in range(b):
-            sel = order[bounds[i] : bounds[i + 1]]
-            ev = np.empty(sel.size, dtype=EVENT_DTYPE)
-            ev["x"], ev["y"], ev["t"], ev["p"] = x[sel], y[sel], t[sel], p[sel]
-            out.append(ev)
+        if b * (duration + 1) * n_pix * 2 < 2**62:  # one int64 key sorts much faster
+            key = ((img_idx * (duration + 1) + t) * height + y) * (width * 2) + x * 2 + p
+            order = np.argsort(key, kind="stable")
+        else:
+            order = np.lexsort((p, x, y, t, img_idx))
+        events = np.empty(order.size, dtype=EVENT_DTYPE)
+        events["x"], events["y"], events["t"], events["p"] = x[order], y[order], t[order], p[order]
+        bounds = np.searchsorted(img_idx[order], np.arange(b + 1))
+        out.extend(events[bounds[i] : bounds[i + 1]] for i in range(b))
     return out

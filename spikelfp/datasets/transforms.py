@@ -153,7 +153,8 @@ class Denoise:
     def __post_init__(self) -> None:
         if not _is_real(self.filter_time_us) or self.filter_time_us <= 0:
             raise ValueError(
-                f"Denoise.filter_time_us must be a positive time in µs, got {self.filter_time_us!r}."
+                "Denoise.filter_time_us must be a positive time in µs, "
+                f"got {self.filter_time_us!r}."
             )
 
 

@@ -69,18 +69,81 @@ def membrane_backward(r, q, u_prev, inv_d, beta):
 
     Returns ``(n, q_0)``; elementwise only (the matmuls are done once, outside the loop).
     """
-    c = beta * u_prev * inv_d
     n = torch.empty_like(r)
     for t in range(r.shape[0] - 1, -1, -1):
         a = r[t] + q
         n[t] = a * inv_d[t]
-        q = c[t] * a
+        # c_t = β U_{t-1} / D_t, formed per step (no full-length temporary)
+        c = beta * u_prev[t]
+        q = c.mul_(inv_d[t]).mul_(a) if c.shape == a.shape else c * inv_d[t] * a
     return n, q
+
+
+def _lif_fast_ok(z, v0, beta, threshold) -> bool:
+    """Whether the preallocated, in-place LIF loops apply (the ordinary case)."""
+    step = z.shape[1:]
+    if v0.shape != step or not z.is_contiguous():
+        return False
+    for p in (v0, beta, threshold):
+        if p.dtype != z.dtype or p.device != z.device:
+            return False
+    try:
+        return torch.broadcast_shapes(step, beta.shape, threshold.shape) == step
+    except RuntimeError:
+        return False
+
+
+def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout):
+    """The LIF recursion written into preallocated tensors.
+
+    Returns ``(out, U)`` with ``U[0] = v0`` and ``U[t+1]`` the membrane after step ``t``
+    (``U[:-1]`` are the ``U_{t-1}`` of the rule). Bit-identical to :func:`_reset`'s
+    out-of-place formulas (up to the sign of zero after a reset to zero).
+    """
+    steps = z.shape[0]
+    mem = z.new_empty((steps + 1,) + tuple(z.shape[1:]))
+    mem[0].copy_(v0)
+    out = mem[1:] if readout else torch.empty_like(z)
+    tmp = None if readout or reset == "none" else torch.empty_like(v0)
+    for t in range(steps):
+        v, vp = mem[t], mem[t + 1]
+        torch.mul(v, beta, out=vp)
+        vp.add_(z[t])                                   # V_t = β U_{t-1} + Z_t
+        if readout:
+            continue
+        if reset_delay:
+            # R_t = H(U_{t-1} - θ) is the previous step's spike
+            if t == 0:
+                r = torch.gt(v, threshold, out=tmp)
+            else:
+                r = out[t - 1]
+            if reset == "zero":
+                vp.mul_(torch.neg(r, out=tmp).add_(1) if t else tmp.neg_().add_(1))
+            elif reset == "subtract":
+                vp.sub_(torch.mul(threshold, r, out=tmp) if t else tmp.mul_(threshold))
+            torch.gt(vp, threshold, out=out[t])
+        else:
+            s = torch.gt(vp, threshold, out=out[t])
+            if reset == "zero":
+                vp.mul_(torch.neg(s, out=tmp).add_(1))
+            elif reset == "subtract":
+                vp.sub_(torch.mul(threshold, s, out=tmp))
+    return out, mem
 
 
 class _LIFLFP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, v0, beta, threshold, reset, reset_delay, epsilon, readout):
+        ctx.epsilon = epsilon
+        if _lif_fast_ok(z, v0, beta, threshold):
+            # U_{t-1} for all t in one buffer; D_t is recomputed in the backward loop from
+            # U_{t-1} and Z_t (identical arithmetic), so no full-length D is kept.
+            out, mem = _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout)
+            ctx.fast = True
+            ctx.save_for_backward(z, mem, beta, threshold)
+            last = mem[-1].clone()
+            return (out.clone() if readout else out), last
+        ctx.fast = False
         v = v0
         u_prev, dens, outs = [], [], []
         for z_t in z.unbind(0):
@@ -100,12 +163,46 @@ class _LIFLFP(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, r, g_last):
-        z, u_prev, inv_d, beta, threshold = ctx.saved_tensors
-        n, q0 = membrane_backward(r, g_last, u_prev, inv_d, beta)
         need = ctx.needs_input_grad
+        if ctx.fast:
+            z, mem, beta, threshold = ctx.saved_tensors
+            u_prev = mem[:-1]
+            rho, n, q0 = _lif_backward_fast(r, g_last, z, u_prev, beta, ctx.epsilon,
+                                            keep_n=need[2] or need[3])
+        else:
+            z, u_prev, inv_d, beta, threshold = ctx.saved_tensors
+            n, q0 = membrane_backward(r, g_last, u_prev, inv_d, beta)
+            rho = n * z if need[0] else None
         g_beta = -(beta.abs() * sum_to(u_prev * n, beta.shape)) if need[2] else None
         g_theta = threshold.abs() * sum_to(n, threshold.shape) if need[3] else None
-        return n * z if need[0] else None, q0, g_beta, g_theta, None, None, None, None
+        return rho if need[0] else None, q0, g_beta, g_theta, None, None, None, None
+
+
+def _lif_backward_fast(r, q, z, u_prev, beta, epsilon, keep_n):
+    """:func:`membrane_backward` fused with ``D_t`` and ``ρ_t = n_t Z_t``, one step at a time.
+
+    Returns ``(ρ, n or None, q_0)``; ``n`` is only kept in full when ``keep_n``.
+    """
+    steps = z.shape[0]
+    rho = torch.empty_like(z)
+    n_all = torch.empty_like(z) if keep_n else None
+    a = torch.empty_like(z[0])
+    inv_d = torch.empty_like(a)
+    tmp = torch.empty_like(a)
+    n_t = torch.empty_like(a)
+    q = q.expand_as(a) if q.shape != a.shape else q
+    for t in range(steps - 1, -1, -1):
+        u = u_prev[t]
+        torch.add(r[t], q, out=a)                       # r̃_t = r_t + q_t
+        # D_t = |U_{t-1}| + |V_t - U_{t-1}| + ε, with V_t = β U_{t-1} + Z_t as in the forward
+        torch.mul(u, beta, out=inv_d)
+        inv_d.add_(z[t]).sub_(u).abs_().add_(torch.abs(u, out=tmp)).add_(epsilon)
+        inv_d.reciprocal_()
+        n = n_all[t] if keep_n else n_t
+        torch.mul(a, inv_d, out=n)                      # n_t
+        torch.mul(n, z[t], out=rho[t])                  # ρ_t = n_t Z_t
+        q = torch.mul(u, beta, out=tmp).mul_(inv_d).mul_(a)   # q_{t-1} = (β U_{t-1} / D_t) r̃_t
+    return rho, n_all, q.clone()
 
 
 class LIFRule:

@@ -35,6 +35,15 @@ from ._tensor import stabilized_divide, sum_to
 __all__ = ["EpsilonRule", "ZPlusRule", "GammaRule", "AvgPoolRule", "BatchNormRule", "DropoutRule"]
 
 
+def _divide(num: torch.Tensor, den: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """:func:`stabilized_divide` with fewer full-size temporaries (same values)."""
+    if num.shape != den.shape or num.dtype != den.dtype:
+        return stabilized_divide(num, den, epsilon)
+    if epsilon == 0:
+        return torch.div(num, den).masked_fill_(den == 0, 0)
+    return num / torch.where(den >= 0, den + epsilon, den - epsilon)
+
+
 def _modified(w: torch.Tensor | None, mode: str, gamma: float) -> torch.Tensor | None:
     if w is None or mode == "epsilon":
         return w
@@ -65,7 +74,7 @@ class _SynapseLFP(torch.autograd.Function):
     def backward(ctx, rho):
         x, weight, bias, zmod = ctx.saved_tensors
         w2 = _modified(weight, ctx.mode, ctx.gamma)
-        n = stabilized_divide(rho, zmod, ctx.epsilon)
+        n = _divide(rho, zmod, ctx.epsilon)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         r_in = grad_w = grad_b = None
         if ctx.conv is None:

@@ -11,6 +11,7 @@ single-process equivalent, so the trainer has one code path:
 * :func:`make_reducer` -> an object whose ``reduce()`` all-reduces the LFP feedback in ``.grad``
   (called between ``lfp_step(..., optimizer=None)`` and ``optimizer.step()``)
 * :func:`reduce_sums` -> a dict of metric *sums* summed over all processes
+* :func:`local_batch_size`, :func:`broadcast_parameters`, :func:`barrier`, :func:`shutdown`
 * :func:`is_main_process`, :func:`launch_local`
 """
 
@@ -32,6 +33,10 @@ __all__ = [
     "reduce_sums",
     "is_main_process",
     "launch_local",
+    "local_batch_size",
+    "broadcast_parameters",
+    "barrier",
+    "shutdown",
 ]
 
 
@@ -53,14 +58,23 @@ def backend():
 _INFO: DistInfo | None = None
 
 
-def init() -> DistInfo:
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def init(device: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun (world size 1 otherwise)."""
     global _INFO
     mod = backend()
+    dev = _device(device)
     if mod is None or not hasattr(mod, "init_distributed"):
-        _INFO = DistInfo()
+        _INFO = DistInfo(device=dev)
     else:
-        info = mod.init_distributed()
+        info = mod.init_distributed(device=dev)
         _INFO = DistInfo(
             int(getattr(info, "rank", 0)),
             int(getattr(info, "world_size", 1)),
@@ -75,11 +89,42 @@ def info() -> DistInfo:
 
 
 def make_sampler(dataset, shuffle: bool, seed: int):
-    """A sampler with ``set_epoch(epoch)``; its order depends on ``(seed, epoch)`` only."""
+    """A sampler with ``set_epoch(epoch)``; its order depends on ``(seed, epoch)`` only.
+
+    Both implementations draw ``torch.randperm(n)`` from a generator seeded with
+    ``seed + epoch``; with N processes rank ``k`` takes every N-th sample of it.
+    """
     mod = backend()
-    if info().world_size > 1 and mod is not None and hasattr(mod, "make_sampler"):
+    if mod is not None and hasattr(mod, "make_sampler"):
         return mod.make_sampler(dataset, shuffle=shuffle, seed=seed)
     return EpochSampler(len(dataset), seed=seed, shuffle=shuffle)
+
+
+def local_batch_size(global_batch: int) -> int:
+    """Samples per process and step: the global batch divided by the number of processes."""
+    world = info().world_size
+    mod = backend()
+    if world > 1 and mod is not None and hasattr(mod, "local_batch_size"):
+        return int(mod.local_batch_size(global_batch, world))
+    if global_batch % world:
+        raise ValueError(
+            f"the batch size {global_batch} must be a multiple of the number of processes {world}"
+        )
+    return global_batch // world
+
+
+def broadcast_parameters(model) -> None:
+    """Give every process rank 0's parameters (no-op in a single process)."""
+    mod = backend()
+    if info().world_size > 1 and mod is not None and hasattr(mod, "broadcast_parameters"):
+        mod.broadcast_parameters(model)
+
+
+def shutdown() -> None:
+    """Leave the process group (no-op in a single process)."""
+    mod = backend()
+    if info().world_size > 1 and mod is not None and hasattr(mod, "shutdown"):
+        mod.shutdown()
 
 
 class _NoReduce:
@@ -104,17 +149,18 @@ def reduce_sums(sums: dict[str, float]) -> dict[str, float]:
         return dict(sums)
     import torch.distributed as dist
 
+    keys = sorted(sums)
+    ordered = {k: float(sums[k]) for k in keys}
+    mod = backend()
+    if mod is not None and hasattr(mod, "reduce_metrics"):
+        return dict(mod.reduce_metrics(ordered, op="sum"))
     if dist.is_available() and dist.is_initialized():
-        keys = sorted(sums)
-        t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64)
+        t = torch.tensor([ordered[k] for k in keys], dtype=torch.float64)
         if dist.get_backend() == "nccl":
             t = t.to(info().device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return dict(zip(keys, t.cpu().tolist(), strict=True))
-    mod = backend()
-    if mod is not None and hasattr(mod, "reduce_metrics"):
-        return dict(mod.reduce_metrics(sums))
-    return dict(sums)
+    return ordered
 
 
 def is_main_process() -> bool:
@@ -137,6 +183,10 @@ def launch_local(nproc: int, argv: list[str]) -> int:
 
 def barrier() -> None:
     if info().world_size <= 1:
+        return
+    mod = backend()
+    if mod is not None and hasattr(mod, "barrier"):
+        mod.barrier()
         return
     import torch.distributed as dist
 

@@ -84,10 +84,11 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     nproc: int = 1
+    device: str = "auto"
 
     #: fields that may differ between a run and its ``--resume`` (runtime only)
     RUNTIME = ("out", "num_workers", "threads", "progress", "nproc", "epochs", "cache_dir",
-               "data_dir")
+               "data_dir", "device")
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -194,6 +195,10 @@ class TrainConfig:
                 raise ConfigError(f"init-rate must be rates in [0, 1), got {self.init_rate!r}")
             self.init_rate = [float(r) for r in rates]
         self.progress = bool(self.progress)
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        ):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for name in ("data_dir", "cache_dir", "out"):
             value = getattr(self, name)
             if value is not None:

@@ -209,13 +209,14 @@ def clear_memory_cache() -> None:
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order of the ``n`` training samples in ``epoch``: a function of (seed, epoch) only.
+    """The order of the ``n`` training samples in ``epoch``: a function of (seed, epoch) only
+    (``torch.randperm`` seeded with ``seed + epoch``, as ``DistributedSampler`` does).
 
     >>> epoch_permutation(5, seed=0, epoch=1).tolist() == epoch_permutation(5, 0, 1).tolist()
     True
     """
     g = torch.Generator()
-    g.manual_seed((int(seed) * 1_000_003 + int(epoch) * 7_919 + 12_345) % (2**63 - 1))
+    g.manual_seed(int(seed) + int(epoch))  # DistributedSampler's rule
     return torch.randperm(n, generator=g)
 
 

@@ -1,0 +1,392 @@
+"""One call from a trained network to a checked, pruned, quantised NIR file and a report.
+
+:func:`export` chains :func:`~spikelfp.hw_export.magnitude_prune` (or feedback pruning),
+:func:`~spikelfp.hw_export.quantize`, :func:`~spikelfp.hw_export.check_model`,
+:func:`~spikelfp.hw_export.to_nir` / :func:`~spikelfp.hw_export.write_nir` and, given data,
+measures accuracy before and after and checks that the integer simulator reproduces the
+quantised model bit for bit.
+
+>>> import tempfile, os
+>>> from torch import nn
+>>> from spikelfp import LIF, Sequential
+>>> torch.manual_seed(0) and None
+>>> net = Sequential(nn.Linear(12, 8), LIF(threshold=0.5), nn.Linear(8, 3), LIF(threshold=0.5))
+>>> x = (torch.rand(10, 20, 12) < 0.3).float(); y = torch.randint(0, 3, (20,))
+>>> path = os.path.join(tempfile.mkdtemp(), "net.nir")
+>>> rep = export(net, target="int8", bits=8, prune=0.5, path=path, data=(x, y), verbose=False)
+>>> rep.constraints.ok, rep.simulator_identical, os.path.isfile(path)
+(True, True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..neurons import LI
+from ..neurons.base import NeuronModule
+from ._layers import canonicalize, is_spiking, neuron_outputs
+from .checks import ConstraintReport, check_model
+from .profiles import HardwareProfile, get_profile
+from .pruning import (
+    SparsityReport,
+    accumulate_feedback,
+    feedback_prune,
+    magnitude_prune,
+    sparsity_report,
+)
+from .quantize import QuantizationReport, QuantizedNetwork, quantize
+
+__all__ = ["ExportReport", "export", "evaluate", "spike_agreement", "iterate_batches"]
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export` did and measured.
+
+    Accuracies are fractions in [0, 1]; ``accuracy_drop`` is in percentage points
+    (float model before pruning minus quantised model).
+    """
+
+    target: str
+    bits: int
+    prune: float
+    dt: float
+    path: Path | None
+    constraints: ConstraintReport
+    sparsity: SparsityReport
+    quantization: QuantizationReport
+    accuracy_float: float | None = None
+    accuracy_pruned: float | None = None
+    accuracy_quantized: float | None = None
+    spike_agreement: float | None = None
+    spike_agreement_pruned: float | None = None
+    simulator_identical: bool | None = None
+    saturations: int | None = None
+    n_samples: int = 0
+    quantized: QuantizedNetwork | None = field(default=None, repr=False)
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        if self.accuracy_float is None or self.accuracy_quantized is None:
+            return None
+        return 100.0 * (self.accuracy_float - self.accuracy_quantized)
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "bits": self.bits,
+            "prune": self.prune,
+            "dt": self.dt,
+            "path": None if self.path is None else str(self.path),
+            "constraints": self.constraints.to_dict(),
+            "sparsity": self.sparsity.to_dict(),
+            "quantization": self.quantization.to_dict(),
+            "accuracy_float": self.accuracy_float,
+            "accuracy_pruned": self.accuracy_pruned,
+            "accuracy_quantized": self.accuracy_quantized,
+            "accuracy_drop_points": self.accuracy_drop,
+            "spike_agreement": self.spike_agreement,
+            "spike_agreement_pruned": self.spike_agreement_pruned,
+            "simulator_identical": self.simulator_identical,
+            "saturations": self.saturations,
+            "n_samples": self.n_samples,
+        }
+
+    def __str__(self) -> str:
+        def pct(v):
+            return "n/a" if v is None else f"{100 * v:.2f}%"
+
+        lines = [
+            f"== spikelfp export: target {self.target}, {self.bits}-bit, "
+            f"{100 * self.prune:.0f}% pruning, dt={self.dt:g} s ==",
+            f"file: {self.path if self.path is not None else '(not written)'}",
+            "",
+            "-- constraints --",
+            str(self.constraints),
+            "",
+            "-- sparsity --",
+            str(self.sparsity),
+            "",
+            "-- quantisation --",
+            str(self.quantization),
+        ]
+        if self.n_samples:
+            lines += [
+                "",
+                f"-- accuracy on {self.n_samples} samples --",
+                f"float {pct(self.accuracy_float)}, pruned float {pct(self.accuracy_pruned)}, "
+                f"quantised {pct(self.accuracy_quantized)} (drop {self.accuracy_drop:.2f} "
+                "points)",
+                f"spike agreement quantised vs float: {pct(self.spike_agreement)} "
+                f"(vs pruned float: {pct(self.spike_agreement_pruned)}) of neuron-steps",
+                f"integer simulator identical to the quantised model: "
+                f"{self.simulator_identical}; saturated state updates: {self.saturations}",
+            ]
+        return "\n".join(lines)
+
+
+def iterate_batches(data, batch_size: int = 256) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` batches from ``(x, y)`` tensors (``x`` time-first ``(T, N, ...)``, split
+    along ``N``) or from an iterable of such pairs."""
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and isinstance(data[0], torch.Tensor)
+        and isinstance(data[1], torch.Tensor)
+    ):
+        x, y = data
+        if x.dim() < 3 or x.shape[1] != y.shape[0]:
+            raise ValueError(
+                f"data must be (x, y) with x time-first (T, N, ...) and y (N,), got x "
+                f"{tuple(x.shape)} and y {tuple(y.shape)}"
+            )
+        for i in range(0, x.shape[1], batch_size):
+            yield x[:, i : i + batch_size], y[i : i + batch_size]
+        return
+    for item in data:
+        if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+            raise ValueError("data batches must be (x, y) pairs")
+        yield item[0], item[1]
+
+
+def _predict(out: torch.Tensor, readout: str) -> torch.Tensor:
+    score = out.sum(0) if readout == "count" else out.mean(0)
+    return score.reshape(score.shape[0], -1).argmax(-1)
+
+
+def _readout_for(model: nn.Module, readout: str | None) -> str:
+    if readout is not None:
+        if readout not in ("count", "mean"):
+            raise ValueError(
+                f"readout must be 'count' (spike counts) or 'mean' (mean output), got {readout!r}"
+            )
+        return readout
+    last = list(model)[-1]
+    return "mean" if not is_spiking(last) or isinstance(last, LI) else "count"
+
+
+def evaluate(
+    model, data, readout: str | None = None, batch_size: int = 256, input_scale: float = 1.0
+) -> float:
+    """Accuracy of ``model`` (a Sequential or a :class:`QuantizedNetwork`) on ``data``.
+
+    The class is the arg-max of the output's spike counts (``"count"``) or time-mean
+    (``"mean"``, used for an LI readout).
+    """
+    q = model if isinstance(model, QuantizedNetwork) else None
+    net = q.model if q is not None else model
+    readout = _readout_for(net, readout)
+    correct = total = 0
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            for x, y in iterate_batches(data, batch_size):
+                if q is not None:
+                    out, _ = q(_integer_input(x, input_scale))
+                else:
+                    out, _ = net(x)
+                correct += int((_predict(out, readout) == y).sum())
+                total += int(y.numel())
+    finally:
+        net.train(was)
+    if total == 0:
+        raise ValueError("no samples in data")
+    return correct / total
+
+
+def _integer_input(x: torch.Tensor, input_scale: float) -> torch.Tensor:
+    xi = x.to(torch.float64) / input_scale
+    if not bool((xi == xi.round()).all()):
+        raise ValueError(
+            "the chip takes integer input: x / input_scale must hold integers (spikes or "
+            "counts); binarise/round the input or pass the right input_scale"
+        )
+    return xi
+
+
+def _spiking_outputs(m, x: torch.Tensor, input_scale: float) -> list[torch.Tensor]:
+    quantized = isinstance(m, QuantizedNetwork)
+    net = m.model if quantized else m
+    outs = neuron_outputs(net, _integer_input(x, input_scale) if quantized else x)
+    flags = [is_spiking(layer) for layer in net if isinstance(layer, NeuronModule)]
+    return [o for o, f in zip(outs, flags, strict=True) if f]
+
+
+def spike_agreement(model_a, model_b, x: torch.Tensor, input_scale: float = 1.0) -> float:
+    """Fraction of neuron-steps (spiking layers, all steps and samples) where two networks of
+    the same architecture emit the same spike. Either may be a :class:`QuantizedNetwork`
+    (fed ``x / input_scale``)."""
+    a = _spiking_outputs(model_a, x, input_scale)
+    b = _spiking_outputs(model_b, x, input_scale)
+    if len(a) != len(b):
+        raise ValueError("the two networks have different numbers of spiking layers")
+    return _agree(a, b, [True] * len(a))
+
+
+def export(
+    model: nn.Module,
+    target: str | HardwareProfile = "xylo",
+    bits: int = 8,
+    prune: float | None = 0.8,
+    dt: float = 1e-3,
+    path: str | Path | None = "net.nir",
+    data=None,
+    *,
+    prune_method: str = "magnitude",
+    prune_scope: str = "global",
+    feedback_scores: Mapping[str, torch.Tensor] | None = None,
+    reward: Callable | None = None,
+    input_shape: Sequence[int] | None = None,
+    input_scale: float = 1.0,
+    allow_reset_change: bool = False,
+    strict: bool = False,
+    readout: str | None = None,
+    batch_size: int = 256,
+    verify: bool = True,
+    verbose: bool = True,
+) -> ExportReport:
+    """Prune, quantise, check and write ``model`` for ``target``; return an :class:`ExportReport`.
+
+    Args:
+        model: trained :class:`spikelfp.Sequential` (not modified).
+        target: profile name (``"xylo"``, ``"loihi2"``, ``"speck"``, ``"int8"``, registered)
+            or a :class:`HardwareProfile`.
+        bits: weight bits (8, 4, 2, ...).
+        prune: fraction of weights to remove (0.8 = 80 %); 0 or ``None``: no pruning.
+        dt: time step in seconds for NIR's continuous-time parameters.
+        path: NIR file to write (atomically); ``None``: do not write.
+        data: ``(x, y)`` (``x`` time-first ``(T, N, ...)``) or an iterable of such batches:
+            accuracy before/after, spike agreement, simulator check.
+        prune_method: ``"magnitude"`` or ``"feedback"`` (accumulated LFP feedback: from
+            ``feedback_scores``, or accumulated on ``data`` with ``reward``, default
+            :func:`spikelfp.lfp.rate_coded_reward`).
+        prune_scope: ``"global"`` or ``"layer"``.
+        input_shape: per-sample input shape (needed for convolutional networks).
+        input_scale: float value of one unit of the chip's integer input.
+        allow_reset_change: write subtract/none/delayed resets as NIR's reset-to-zero
+            (see :func:`to_nir`); otherwise such networks are refused.
+        strict: raise :class:`ProfileViolationError` (listing every violation) instead of
+            reporting violations and writing anyway.
+        readout: ``"count"`` or ``"mean"`` (default: counts for spiking outputs, mean for LI).
+        verify: run the integer simulator on the first batch and compare bit for bit.
+        verbose: print the report.
+    """
+    prof = get_profile(target)
+    frac = 0.0 if prune is None else float(prune)
+    if not (0.0 <= frac <= 1.0) or math.isnan(frac):
+        raise ValueError(
+            f"prune is a fraction in [0, 1] (0.8 = 80% of weights removed), got {prune}"
+        )
+    if prune_method not in ("magnitude", "feedback"):
+        raise ValueError(f"prune_method must be 'magnitude' or 'feedback', got {prune_method!r}")
+    float_model = canonicalize(model)
+    if frac == 0:
+        pruned = float_model
+    elif prune_method == "magnitude":
+        pruned = magnitude_prune(float_model, frac, prune_scope)
+    else:
+        scores = feedback_scores
+        if scores is None:
+            if data is None:
+                raise ValueError(
+                    "prune_method='feedback' needs feedback_scores (from "
+                    "FeedbackAccumulator / accumulate_feedback) or data"
+                )
+            from ..lfp import rate_coded_reward
+
+            trainable = canonicalize(model)
+            for p in trainable.parameters():
+                p.requires_grad_(True)
+            scores = accumulate_feedback(
+                trainable, iterate_batches(data, batch_size), reward or rate_coded_reward
+            )
+        pruned = feedback_prune(float_model, scores, frac, prune_scope)
+    qnet = quantize(pruned, bits, prof, input_shape=input_shape, input_scale=input_scale)
+    constraints = check_model(qnet, prof)
+    if strict:
+        constraints.raise_if_violated()
+    sparsity = sparsity_report(pruned, qnet.input_shape)
+    written = None
+    if path is not None:
+        from .nir_io import to_nir, write_nir
+
+        graph = to_nir(qnet, dt, allow_reset_change=allow_reset_change)
+        written = write_nir(graph, path)
+    report = ExportReport(
+        target=prof.name,
+        bits=int(bits),
+        prune=frac,
+        dt=float(dt),
+        path=written,
+        constraints=constraints,
+        sparsity=sparsity,
+        quantization=qnet.report,
+        quantized=qnet,
+    )
+    if data is not None:
+        _measure(report, float_model, pruned, qnet, data, readout, batch_size, input_scale, verify)
+    if verbose:
+        print(report)
+    return report
+
+
+def _measure(report, float_model, pruned, qnet, data, readout, batch_size, input_scale, verify):
+    from .simulator import simulate
+
+    readout = _readout_for(float_model, readout)
+    n = c_f = c_p = c_q = 0
+    agree = agree_p = 0.0
+    sats = 0
+    identical = None
+    with torch.no_grad():
+        for k, (x, y) in enumerate(iterate_batches(data, batch_size)):
+            xi = _integer_input(x, input_scale)
+            out_f = neuron_outputs(float_model, x)
+            out_p = neuron_outputs(pruned, x) if pruned is not float_model else out_f
+            out_q = neuron_outputs(qnet.model, xi)
+            c_f += int((_predict(out_f[-1], readout) == y).sum())
+            c_p += int((_predict(out_p[-1], readout) == y).sum())
+            c_q += int((_predict(out_q[-1], readout) == y).sum())
+            flags = [is_spiking(m) for m in qnet.model if isinstance(m, NeuronModule)]
+            agree += _agree(out_q, out_f, flags) * y.numel()
+            agree_p += _agree(out_q, out_p, flags) * y.numel()
+            n += int(y.numel())
+            if verify and k == 0:
+                m = min(32, x.shape[1])
+                sim = simulate(qnet, xi[:, :m])
+                identical = all(
+                    np.array_equal(o[:, :m].numpy().astype(np.int64), s)
+                    for o, s in zip(out_q, sim.layer_outputs, strict=True)
+                )
+                sats = sum(sim.saturations.values())
+    if n == 0:
+        raise ValueError("no samples in data")
+    report.accuracy_float = c_f / n
+    report.accuracy_pruned = c_p / n
+    report.accuracy_quantized = c_q / n
+    report.spike_agreement = agree / n
+    report.spike_agreement_pruned = agree_p / n
+    report.simulator_identical = identical
+    report.saturations = sats if identical is not None else None
+    report.n_samples = n
+
+
+def _agree(out_a, out_b, flags) -> float:
+    same = total = 0
+    for a, b, f in zip(out_a, out_b, flags, strict=True):
+        if f:
+            if a.shape != b.shape:
+                raise ValueError(
+                    f"spiking layer shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
+                )
+            same += int((a.to(torch.float64) == b.to(torch.float64)).sum())
+            total += a.numel()
+    return same / total if total else 1.0

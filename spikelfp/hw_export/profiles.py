@@ -1,0 +1,218 @@
+"""Hardware profiles: what a target chip can represent, as plain (frozen) data.
+
+A :class:`HardwareProfile` lists the number formats (weight and state bits, how decays are
+stored), the neuron and layer types, resets and size limits of a target. The built-in profiles
+are summaries of the public documentation of each platform (simplified: no core/routing
+limits) and can be replaced by a user-defined one:
+
+>>> mine = HardwareProfile("mychip", weight_bits=4, state_bits=12, decay="shift", max_shift=7,
+...                        resets=("zero",), max_hidden=512)
+>>> get_profile(mine).weight_bits, get_profile("xylo").max_inputs
+(4, 16)
+>>> register_profile(mine); get_profile("mychip") is mine
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._decay import DECAY_MODES, ROUNDINGS
+
+__all__ = [
+    "HardwareProfile",
+    "LOIHI2",
+    "XYLO",
+    "SPECK",
+    "INT8",
+    "PROFILES",
+    "get_profile",
+    "register_profile",
+]
+
+_ALL_NEURONS = ("LIF", "IF", "CubaLIF", "LI", "RLIF")
+_ALL_LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten")
+_RESETS = ("zero", "subtract", "none")
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """Constraints of a target platform.
+
+    Args:
+        name: identifier used by :func:`get_profile` and ``export(target=...)``.
+        weight_bits: signed weight width; weights lie in ``[-(2^(b-1)-1), 2^(b-1)-1]``.
+        weight_exponent_range: shared per-layer exponent range (Loihi: mantissa·2^exp),
+            informational; the quantiser uses exponent 0.
+        state_bits: signed width of synaptic current and membrane (``None``: unbounded);
+            states saturate at the range ends.
+        decay: ``"shift"`` (``v -= v >> k``), ``"mult"`` (``v = v*(2^n-d) >> n``) or
+            ``"none"`` (no leak: integrate-and-fire only).
+        decay_bits: ``n`` of the ``"mult"`` decay (12 on Loihi 2).
+        max_shift: largest ``k`` of the ``"shift"`` decay (15 on Xylo).
+        decay_rounding: ``"floor"`` (arithmetic shift) or ``"trunc"`` (toward zero).
+        resets: the resets the neurons implement.
+        reset_delay: whether a one-step-delayed reset is available.
+        neuron_types / layer_types: what can be mapped (kinds as :func:`kind_of` names them).
+        shared_threshold: one threshold per layer (per-neuron thresholds are then folded into
+            the weight rows: allowed, reported as a note).
+        shared_decay: one decay per layer (per-neuron decays are a violation).
+        max_inputs / max_hidden / max_outputs: input channels, hidden neurons (all neuron
+            layers but the last), output neurons.
+        max_fan_in / max_fan_out: non-zero synapses into / out of one neuron.
+        max_layers: number of neuron layers.
+        allow_bias: whether synapse biases exist on the target.
+        description: one line shown in reports.
+    """
+
+    name: str
+    weight_bits: int = 8
+    weight_exponent_range: tuple[int, int] | None = None
+    state_bits: int | None = 16
+    decay: str = "mult"
+    decay_bits: int = 12
+    max_shift: int = 15
+    decay_rounding: str = "floor"
+    resets: tuple[str, ...] = _RESETS
+    reset_delay: bool = True
+    neuron_types: tuple[str, ...] = _ALL_NEURONS
+    layer_types: tuple[str, ...] = _ALL_LAYERS
+    shared_threshold: bool = False
+    shared_decay: bool = False
+    max_inputs: int | None = None
+    max_hidden: int | None = None
+    max_outputs: int | None = None
+    max_fan_in: int | None = None
+    max_fan_out: int | None = None
+    max_layers: int | None = None
+    allow_bias: bool = True
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a HardwareProfile needs a non-empty name")
+        if int(self.weight_bits) < 2:
+            raise ValueError(f"weight_bits must be >= 2, got {self.weight_bits}")
+        if self.state_bits is not None and int(self.state_bits) < 2:
+            raise ValueError(f"state_bits must be >= 2 or None, got {self.state_bits}")
+        if self.decay not in DECAY_MODES:
+            raise ValueError(f"decay must be one of {DECAY_MODES}, got {self.decay!r}")
+        if self.decay_rounding not in ROUNDINGS:
+            raise ValueError(
+                f"decay_rounding must be one of {ROUNDINGS}, got {self.decay_rounding!r}"
+            )
+        bad = [r for r in self.resets if r not in _RESETS]
+        if bad:
+            raise ValueError(f"unknown resets {bad}; use a subset of {_RESETS}")
+        bad = [n for n in self.neuron_types if n not in _ALL_NEURONS]
+        if bad:
+            raise ValueError(f"unknown neuron types {bad}; use a subset of {_ALL_NEURONS}")
+        bad = [n for n in self.layer_types if n not in _ALL_LAYERS]
+        if bad:
+            raise ValueError(f"unknown layer types {bad}; use a subset of {_ALL_LAYERS}")
+        if not 1 <= int(self.decay_bits) <= 30:
+            raise ValueError(f"decay_bits must be in 1..30, got {self.decay_bits}")
+        if not 0 <= int(self.max_shift) <= 62:
+            raise ValueError(f"max_shift must be in 0..62, got {self.max_shift}")
+
+    @property
+    def weight_max(self) -> int:
+        """Largest weight magnitude: ``2^(weight_bits-1) - 1``."""
+        return 2 ** (self.weight_bits - 1) - 1
+
+    @property
+    def state_range(self) -> tuple[int, int] | None:
+        """``(min, max)`` of a state, or ``None`` when unbounded."""
+        if self.state_bits is None:
+            return None
+        return -(2 ** (self.state_bits - 1)), 2 ** (self.state_bits - 1) - 1
+
+
+LOIHI2 = HardwareProfile(
+    "loihi2",
+    weight_bits=8,
+    weight_exponent_range=(-8, 7),
+    state_bits=24,
+    decay="mult",
+    decay_bits=12,
+    decay_rounding="trunc",
+    resets=("zero",),
+    reset_delay=False,
+    neuron_types=("LIF", "IF", "CubaLIF", "LI", "RLIF"),
+    layer_types=("Linear", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten"),
+    shared_threshold=True,
+    shared_decay=True,
+    description="Intel Loihi 2 (CUBA LIF): 8-bit weight mantissa + shared exponent, 24-bit "
+    "states, 12-bit decays, one threshold/decay per layer, reset to zero",
+)
+
+XYLO = HardwareProfile(
+    "xylo",
+    weight_bits=8,
+    state_bits=16,
+    decay="shift",
+    max_shift=15,
+    decay_rounding="floor",
+    resets=("subtract",),
+    reset_delay=False,
+    neuron_types=("LIF", "CubaLIF", "RLIF"),
+    layer_types=("Linear",),
+    max_inputs=16,
+    max_hidden=1000,
+    max_outputs=8,
+    description="SynSense Xylo: dense 8-bit weights, 16-bit states, bit-shift decays (<= 15), "
+    "<= 16 inputs, <= 1000 hidden, <= 8 spiking outputs, subtract reset",
+)
+
+SPECK = HardwareProfile(
+    "speck",
+    weight_bits=8,
+    state_bits=16,
+    decay="none",
+    resets=("zero", "subtract"),
+    reset_delay=False,
+    neuron_types=("IF",),
+    layer_types=("Conv2d", "AvgPool2d", "SumPool2d", "Flatten"),
+    shared_threshold=True,
+    shared_decay=True,
+    max_layers=9,
+    max_inputs=2 * 128 * 128,
+    description="SynSense Speck / DYNAP-CNN: convolutional integrate-and-fire layers (<= 9), "
+    "8-bit weights, 16-bit states, one threshold per layer, sum pooling",
+)
+
+INT8 = HardwareProfile(
+    "int8",
+    weight_bits=8,
+    state_bits=32,
+    decay="mult",
+    decay_bits=12,
+    description="generic 8-bit integer target: 8-bit weights, 32-bit states, 12-bit decays, "
+    "every layer and neuron type",
+)
+
+#: Registered profiles by name (add yours with :func:`register_profile`).
+PROFILES: dict[str, HardwareProfile] = {p.name: p for p in (LOIHI2, XYLO, SPECK, INT8)}
+
+
+def register_profile(profile: HardwareProfile) -> None:
+    """Make ``profile`` available by name (``export(target=profile.name)``)."""
+    if not isinstance(profile, HardwareProfile):
+        raise TypeError(f"expected a HardwareProfile, got {type(profile).__name__}")
+    PROFILES[profile.name.lower()] = profile
+
+
+def get_profile(target: str | HardwareProfile) -> HardwareProfile:
+    """A profile by name (``"loihi2"``, ``"xylo"``, ``"speck"``, ``"int8"``, or registered),
+    or the given :class:`HardwareProfile` itself."""
+    if isinstance(target, HardwareProfile):
+        return target
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a profile name or a HardwareProfile, got {target!r}")
+    try:
+        return PROFILES[target.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown hardware target {target!r}; known: {sorted(PROFILES)}, or pass a "
+            "HardwareProfile(...) (register_profile() makes it available by name)"
+        ) from None

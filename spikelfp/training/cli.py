@@ -1,0 +1,577 @@
+"""The ``spikelfp`` command line: ``train``, ``eval``, ``export``, ``info`` and ``demo``.
+
+Run ``spikelfp COMMAND --help`` for the options of each command; ``docs/cli.md`` has examples.
+Bad input (an unknown choice, a missing data folder, an unreadable checkpoint, a resume with
+different settings) prints one ``spikelfp: error: ...`` line on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line on stderr (no usage dump) and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _print(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _bool_flag(parser, name: str, help_text: str) -> None:
+    parser.add_argument(f"--{name}", dest=name.replace("-", "_"),
+                        action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                        help=help_text)
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    """Training flags; defaults are SUPPRESSed so that only given flags override the config."""
+    from .config import DATASETS, METHODS, OPTIMIZERS, REWARDS
+
+    S = argparse.SUPPRESS
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, default=S,
+                   help="event dataset (default: digits-events, built in, generated offline)")
+    g.add_argument("--data-dir", default=S, metavar="DIR",
+                   help="dataset folder (digits-events: generated there on first use; "
+                        "default $SPIKELFP_HOME/digits-events)")
+    g.add_argument("--cache-dir", default=S, metavar="DIR",
+                   help="HDF5 frame cache folder (built once, reused by later runs)")
+    g.add_argument("--time-bins", type=int, default=S, metavar="T",
+                   help="frames per recording (default 16)")
+    g.add_argument("--val-fraction", type=float, default=S, metavar="F",
+                   help="hold out this stratified fraction of the training recordings as the "
+                        "'val' split (default 0)")
+    g.add_argument("--eval-split", choices=("auto", "train", "val", "test"), default=S,
+                   help="split evaluated after every epoch (auto: val if held out, else test)")
+    g.add_argument("--max-train-samples", type=int, default=S, metavar="N",
+                   help="train on a stratified subset of N recordings")
+    g.add_argument("--max-eval-samples", type=int, default=S, metavar="N",
+                   help="evaluate on a stratified subset of N recordings")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=("mlp", "conv"), default=S, help="architecture (mlp)")
+    g.add_argument("--hidden", type=int, default=S, help="hidden neurons of mlp (256)")
+    g.add_argument("--channels", type=int, nargs=2, default=S, metavar=("C1", "C2"),
+                   help="channels of conv's two layers (12 24)")
+    g.add_argument("--beta", type=float, default=S, help="membrane decay of every LIF (0.9)")
+    g.add_argument("--threshold", type=float, default=S, help="LIF threshold (1.0)")
+    g.add_argument("--init-rate", type=float, nargs="+", default=S, metavar="R",
+                   help="target spike rates at initialisation: hidden layers..., output "
+                        "(0.15 0.1)")
+    g = p.add_argument_group("training")
+    g.add_argument("--method", choices=METHODS, default=S,
+                   help="lfp (default) or bptt (surrogate-gradient baseline, same model)")
+    g.add_argument("--reward", choices=REWARDS, default=S,
+                   help="LFP reward: rate (lfprop's rate-coded reward, default) or softmax")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=S, help="adam (default) or sgd")
+    g.add_argument("--lr", type=float, default=S, help="learning rate (2e-3)")
+    g.add_argument("--momentum", type=float, default=S, help="SGD momentum (0.9)")
+    g.add_argument("--weight-decay", type=float, default=S, help="weight decay (0)")
+    g.add_argument("--lr-schedule", choices=("cosine", "none"), default=S,
+                   help="learning-rate schedule over the epochs (cosine)")
+    g.add_argument("--epochs", type=int, default=S, help="epochs (10)")
+    g.add_argument("--batch-size", type=int, default=S, metavar="B",
+                   help="batch size (global over --nproc processes) (32)")
+    g.add_argument("--seed", type=int, default=S, help="seed of weights and data order (0)")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=S, metavar="RUN_DIR", help="run folder (runs/run)")
+    g.add_argument("--num-workers", type=int, default=S, help="DataLoader workers (0)")
+    g.add_argument("--threads", type=int, default=S, help="torch CPU threads")
+    g.add_argument("--device", default=S, help="auto (default), cpu or cuda")
+    _bool_flag(g, "progress", "show progress bars (default on)")
+    g.add_argument("--nproc", type=int, default=S,
+                   help="data-parallel processes on this machine (torchrun)")
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import TrainConfig
+
+    names = set(TrainConfig.field_names())
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(
+        prog="spikelfp",
+        description="Train spiking neural networks with Layer-wise Feedback Propagation "
+                    "(no surrogate gradients), evaluate them and export them to hardware.",
+    )
+    parser.add_argument("--version", action="version", version=f"spikelfp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a network (LFP or BPTT) on an event dataset",
+                       description="Train a zoo model; writes config.yaml, checkpoint.pt "
+                                   "(every epoch), metrics.jsonl and plots into --out.")
+    p.add_argument("--config", metavar="FILE", help="YAML or TOML file of settings "
+                   "(flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from its last completed epoch")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out already holds a run")
+    _add_train_options(p)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint",
+                       description="Accuracy (overall, per class), spike rates per layer and "
+                                   "the confusion matrix of a checkpoint on a split.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt or its run folder")
+    _add_data_options(p)
+    p.add_argument("--split", choices=("train", "val", "test"), default="test",
+                   help="split to evaluate (val: the part held out by --val-fraction)")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+
+    p = sub.add_parser("export", help="prune, quantise and export a checkpoint to NIR",
+                       description="Export a trained network for neuromorphic hardware.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt or its run folder")
+    p.add_argument("--target", default="xylo", help="hardware target (xylo)")
+    p.add_argument("--bits", type=int, default=8, help="weight bits (8)")
+    p.add_argument("--prune", type=float, default=0.8,
+                   help="fraction of the weights set to zero (0.8)")
+    p.add_argument("--dt", type=float, default=1e-3, help="time step in seconds (1e-3)")
+    p.add_argument("-o", "--output", default="net.nir", metavar="FILE",
+                   help="NIR file to write (net.nir)")
+    p.add_argument("--json", metavar="OUT", help="also write the export report as JSON")
+    _add_data_options(p, accuracy=True)
+
+    p = sub.add_parser("info", help="show a checkpoint's config, epoch, metrics and size")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt or its run folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = sub.add_parser("demo", help="train, evaluate and export on the built-in dataset",
+                       description="The main job: train an MLP with LFP on the built-in "
+                                   "digits-events dataset (generated offline), evaluate it on "
+                                   "its test split and export it as int8 NIR for Xylo.")
+    p.add_argument("--out", default="runs/demo", metavar="RUN_DIR", help="run folder")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where the built-in dataset is generated "
+                        "(default $SPIKELFP_HOME/digits-events)")
+    p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
+    p.add_argument("--no-export", action="store_true", help="skip the export step")
+    _bool_flag(p, "progress", "show progress bars (default on)")
+    return parser
+
+
+def _add_data_options(p: argparse.ArgumentParser, accuracy: bool = False) -> None:
+    from .config import DATASETS
+
+    what = "to measure accuracy before/after export" if accuracy else "(default: the run's)"
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, default=None, help=f"dataset {what}")
+    g.add_argument("--data-dir", default=None, metavar="DIR", help="dataset folder "
+                   "(default: the run's)")
+    g.add_argument("--cache-dir", default=None, metavar="DIR", help="HDF5 frame cache folder")
+    if accuracy:
+        g.add_argument("--split", choices=("train", "val", "test"), default="test",
+                       help="split for the accuracy (test)")
+    g.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
+    g.add_argument("--max-samples", type=int, default=None, metavar="N",
+                   help="evaluate on a stratified subset of N recordings")
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from . import _parallel
+    from .config import TrainConfig, load_config_file
+    from .trainer import Trainer
+
+    overrides = _train_overrides(args)
+    if args.resume and (args.config or args.overwrite):
+        raise UsageError("spikelfp train: --resume continues a run with its own config; "
+                         "do not combine it with --config or --overwrite")
+    nproc = int(overrides.get("nproc", 1))
+    if args.resume and "nproc" not in overrides:
+        nproc = 1
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if nproc < 1:
+            raise UsageError("spikelfp train: --nproc must be >= 1")
+        return _parallel.launch_local(nproc, ["train", *argv])
+    if args.resume:
+        trainer = Trainer.resume(args.resume, overrides)
+    else:
+        base = TrainConfig()
+        if args.config:
+            base = TrainConfig.from_dict(load_config_file(args.config))
+        cfg = TrainConfig.from_dict(overrides, base=base)
+        trainer = Trainer(cfg, overwrite=args.overwrite)
+    try:
+        history = trainer.fit()
+    finally:
+        _parallel.shutdown()
+    if trainer.main:
+        last = history[-1] if history else {}
+        _print(f"run: {trainer.run_dir}")
+        if last:
+            msg = f"final: epoch {last['epoch']} train acc {last['train_acc']:.4f}"
+            if "eval_acc" in last:
+                msg += f", {last['eval_split']} acc {last['eval_acc']:.4f}"
+            _print(msg)
+    return 0
+
+
+def _eval_config(ckpt: dict[str, Any], args: argparse.Namespace):
+    from .config import TrainConfig
+
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    changes: dict[str, Any] = {"max_train_samples": None, "max_eval_samples": None}
+    if args.dataset is not None and args.dataset != cfg.dataset:
+        changes["dataset"] = args.dataset
+        changes["data_dir"] = None
+    if args.data_dir is not None:
+        changes["data_dir"] = args.data_dir
+    if args.cache_dir is not None:
+        changes["cache_dir"] = args.cache_dir
+    if args.batch_size is not None:
+        changes["batch_size"] = args.batch_size
+    if args.max_samples is not None:
+        changes["max_eval_samples"] = args.max_samples
+        changes["max_train_samples"] = args.max_samples
+    return cfg.replace(**changes)
+
+
+def run_evaluation(ckpt: dict[str, Any], cfg, split: str, model=None) -> dict[str, Any]:
+    """Evaluate a checkpoint's model (or ``model``) on ``split`` of ``cfg``'s dataset."""
+    from torch.utils.data import DataLoader
+
+    from .checkpoint import CheckpointError
+    from .data import collate, open_split
+    from .evaluate import evaluate
+    from .trainer import build_from_checkpoint
+
+    model = build_from_checkpoint(ckpt) if model is None else model
+    data = open_split(cfg, split)
+    spec_shape = tuple(ckpt["model_spec"]["input_shape"])
+    if tuple(data.frame_shape) != spec_shape:
+        raise CheckpointError(
+            f"the checkpoint's model takes frames {spec_shape} but {cfg.dataset} gives "
+            f"{tuple(data.frame_shape)}"
+        )
+    n_classes = int(ckpt["model_spec"]["n_classes"])
+    if len(data.classes) != n_classes:
+        raise CheckpointError(
+            f"the checkpoint's model has {n_classes} outputs but {cfg.dataset} has "
+            f"{len(data.classes)} classes"
+        )
+    if split == "train" and cfg.max_train_samples is None and cfg.max_eval_samples is not None:
+        pass
+    loader = DataLoader(data.dataset, batch_size=cfg.batch_size, collate_fn=collate)
+    result = evaluate(model, loader, n_classes, cfg.input_clamp, list(data.classes))
+    result.update({"dataset": cfg.dataset, "split": split, "classes": list(data.classes)})
+    return result
+
+
+def _format_eval(r: dict[str, Any]) -> str:
+    lines = [f"{r['dataset']} {r['split']}: accuracy {r['accuracy']:.4f} "
+             f"({round(r['accuracy'] * r['n_samples'])}/{r['n_samples']}), "
+             f"loss {r['loss']:.4f}"]
+    lines.append("per class: " + "  ".join(
+        f"{c}: {'-' if a is None else f'{a:.3f}'}" for c, a in r["per_class_accuracy"].items()))
+    lines.append("spike rates (spikes per neuron and step): " + "  ".join(
+        f"{k} {v:.4f}" for k, v in r["spike_rates"].items()))
+    lines.append("confusion matrix (rows: true class, columns: predicted):")
+    classes = r["classes"]
+    width = max(4, max(len(str(v)) for row in r["confusion_matrix"] for v in row) + 1,
+                max(len(c) for c in classes) + 1)
+    lines.append(" " * width + "".join(f"{c:>{width}}" for c in classes))
+    for c, row in zip(classes, r["confusion_matrix"], strict=True):
+        lines.append(f"{c:>{width}}" + "".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    from .checkpoint import write_text_atomic
+
+    write_text_atomic(Path(path), json.dumps(obj, indent=2) + "\n")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = _eval_config(ckpt, args)
+    result = run_evaluation(ckpt, cfg, args.split)
+    result = {"checkpoint": ckpt["path"], "epoch": int(ckpt["epoch"]), **result}
+    _print(_format_eval(result))
+    if args.json:
+        _write_json(args.json, result)
+        _print(f"wrote {args.json}")
+    return 0
+
+
+def _export_fn():
+    try:
+        from ..hw_export import export
+    except ImportError as err:
+        raise UsageError(f"spikelfp export: the hardware export is not available ({err})") \
+            from None
+    return export
+
+
+def run_export(ckpt, *, target, bits, prune, dt, output, data_cfg=None, split="test",
+               print_fn=_print) -> dict[str, Any]:
+    """Export a checkpoint with :func:`spikelfp.hw_export.export`; returns a JSON-able report.
+
+    With ``data_cfg`` the accuracy on ``split`` is measured before the export and (through the
+    report, when the exporter measures it) after.
+    """
+    import inspect
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from .data import collate, open_split
+    from .evaluate import prepare_input
+    from .trainer import build_from_checkpoint
+
+    export = _export_fn()
+    model = build_from_checkpoint(ckpt)
+    before = None
+    kwargs: dict[str, Any] = {"target": target, "bits": bits, "prune": prune, "dt": dt,
+                              "path": output}
+    params = inspect.signature(export).parameters
+    if data_cfg is not None:
+        before = run_evaluation(ckpt, data_cfg, split, model=model)
+        data = open_split(data_cfg, split)
+        loader = DataLoader(data.dataset, batch_size=data_cfg.batch_size, collate_fn=collate)
+        clamp = data_cfg.input_clamp
+        xs, ys = [], []
+        for x, y in loader:
+            xs.append(prepare_input(x, clamp))
+            ys.append(y)
+        if "data" in params:
+            kwargs["data"] = (torch.cat(xs, dim=1), torch.cat(ys))
+    kwargs = {k: v for k, v in kwargs.items() if k in params or _accepts_kwargs(params)}
+    report = export(model, **kwargs)
+    out = {"checkpoint": ckpt["path"], "output": str(output), "target": target, "bits": bits,
+           "prune": prune, "dt": dt}
+    if before is not None:
+        out["accuracy_before"] = before["accuracy"]
+        out["split"] = split
+    out["report"] = _jsonable(report)
+    print_fn(f"exported {ckpt['path']} -> {output} (target {target}, {bits}-bit, "
+             f"prune {prune:.0%})")
+    if before is not None:
+        print_fn(f"accuracy before export ({data_cfg.dataset} {split}): {before['accuracy']:.4f}")
+    print_fn(str(report))
+    return out
+
+
+def _accepts_kwargs(params) -> bool:
+    import inspect
+
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _jsonable(obj: Any) -> Any:
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return _jsonable(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    data_cfg = _eval_config(ckpt, args) if args.dataset is not None or args.data_dir else None
+    if not 0 <= args.prune < 1:
+        raise UsageError(f"spikelfp export: --prune must be in [0, 1), got {args.prune}")
+    if args.bits < 1:
+        raise UsageError(f"spikelfp export: --bits must be >= 1, got {args.bits}")
+    out = run_export(ckpt, target=args.target, bits=args.bits, prune=args.prune, dt=args.dt,
+                     output=args.output, data_cfg=data_cfg, split=args.split)
+    if args.json:
+        _write_json(args.json, out)
+        _print(f"wrote {args.json}")
+    return 0
+
+
+def checkpoint_info(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Config, epoch, last metrics and parameter counts of a loaded checkpoint."""
+    counts = {name: int(t.numel()) for name, t in ckpt["model"].items()}
+    from .trainer import build_from_checkpoint
+
+    model = build_from_checkpoint(ckpt)
+    trainable = {n: p.numel() for n, p in model.named_parameters()}
+    history = ckpt["history"]
+    return {
+        "checkpoint": ckpt["path"],
+        "spikelfp_version": ckpt.get("spikelfp_version"),
+        "epoch": int(ckpt["epoch"]),
+        "epochs": int(ckpt["config"].get("epochs", 0)),
+        "config": ckpt["config"],
+        "model_spec": ckpt["model_spec"],
+        "model": repr(model),
+        "parameters": trainable,
+        "n_parameters": int(sum(trainable.values())),
+        "state_tensors": counts,
+        "last_metrics": history[-1] if history else None,
+        "history": history,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+
+    info = checkpoint_info(load_checkpoint(args.checkpoint))
+    if args.json:
+        _print(json.dumps(info, indent=2))
+        return 0
+    cfg = info["config"]
+    _print(f"checkpoint: {info['checkpoint']} (spikelfp {info['spikelfp_version']})")
+    _print(f"epoch: {info['epoch']}/{info['epochs']}"
+           + ("" if info["epoch"] >= info["epochs"] else " (incomplete: --resume to continue)"))
+    _print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+    _print("model:")
+    _print("  " + info["model"].replace("\n", "\n  "))
+    _print(f"parameters: {info['n_parameters']:,}")
+    for name, n in info["parameters"].items():
+        _print(f"  {name:<12} {n:>10,}")
+    m = info["last_metrics"]
+    if m:
+        _print("last epoch: " + ", ".join(
+            f"{k}={_fmt(v)}" for k, v in m.items()))
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
+    from .demo import DEMO_CONFIG
+    from .trainer import Trainer
+
+    t0 = time.perf_counter()
+    settings = dict(DEMO_CONFIG)
+    settings["out"] = args.out
+    if args.data_dir is not None:
+        settings["data_dir"] = args.data_dir
+    if args.epochs is not None:
+        settings["epochs"] = args.epochs
+    if getattr(args, "progress", None) is not None:
+        settings["progress"] = args.progress
+    cfg = TrainConfig.from_dict(settings)
+    _print(f"spikelfp demo: LFP training of a spiking MLP on the built-in digits-events dataset "
+           f"({cfg.epochs} epochs) -> {Path(cfg.out)}")
+    trainer = Trainer(cfg, overwrite=True)
+    trainer.fit()
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(trainer.run_dir)
+    result = run_evaluation(ckpt, trainer.config, "test")
+    _write_json(trainer.run_dir / "eval_test.json", result)
+    _print(_format_eval(result))
+    if not args.no_export:
+        out = run_export(ckpt, target="xylo", bits=8, prune=0.8, dt=1e-3,
+                         output=trainer.run_dir / "net.nir", data_cfg=trainer.config,
+                         split="test")
+        _write_json(trainer.run_dir / "export_report.json", out)
+    _print(f"final test accuracy: {result['accuracy']:.2%} "
+           f"({round(result['accuracy'] * result['n_samples'])}/{result['n_samples']} "
+           f"recordings) in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+# -- entry point -------------------------------------------------------------------------------
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .data import DataError
+    from .trainer import RunExistsError
+
+    errors: list[type[BaseException]] = [UsageError, ConfigError, DataError, CheckpointError,
+                                         RunExistsError]
+    try:
+        from ..datasets import errors as ds_errors
+
+        errors += [ds_errors.DatasetNotFoundError, ds_errors.DatasetLayoutError,
+                   ds_errors.CorruptRecordingError]
+    except ImportError:
+        pass
+    try:
+        from ..hw_export.errors import ExportError
+
+        errors.append(ExportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spikelfp`` command (also ``python -m spikelfp``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        if args.command == "train":
+            sub = argv[argv.index("train") + 1:]
+            return cmd_train(args, sub)
+        handler = {"eval": cmd_eval, "export": cmd_export, "info": cmd_info,
+                   "demo": cmd_demo}[args.command]
+        return handler(args)
+    except KeyboardInterrupt:
+        print("spikelfp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - sorted below
+        if isinstance(err, _expected_errors()) or isinstance(err, ImportError):
+            msg = " ".join(str(err).split()) or type(err).__name__
+            if not msg.startswith("spikelfp"):
+                msg = f"spikelfp: error: {msg}"
+            elif ": error:" not in msg:
+                prog, _, rest = msg.partition(": ")
+                msg = f"{prog}: error: {rest}"
+            print(msg, file=sys.stderr, flush=True)
+            return EXIT_USAGE
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

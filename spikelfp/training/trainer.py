@@ -1,0 +1,503 @@
+"""The trainer: LFP (or surrogate-gradient BPTT) training of a zoo model on an event dataset.
+
+>>> from spikelfp.training import Trainer, TrainConfig          # doctest: +SKIP
+>>> trainer = Trainer(TrainConfig(epochs=5, out="runs/digits"))  # doctest: +SKIP
+>>> history = trainer.fit()                                       # doctest: +SKIP
+>>> Trainer.resume("runs/digits").fit()   # after a crash: continues exactly  # doctest: +SKIP
+
+A run folder holds ``config.yaml`` (the resolved configuration), ``checkpoint.pt`` (written
+atomically after every epoch), ``metrics.jsonl`` (one JSON object per epoch) and, at the end,
+``accuracy.png`` and ``spike_rates.png``.
+
+Determinism: the order of the training samples in epoch ``e`` is a function of ``(seed, e)``
+only, and the checkpoint stores the model, optimiser, schedule and all RNG states after each
+completed epoch, so a run resumed from its checkpoint ends with exactly the metrics of an
+uninterrupted run with the same seed (a run killed mid-epoch restarts that epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .. import __version__
+from ..lfp import lfp_step, rate_coded_reward, spike_count_softmax_reward
+from . import _parallel
+from .bptt import spike_count_ce_loss, surrogate
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+    write_text_atomic,
+)
+from .config import ConfigError, TrainConfig
+from .data import collate, epoch_permutation, open_split
+from .evaluate import SpikeRecorder, evaluate, prepare_input, predict
+from .models import ModelSpec, build_model, calibrate_firing, neuron_layers
+
+__all__ = ["Trainer", "RunExistsError", "make_reward", "build_from_checkpoint"]
+
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.yaml"
+#: metrics that measure the machine, not the training (differ between identical runs)
+TIMING_KEYS = ("epoch_time_s", "samples_per_s")
+
+
+class RunExistsError(ValueError):
+    """The output folder already holds a run (resume it or choose another folder)."""
+
+
+def make_reward(name: str, time_bins: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The reward function of a config: ``rate`` (lfprop's rate-coded correct-class reward,
+    scaled by ``1/T``) or ``softmax`` (cross-entropy error of the spike counts, ``/T``)."""
+    if name == "rate":
+        return partial(rate_coded_reward, scale=1.0 / time_bins)
+    if name == "softmax":
+        return spike_count_softmax_reward
+    raise ConfigError(f"unknown reward {name!r}")
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+
+def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    """The trained model stored in a loaded checkpoint (in eval mode)."""
+    try:
+        spec = ModelSpec.from_dict(ckpt["model_spec"])
+        model = build_model(spec)
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        first = " ".join(str(err).split())[:200]
+        raise CheckpointError(f"{ckpt.get('path', 'checkpoint')}: cannot rebuild the model "
+                              f"({first})") from None
+    return model.eval()
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Trainer:
+    """Trains one run (see the module docstring).
+
+    Args:
+        config: the run's :class:`TrainConfig` (``config.out`` is the run folder).
+        overwrite: start afresh even if ``config.out`` already holds a checkpoint.
+        log: function printing one status line (default: stderr, main process only).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        overwrite: bool = False,
+        log: Callable[[str], None] | None = None,
+        _checkpoint: dict[str, Any] | None = None,
+    ):
+        config.validate()
+        try:
+            self.dist = _parallel.init(config.device)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        self.main = _parallel.is_main_process()
+        self.log = log or (_log if self.main else (lambda msg: None))
+        if _checkpoint is None:
+            config = config.replace(**_absolute_paths(config))
+        self.config = cfg = config
+        self.run_dir = Path(cfg.out)
+        if _checkpoint is None and not overwrite and (self.run_dir / CHECKPOINT_NAME).exists():
+            raise RunExistsError(
+                f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} "
+                "or choose another --out (or pass --overwrite)"
+            )
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        self.device = self.dist.device
+        _seed_everything(cfg.seed)
+
+        self.train_data = open_split(cfg, "train")
+        self.eval_split = cfg.resolved_eval_split
+        self.eval_data = (
+            self.train_data if self.eval_split == "train" else open_split(cfg, self.eval_split)
+        )
+        self.classes = list(self.train_data.classes)
+        if _checkpoint is not None:
+            self.spec = ModelSpec.from_dict(_checkpoint["model_spec"])
+            if tuple(self.spec.input_shape) != tuple(self.train_data.frame_shape):
+                raise ConfigError(
+                    f"incompatible resume: the data's frames are {self.train_data.frame_shape} "
+                    f"but the run's model takes {tuple(self.spec.input_shape)}"
+                )
+        else:
+            self.spec = ModelSpec(
+                name=cfg.model,
+                input_shape=tuple(self.train_data.frame_shape),
+                n_classes=len(self.classes),
+                hidden=cfg.hidden,
+                channels=tuple(cfg.channels),
+                beta=cfg.beta,
+                threshold=cfg.threshold,
+                reset=cfg.reset,
+            )
+        self.model = build_model(self.spec).to(self.device)
+        self.optimizer = _make_optimizer(cfg, self.model)
+        self.scheduler = _make_scheduler(cfg, self.optimizer)
+        self.reward_fn = make_reward(cfg.reward, cfg.time_bins)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.calibration_gains: list[float] = []
+        if _checkpoint is not None:
+            self._load_state(_checkpoint)
+        elif cfg.init_rate:
+            self._calibrate()
+        _parallel.broadcast_parameters(self.model)
+        self.reducer = _parallel.make_reducer(self.model)
+        self.sampler = _parallel.make_sampler(self.train_data.dataset, shuffle=True, seed=cfg.seed)
+
+    # -- construction helpers ------------------------------------------------------------------
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | os.PathLike[str],
+        overrides: dict[str, Any] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> Trainer:
+        """Continue the run in ``run_dir`` from its last completed epoch.
+
+        ``overrides`` may change runtime settings (threads, workers, progress bars, data and
+        cache folders); any other setting must equal the run's (``ConfigError`` otherwise).
+        ``epochs`` may grow when the run has no learning-rate schedule.
+        """
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise CheckpointError(f"cannot resume: {run_dir} is not a run folder")
+        if not (run_dir / CHECKPOINT_NAME).is_file():
+            raise CheckpointError(
+                f"cannot resume: {run_dir} has no {CHECKPOINT_NAME} (the run did not complete an "
+                "epoch); start it again"
+            )
+        ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        try:
+            cfg = TrainConfig.from_dict(ckpt["config"])
+        except (ConfigError, TypeError) as err:
+            raise CheckpointError(f"{ckpt['path']}: invalid stored config ({err})") from None
+        changes = {}
+        for key, value in (overrides or {}).items():
+            key = key.replace("-", "_")
+            current = getattr(cfg, key)
+            if key == "out":
+                if Path(value).resolve() != run_dir.resolve():
+                    raise ConfigError(
+                        f"incompatible resume: --out {value} is not the resumed run {run_dir}"
+                    )
+                continue
+            if _same(value, current):
+                continue
+            if key == "epochs":
+                if cfg.lr_schedule != "none":
+                    raise ConfigError(
+                        f"incompatible resume: --epochs {value} differs from the run's "
+                        f"{current} and its {cfg.lr_schedule} learning-rate schedule depends on it"
+                    )
+                if int(value) < int(ckpt["epoch"]):
+                    raise ConfigError(
+                        f"incompatible resume: --epochs {value} but the run already completed "
+                        f"{ckpt['epoch']} epochs"
+                    )
+            elif key not in TrainConfig.RUNTIME:
+                flag = "--" + key.replace("_", "-")
+                raise ConfigError(
+                    f"incompatible resume: {flag} {value} differs from the run's {current!r}"
+                )
+            changes[key] = value
+        cfg = cfg.replace(out=str(run_dir.resolve()), **changes)
+        return cls(cfg, log=log, _checkpoint=ckpt)
+
+    def _calibrate(self) -> None:
+        """Scale the initial weights so every layer spikes (LFP needs spiking neurons)."""
+        data = self.train_data.dataset
+        n = min(len(data), 256)
+        order = epoch_permutation(len(data), self.config.seed, 0)[:n].tolist()
+        x, _ = collate([data[i] for i in order])
+        x = prepare_input(x, self.config.input_clamp).to(self.device)
+        rates = _layer_rates(list(self.config.init_rate), len(neuron_layers(self.model)))
+        self.calibration_gains = calibrate_firing(self.model, x, rates)
+
+    def _load_state(self, ckpt: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (KeyError, ValueError, RuntimeError) as err:
+            first = " ".join(str(err).split())[:200]
+            raise CheckpointError(f"{ckpt['path']}: cannot restore the run ({first})") from None
+        if self.config.lr_schedule == "none":
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr
+        self.epoch = int(ckpt["epoch"])
+        self.history = list(ckpt["history"])
+        self.calibration_gains = list(ckpt.get("calibration_gains", []))
+        if "rng" in ckpt:
+            set_rng_state(ckpt["rng"])
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _loader(self, dataset, sampler, train: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=_parallel.local_batch_size(self.config.batch_size) if train
+            else self.config.batch_size,
+            sampler=sampler,
+            num_workers=self.config.num_workers,
+            collate_fn=collate,
+        )
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor):
+        cfg = self.config
+        if cfg.method == "lfp":
+            res = lfp_step(self.model, x, y, self.reward_fn, optimizer=None)
+            out, reward = res.output, res.reward
+            loss = nn.functional.cross_entropy(out.sum(0), y)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            with surrogate(self.model, slope=cfg.surrogate_slope):
+                out, _ = self.model(x)
+            loss = spike_count_ce_loss(out, y)
+            loss.backward()
+            out = out.detach()
+            reward = self.reward_fn(out, y)
+        self.reducer.reduce()
+        self.optimizer.step()
+        # reward on the correct class (summed over time): what is still asked of the network
+        target_reward = reward.gather(2, y.view(1, -1, 1).expand(reward.shape[0], -1, 1))
+        return out, float(loss.detach()), float(target_reward.sum())
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        loader = self._loader(self.train_data.dataset, self.sampler, train=True)
+        sums = {"loss": 0.0, "reward": 0.0, "correct": 0.0, "n": 0.0}
+        start = time.perf_counter()
+        bar = tqdm(
+            total=len(loader),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            disable=not (self.main and cfg.progress),
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        with SpikeRecorder(self.model) as rec, bar:
+            for x, y in loader:
+                x = prepare_input(x, cfg.input_clamp).to(self.device)
+                y = y.to(self.device)
+                out, loss, reward = self._train_step(x, y)
+                b = len(y)
+                sums["loss"] += loss * b
+                sums["reward"] += reward
+                sums["correct"] += float((predict(out) == y).sum())
+                sums["n"] += b
+                elapsed = time.perf_counter() - start
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{sums['loss'] / sums['n']:.3f}",
+                    reward=f"{sums['reward'] / sums['n']:.3f}",
+                    acc=f"{sums['correct'] / sums['n']:.3f}",
+                    samples_s=f"{sums['n'] * self.dist.world_size / max(elapsed, 1e-9):.0f}",
+                    refresh=False,
+                )
+            sums.update(rec.state())
+        elapsed = time.perf_counter() - start
+        total = _parallel.reduce_sums(sums)
+        n = max(total["n"], 1.0)
+        return {
+            "train_loss": total["loss"] / n,
+            "train_reward": total["reward"] / n,
+            "train_acc": total["correct"] / n,
+            "train_spike_rate": rec.rates(total),
+            "n_train": int(total["n"]),
+            "epoch_time_s": elapsed,
+            "samples_per_s": total["n"] / max(elapsed, 1e-9),
+        }
+
+    def evaluate(self, split: str | None = None) -> dict[str, Any]:
+        """Evaluate the current model on ``split`` (default: the run's evaluation split)."""
+        split = split or self.eval_split
+        data = self.eval_data if split == self.eval_split and self.eval_data else None
+        if data is None:
+            data = self.train_data if split == "train" else open_split(self.config, split)
+        loader = self._loader(data.dataset, None)
+        return evaluate(
+            self.model,
+            ((x.to(self.device), y.to(self.device)) for x, y in loader),
+            n_classes=len(self.classes),
+            input_clamp=self.config.input_clamp,
+            class_names=self.classes,
+        )
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train until ``config.epochs``; returns the metrics of every epoch."""
+        cfg = self.config
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.run_dir / CONFIG_NAME,
+                              yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            self._write_metrics()
+            if self.epoch == 0:
+                self.log(
+                    f"training {cfg.model} with {cfg.method} on {cfg.dataset}: "
+                    f"{len(self.train_data.dataset)} train / "
+                    f"{len(self.eval_data.dataset) if self.eval_data else 0} {self.eval_split} "
+                    f"samples, frames {tuple(self.spec.input_shape)} x {cfg.time_bins} bins, "
+                    f"{sum(p.numel() for p in self.model.parameters())} parameters -> {self.run_dir}"
+                )
+            else:
+                self.log(f"resuming {self.run_dir} after epoch {self.epoch}/{cfg.epochs}")
+        for epoch in range(self.epoch, cfg.epochs):
+            metrics = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+            metrics.update(self.train_epoch(epoch))
+            self.scheduler.step()
+            if self.main and self.eval_data is not None:
+                ev = self.evaluate()
+                metrics.update({
+                    "eval_split": self.eval_split,
+                    "eval_acc": ev["accuracy"],
+                    "eval_loss": ev["loss"],
+                    "eval_spike_rate": ev["spike_rates"],
+                })
+            for k in ("train_loss", "train_reward", "train_acc", "eval_acc", "eval_loss"):
+                if k in metrics and not math.isfinite(metrics[k]):
+                    raise FloatingPointError(f"{k} became {metrics[k]} in epoch {epoch + 1}")
+            self.history.append(metrics)
+            self.epoch = epoch + 1
+            if self.main:
+                self._write_metrics()
+                self.save_checkpoint()
+                self.log(_summary_line(metrics, cfg.epochs))
+            _parallel.barrier()
+        if self.main:
+            from .plots import plot_history
+
+            try:
+                plot_history(self.history, self.run_dir)
+            except ImportError as err:  # matplotlib is optional
+                self.log(f"no plots: {err}")
+        return self.history
+
+    # -- persistence -----------------------------------------------------------------------------
+    def checkpoint_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "spikelfp_version": __version__,
+            "config": cfg.to_dict(),
+            "model_spec": self.spec.to_dict(),
+            "classes": self.classes,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "calibration_gains": self.calibration_gains,
+            "rng": rng_state(),
+            "data_order": {
+                "rule": "torch.randperm(n_train, generator=torch.Generator().manual_seed("
+                        "seed + epoch)); with N processes rank k takes perm[k::N] "
+                        "(DistributedSampler)",
+                "seed": cfg.seed,
+                "next_epoch": self.epoch,
+                "n_train": len(self.train_data.dataset),
+                "world_size": self.dist.world_size,
+            },
+        }
+
+    def save_checkpoint(self) -> Path:
+        return save_atomic(self.checkpoint_dict(), self.run_dir / CHECKPOINT_NAME)
+
+    def _write_metrics(self) -> None:
+        text = "".join(json.dumps(m, sort_keys=False) + "\n" for m in self.history)
+        write_text_atomic(self.run_dir / METRICS_NAME, text)
+
+
+def _layer_rates(rates: list[float], n_layers: int) -> list[float]:
+    """Per-layer target rates from ``init_rate``: one value for all layers, or hidden
+    rates (the last one repeated for deeper hidden layers) followed by the output rate.
+
+    >>> _layer_rates([0.1], 3), _layer_rates([0.2, 0.05], 3), _layer_rates([0.3, 0.2, 0.1], 2)
+    ([0.1, 0.1, 0.1], [0.2, 0.2, 0.05], [0.3, 0.1])
+    """
+    if len(rates) == 1:
+        return rates * n_layers
+    hidden, output = rates[:-1], rates[-1]
+    hidden = (hidden + [hidden[-1]] * n_layers)[: n_layers - 1]
+    return hidden + [output]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    if isinstance(a, str) and isinstance(b, str) and ("/" in a or "/" in b):
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return a == b
+
+
+def _absolute_paths(cfg: TrainConfig) -> dict[str, str]:
+    out = {"out": str(Path(cfg.out).expanduser().resolve())}
+    for name in ("data_dir", "cache_dir"):
+        value = getattr(cfg, name)
+        if value is not None:
+            out[name] = str(Path(value).expanduser().resolve())
+    return out
+
+
+def _summary_line(m: dict[str, Any], epochs: int) -> str:
+    line = (
+        f"epoch {m['epoch']}/{epochs}: train acc {m['train_acc']:.3f} loss {m['train_loss']:.3f} "
+        f"reward {m['train_reward']:.3f}"
+    )
+    if "eval_acc" in m:
+        line += f" | {m['eval_split']} acc {m['eval_acc']:.3f}"
+    rates = " ".join(f"{k} {v:.3f}" for k, v in m["train_spike_rate"].items())
+    return line + f" | spike rates {rates} | {m['samples_per_s']:.0f} samples/s"
