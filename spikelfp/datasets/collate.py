@@ -28,7 +28,7 @@ def pad_collate(
     """
     if len(batch) == 0:
         raise ValueError("pad_collate got an empty batch.")
-    frames = []
+    frames: list[np.ndarray] = []
     labels = []
     for i, item in enumerate(batch):
         if not isinstance(item, (tuple, list)) or len(item) < 2:
@@ -36,7 +36,9 @@ def pad_collate(
                 f"pad_collate expects (frames, label) pairs; item {i} is {type(item).__name__}."
             )
         x = item[0]
-        x = torch.from_numpy(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+        # Padding is done in numpy: single-threaded and fast even on a busy machine, where
+        # torch's multi-threaded copies can stall.
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         if x.ndim < 1:
             raise ValueError(f"sample {i} has no time axis (shape {tuple(x.shape)}).")
         frames.append(x)
@@ -49,11 +51,15 @@ def pad_collate(
                 f"{tuple(inner)}; all samples need the same (P, H, W). Use the same crop / "
                 "downsample for every sample."
             )
-    lengths = torch.tensor([x.shape[0] for x in frames], dtype=torch.int64)
-    out = torch.zeros((int(lengths.max()), len(frames), *inner), dtype=torch.float32)
+    lengths = np.array([x.shape[0] for x in frames], dtype=np.int64)
+    out = np.zeros((int(lengths.max()), len(frames), *inner), dtype=np.float32)
     for i, x in enumerate(frames):
         out[: x.shape[0], i] = x
-    return out, torch.tensor(labels, dtype=torch.int64), lengths
+    return (
+        torch.from_numpy(out),
+        torch.tensor(labels, dtype=torch.int64),
+        torch.from_numpy(lengths),
+    )
 
 
 def _seed_worker(worker_id: int) -> None:

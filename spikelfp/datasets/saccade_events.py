@@ -220,7 +220,8 @@ def _simulate(images: np.ndarray, sim: SaccadeSimulation, seed: int) -> list[np.
         c_min = min(float(c_on.min()), float(c_off.min()))
         phase = np.concatenate([r.uniform(-0.5, 0.5, n_pix) for r in rngs]).astype(np.float32)
         prev = view(path[0])
-        ref = prev.reshape(-1) + phase * thr_on  # each pixel starts between two thresholds
+        # Each pixel starts at a random phase, less than half a threshold from either crossing.
+        ref = prev.reshape(-1) + phase * np.minimum(thr_on, thr_off)
         parts: list[tuple[np.ndarray, ...]] = []
         diff = np.empty(b * n_pix, dtype=np.float32)  # work buffers, reused at every step
         magnitude = np.empty_like(diff)
@@ -252,7 +253,9 @@ def _simulate(images: np.ndarray, sim: SaccadeSimulation, seed: int) -> list[np.
                 rep = np.repeat(np.arange(hit.size), n_ev)
                 j = np.arange(rep.size) - np.repeat(np.cumsum(n_ev) - n_ev, n_ev) + 1
                 level = ref_hit[rep] + sign * j * step_thr[rep]
-                frac = (level - before[rep]) / (now[rep] - before[rep])
+                # Crossing time: linear interpolation of the log intensity over the step.
+                rise = now[rep] - before[rep]
+                frac = np.divide(level - before[rep], rise, out=np.ones_like(rise), where=rise != 0)
                 t = (k - 1) * dt + np.floor(np.clip(frac, 0, 1) * dt).astype(np.int64)
                 ref[hit] = ref_hit + sign * n_ev * step_thr
                 parts.append((i[rep], pix[rep], t, np.full(rep.size, polarity)))

@@ -192,7 +192,7 @@ def evaluate(
                 if q is not None:
                     out, _ = q(_integer_input(x, input_scale))
                 else:
-                    out, _ = net(x)
+                    out, _ = net(_cast(net, x))
                 correct += int((_predict(out, readout) == y).sum())
                 total += int(y.numel())
     finally:
@@ -212,10 +212,16 @@ def _integer_input(x: torch.Tensor, input_scale: float) -> torch.Tensor:
     return xi
 
 
+def _cast(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the dtype of the network's parameters (a float64 model takes float64 input)."""
+    p = next(iter(net.parameters()), None)
+    return x.to(p.dtype) if p is not None and x.is_floating_point() else x
+
+
 def _spiking_outputs(m, x: torch.Tensor, input_scale: float) -> list[torch.Tensor]:
     quantized = isinstance(m, QuantizedNetwork)
     net = m.model if quantized else m
-    outs = neuron_outputs(net, _integer_input(x, input_scale) if quantized else x)
+    outs = neuron_outputs(net, _integer_input(x, input_scale) if quantized else _cast(net, x))
     flags = [is_spiking(layer) for layer in net if isinstance(layer, NeuronModule)]
     return [o for o, f in zip(outs, flags, strict=True) if f]
 

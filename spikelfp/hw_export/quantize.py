@@ -372,24 +372,40 @@ def _input_scale_for(layer: nn.Module, scale: torch.Tensor, shape: tuple[int, ..
     )
 
 
-def _choose_scale(w_eff, rec, nxt, nxt_shape, qmax, shared, index):
+#: Candidate refinements of the no-clipping scale: threshold integer n -> n·f (finer scale,
+#: the largest weights may clip); the one with the least squared weight error is kept.
+_MSE_FACTORS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+
+def _row_errors(rows: torch.Tensor, s: torch.Tensor, qmax: int) -> torch.Tensor:
+    q = torch.round(rows / s[:, None]).clamp(-qmax, qmax)
+    return ((rows - s[:, None] * q) ** 2).sum(1)
+
+
+def _choose_scale(w_eff, rec, nxt, nxt_shape, qmax, shared, index, method="mse"):
     """Per-output-channel scale (see the module docstring) and a note, if any."""
     c = w_eff.shape[0]
-    m = w_eff.abs().reshape(c, -1).amax(1)
+    rows = w_eff.reshape(c, -1)
     if rec is not None:
-        m = torch.maximum(m, rec.abs().amax(1))
+        rows = torch.cat([rows, rec], 1)
+    m = rows.abs().amax(1)
+    mse = method == "mse"
     if nxt is None or isinstance(nxt, LI):
         top = float(m.max()) if m.numel() else 0.0
-        return torch.full((c,), top / qmax if top > 0 else 1.0, dtype=F64), None
+        if top == 0:
+            return torch.ones(c, dtype=F64), None
+        cands = [
+            torch.full((c,), top / qmax / f, dtype=F64) for f in _MSE_FACTORS[: 10 if mse else 1]
+        ]
+        errs = [float(_row_errors(rows, s, qmax).sum()) for s in cands]
+        return cands[int(np.argmin(errs))], None
     theta, uniform = _per_channel(nxt.threshold.detach(), nxt_shape)
-    note = (
-        None
-        if uniform
-        else (
-            "threshold varies within a channel: the per-channel scale cannot make it exact; it is "
-            "rounded"
+    note = None
+    if not uniform:
+        note = (
+            "threshold varies within a channel: the per-channel scale cannot make it "
+            "exact; it is rounded"
         )
-    )
     if bool((theta <= 0).any()):
         raise ValueError(
             f"layer {index + 1}: quantisation folds the scale into the threshold, which needs "
@@ -398,27 +414,39 @@ def _choose_scale(w_eff, rec, nxt, nxt_shape, qmax, shared, index):
     ratio = torch.where(
         m > 0, qmax * theta / m.clamp_min(1e-300), torch.full_like(theta, float("inf"))
     )
+    factors = _MSE_FACTORS if mse else (1.0,)
     if shared:
         r = float(ratio.min())
         if not np.isfinite(r):
             return theta / qmax, note
-        n = np.floor(r)
-        if n >= 1:
-            return theta / n, note
+        n0 = np.floor(r)
+        if n0 < 1:
+            note = (
+                f"threshold/weight ratio too small for {qmax} levels: the shared integer "
+                f"threshold rounds to {round(r)}"
+            )
+            return theta / r, note
+        cands = sorted({float(np.floor(n0 * f)) for f in factors})
+        errs = [float(_row_errors(rows, theta / n, qmax).sum()) for n in cands]
+        return theta / cands[int(np.argmin(errs))], note
+    n0 = torch.floor(ratio).clamp(max=2.0**40)
+    n0 = torch.where(m > 0, n0, torch.full_like(n0, float(qmax)))
+    ok = n0 >= 1
+    best = torch.where(ok, theta / n0.clamp_min(1), m / qmax)
+    if mse and bool(ok.any()):
+        best_err = _row_errors(rows, best, qmax)
+        for f in factors[1:]:
+            s = theta / torch.floor(n0 * f).clamp_min(1)
+            err = _row_errors(rows, s, qmax)
+            better = ok & (err < best_err)
+            best = torch.where(better, s, best)
+            best_err = torch.where(better, err, best_err)
+    if bool((~ok).any()):
         note = (
-            f"threshold/weight ratio too small for {qmax} levels: the shared integer "
-            f"threshold rounds to {round(r)}"
-        )
-        return theta / r, note
-    n = torch.floor(ratio).clamp(max=2.0**52)
-    n = torch.where(m > 0, n, torch.full_like(n, float(qmax)))
-    scale = torch.where(n >= 1, theta / n.clamp_min(1), m / qmax)
-    if bool((n < 1).any()):
-        note = (
-            f"{int((n < 1).sum())} neuron(s) have a threshold below max|w|/{qmax}: their "
+            f"{int((~ok).sum())} neuron(s) have a threshold below max|w|/{qmax}: their "
             "integer threshold is rounded"
         )
-    return scale, note
+    return best, note
 
 
 def _new_synapse(layer: nn.Module, wq: torch.Tensor, bq: torch.Tensor | None) -> nn.Module:
@@ -458,6 +486,7 @@ def quantize(
     granularity: str | None = None,
     input_shape: Sequence[int] | None = None,
     input_scale: float = 1.0,
+    scale_method: str = "mse",
 ) -> QuantizedNetwork:
     """Quantise ``model`` (a :class:`spikelfp.Sequential`) to ``bits``-bit integer weights.
 
@@ -471,6 +500,10 @@ def quantize(
             thresholds, else ``"channel"``).
         input_shape: per-sample input shape when it cannot be inferred (convolutions).
         input_scale: float value of one unit of the (integer) input; 1 for spikes/counts.
+        scale_method: ``"max"``: the largest scale-compatible integer threshold with no weight
+            clipped; ``"mse"`` (default): also try finer scales (threshold integer ``n·f``,
+            ``f`` up to 8) and keep the one with the least squared weight error (matters at 4
+            and 2 bits, where a few clipped outliers buy many more levels for the rest).
 
     Returns:
         a :class:`QuantizedNetwork`; ``.report`` lists the max rounding error per layer.
@@ -480,6 +513,8 @@ def quantize(
         raise ValueError(f"bits must be an integer >= 2, got {bits!r}")
     if bits > 31:
         raise ValueError(f"bits must be <= 31, got {bits}")
+    if scale_method not in ("mse", "max"):
+        raise ValueError(f"scale_method must be 'mse' or 'max', got {scale_method!r}")
     if granularity not in (None, "channel", "layer"):
         raise ValueError(f"granularity must be 'channel', 'layer' or None, got {granularity!r}")
     if not (np.isfinite(input_scale) and input_scale > 0):
@@ -504,7 +539,14 @@ def quantize(
             nxt = layers[j] if j is not None else None
             rec = nxt.recurrent_weight.detach().to(F64) if isinstance(nxt, RLIF) else None
             s, note = _choose_scale(
-                w_eff, rec, nxt, shapes[j + 1] if j is not None else None, qmax, shared, i
+                w_eff,
+                rec,
+                nxt,
+                shapes[j + 1] if j is not None else None,
+                qmax,
+                shared,
+                i,
+                scale_method,
             )
             sv = _channel_view(s, w.dim())
             raw = torch.round(w_eff / sv)

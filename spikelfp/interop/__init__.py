@@ -11,6 +11,7 @@ a missing one raises an ImportError that says how to install it. See ``docs/inte
 """
 
 from ._composite import InteropComposite
+from ._loop import StepLoop
 from .norse import (
     from_norse,
     norse_composite,
@@ -26,7 +27,7 @@ from .snntorch import (
 )
 
 __all__ = [
-    "InteropComposite",
+    "InteropComposite", "StepLoop",
     "snntorch_composite", "to_snntorch", "from_snntorch", "snntorch_forward",
     "reset_snntorch_state",
     "norse_composite", "to_norse", "from_norse", "norse_forward",

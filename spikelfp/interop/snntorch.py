@@ -199,7 +199,7 @@ class RLeakyRule(_SnnRule):
             module.threshold, module.graded_spikes_factor, reset, delay, False, self.epsilon)
         module.reset = r
         module.mem = v
-        module.spk = out[0]
+        module.spk = out[0].clone()  # not a view: snntorch's detach_hidden() detaches in place
         return _returns(module, module.spk, module.mem)
 
 

@@ -64,7 +64,7 @@ class TrainConfig:
     channels: list[int] = field(default_factory=lambda: [12, 24])
     beta: float = 0.9
     threshold: float = 1.0
-    reset: str = "subtract"
+    reset: str = "zero"
     init_rate: list[float] | float | None = field(default_factory=lambda: [0.15, 0.1])
     # training
     method: str = "lfp"
@@ -240,12 +240,8 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def default_data_dir(dataset: str) -> Path | None:
-    """Where a dataset lives when ``--data-dir`` is not given.
-
-    Only the built-in ``digits-events`` has a default (it is generated there on first use):
-    ``$SPIKELFP_HOME/digits-events`` (``SPIKELFP_HOME`` defaults to ``~/.cache/spikelfp``).
+    """Where a dataset lives when ``--data-dir`` is not given: ``None`` for ``digits-events``
+    (generated on first use in :class:`spikelfp.datasets.DigitsEvents`' default folder,
+    ``$SPIKELFP_HOME/datasets`` or ``~/.cache/spikelfp/datasets``); the others need the flag.
     """
-    if dataset != "digits-events":
-        return None
-    home = os.environ.get("SPIKELFP_HOME") or os.path.join("~", ".cache", "spikelfp")
-    return Path(home).expanduser() / "digits-events"
+    return None

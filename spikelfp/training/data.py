@@ -53,19 +53,18 @@ class MemoryCache(Dataset):
         x = self._frames.get(index)
         if x is None:
             frames, label = self.dataset[index]
-            frames = torch.as_tensor(frames)
-            if (
-                frames.numel()
-                and frames.min() >= 0
-                and frames.max() <= 255
-                and torch.equal(frames, frames.round())
+            arr = np.asarray(frames)
+            if arr.size and arr.min() >= 0 and arr.max() <= 255 and np.array_equal(
+                arr, np.rint(arr)
             ):
-                x = frames.to(torch.uint8)
+                x = torch.from_numpy(arr.astype(np.uint8))
             else:
-                x = frames.clone()
+                x = torch.from_numpy(np.array(arr, dtype=np.float32))
+            frames = torch.from_numpy(np.asarray(arr, dtype=np.float32))
             self._frames[index] = x
             return frames.float(), int(label)
-        return x.float(), int(self.targets[index])
+        # numpy's conversion: torch's is multi-threaded and slow for small tensors on a busy CPU
+        return torch.from_numpy(x.numpy().astype(np.float32)), int(self.targets[index])
 
 
 class _Subset(Dataset):
@@ -103,10 +102,10 @@ class SplitData:
         return list(self.dataset.targets)
 
 
-def _resolve_data_dir(cfg: TrainConfig) -> Path:
+def _resolve_data_dir(cfg: TrainConfig) -> Path | None:
     if cfg.data_dir is None:
         default = default_data_dir(cfg.dataset)
-        if default is None:
+        if default is None and cfg.dataset != "digits-events":
             raise ConfigError(
                 f"--data-dir is required for dataset {cfg.dataset!r} (the folder holding its "
                 "recordings)"

@@ -50,7 +50,7 @@ class ModelSpec:
     channels: tuple[int, int] = (12, 24)
     beta: float = 0.9
     threshold: float = 1.0
-    reset: str = "subtract"
+    reset: str = "zero"
     reset_delay: bool = False
     extra: dict = field(default_factory=dict)
 

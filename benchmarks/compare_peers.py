@@ -1,0 +1,496 @@
+"""spikelfp against its peers: one architecture, the same data and the same budget for each.
+
+Methods (rows):
+
+* ``spikelfp-lfp``: spikelfp's own ``Sequential`` (whole sequences), trained with LFP.
+* ``snntorch-lfp``: the *unmodified* snntorch model (``nn.Sequential`` of ``snn.Leaky`` with
+  ``init_hidden=True``, run one step per call) trained with LFP through
+  ``spikelfp.interop.snntorch_composite``.
+* ``norse-lfp``: the unmodified norse model (``SequentialState`` of ``LIFBoxCell``, one step per
+  call, explicit states) trained with LFP through ``spikelfp.interop.norse_composite``.
+* ``snntorch-bptt``: the snntorch model trained with its surrogate gradient (atan, snntorch's
+  default) through time.
+* ``norse-bptt``: the norse model trained with its surrogate gradient (SuperSpike, norse's
+  default ``method="super"``) through time.
+
+Architecture: ``Flatten → Linear(D, H) → LIF → Linear(H, 10) → LIF``, LIF with ``β``, threshold
+``θ`` and an immediate reset to zero (spikelfp ``LIF(reset="zero")`` = snntorch
+``Leaky(reset_mechanism="zero")`` = norse ``LIFBoxCell`` with ``v_th = (1-β)θ``: the three
+spike identically). All five start from the *same* weights (converted with
+``spikelfp.interop.to_snntorch`` / ``to_norse``), see the same batches in the same order, use
+Adam with the same learning rate and cosine schedule and the same number of epochs. LFP uses
+lfprop's rate-coded reward (scaled by 1/T); BPTT uses cross-entropy on the output spike counts.
+Prediction: the class with the most output spikes.
+
+Datasets: the real N-MNIST recordings in ``$SPIKELFP_DATA/nmnist`` (1,000 files, 200 held out,
+stratified, deterministic; events binned into T frames of event counts, 2x2-pooled to 17x17),
+scikit-learn's 8x8 digits and MNIST images (``$SPIKELFP_DATA/mnist/mnist_train_22699.npz``, a
+5,000 / 1,000 subset), both rate-coded (a Bernoulli spike per step with probability = pixel
+intensity; the training draws are seeded by (seed, epoch, batch), so every method sees the
+same spikes).
+
+Measured per run: validation accuracy after the last epoch; mean wall time of a training step
+(forward, reward/loss, backward, optimiser step; one batch); training samples per second; peak
+memory. **Peak memory** is the peak resident set size (RSS) of the process during training
+minus the RSS just before it: a background thread reads ``/proc/self/statm`` every millisecond.
+torch's CPU allocator hands every tensor to the C allocator (no caching), so this counts the
+tensors, the autograd graph and the Python objects a method keeps alive; before each run
+``gc.collect()`` and glibc's ``malloc_trim(0)`` give back what earlier runs freed, so runs in
+the same process do not hide each other's peaks. (``tracemalloc`` would miss tensor storage,
+which is not allocated through Python's allocator.) The table reports the median over seeds
+and the spread (min-max).
+
+Usage::
+
+    python benchmarks/compare_peers.py            # full run (3 seeds, ~15 min on 2 cores)
+    python benchmarks/compare_peers.py --quick    # smoke run (~1 min)
+
+Writes ``benchmarks/results/compare_peers.json`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import glob
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from spikelfp import LIF, Sequential
+from spikelfp.lfp import lfp_step, rate_coded_reward
+
+METHODS = ("spikelfp-lfp", "snntorch-lfp", "norse-lfp", "snntorch-bptt", "norse-bptt")
+DATASETS = ("nmnist", "digits", "mnist")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class Data:
+    """Train/validation split. ``frames``: event frames ``(N, T, ...)`` (already spikes/counts);
+    ``images``: intensities in [0, 1] ``(N, ...)`` to be rate-coded over ``T`` steps."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    T: int
+    rate_coded: bool
+    source: str = ""
+
+    @property
+    def input_dim(self) -> int:
+        shape = self.x_train.shape[2:] if not self.rate_coded else self.x_train.shape[1:]
+        return int(np.prod(shape))
+
+
+def stratified_split(labels: np.ndarray, n_val: int, seed: int = 0):
+    """Deterministic stratified split: each class gives ``n_val`` · its share (largest
+    remainders), drawn with ``seed``. Returns sorted (train, val) indices."""
+    rng = np.random.RandomState(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts / counts.sum() * n_val
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: n_val - quota.sum()]:
+        quota[i] += 1
+    val = np.concatenate([rng.choice(np.flatnonzero(labels == c), q, replace=False)
+                          for c, q in zip(classes, quota, strict=True)])
+    val = np.sort(val)
+    return np.setdiff1d(np.arange(len(labels)), val), val
+
+
+_EVENT_DTYPE = np.dtype([("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
+
+
+def load_nmnist(data_dir: Path, T: int, pool: int = 2, limit: int | None = None) -> Data:
+    """The N-MNIST recordings, binned into ``T`` frames of event counts over each recording's
+    span, ``pool x pool`` sum-pooled; 200 held out (stratified)."""
+    import tonic
+
+    root = data_dir / "nmnist" / "NMNIST" / "Train"
+    files, labels = [], []
+    for d in range(10):
+        fs = sorted(glob.glob(str(root / str(d) / "*.bin")),
+                    key=lambda p: int(Path(p).stem) if Path(p).stem.isdigit() else 0)
+        files += fs
+        labels += [d] * len(fs)
+    if not files:
+        raise FileNotFoundError(f"no N-MNIST recordings under {root}/<digit>/<idx>.bin")
+    labels = np.asarray(labels)
+    if limit is not None:  # a stratified subset (quick mode)
+        _, keep = stratified_split(labels, limit, seed=1)
+        files = [files[i] for i in keep]
+        labels = labels[keep]
+    side = 34 // pool
+    x = np.zeros((len(files), T, 2, side, side), np.float32)
+    for k, f in enumerate(files):
+        ev = tonic.io.read_mnist_file(f, dtype=_EVENT_DTYPE)
+        t = ev["t"] - ev["t"].min()
+        b = t * T // (int(t.max()) + 1)
+        idx = ((b * 2 + ev["p"]) * side + ev["y"] // pool) * side + ev["x"] // pool
+        x[k] = np.bincount(idx, minlength=T * 2 * side * side).reshape(T, 2, side, side)
+    n_val = 200 if limit is None else max(10, limit // 5)
+    tr, va = stratified_split(labels, n_val)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
+    return Data("nmnist", xt[tr], yt[tr], xt[va], yt[va], T, False,
+                f"{len(files)} recordings from {root}")
+
+
+def load_digits(T: int, limit: int | None = None) -> Data:
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    y = d.target.astype(np.int64)
+    if limit is not None:
+        _, keep = stratified_split(y, limit, seed=1)
+        x, y = x[keep], y[keep]
+    tr, va = stratified_split(y, len(y) // 5)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    return Data("digits", xt[tr], yt[tr], xt[va], yt[va], T, True,
+                f"sklearn.datasets.load_digits ({len(y)} images)")
+
+
+def load_mnist(data_dir: Path, T: int, n_train: int = 5000, n_val: int = 1000) -> Data:
+    path = data_dir / "mnist" / "mnist_train_22699.npz"
+    with np.load(path) as f:
+        x, y = f["x_train"], f["y_train"].astype(np.int64)
+    x, y = x[: n_train + n_val], y[: n_train + n_val]
+    tr, va = stratified_split(y, n_val)
+    xt = torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0)
+    yt = torch.from_numpy(y)
+    return Data("mnist", xt[tr], yt[tr], xt[va], yt[va], T, True,
+                f"{path} (first {n_train + n_val} images)")
+
+
+def encode(images: torch.Tensor, T: int, seed: int) -> torch.Tensor:
+    """Rate coding: ``(T, B, ...)`` Bernoulli spikes with probability = intensity."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand((T, *images.shape), generator=g) < images).float()
+
+
+def batches(data: Data, idx: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if data.rate_coded:
+        return encode(data.x_train[idx], data.T, seed), data.y_train[idx]
+    return data.x_train[idx].transpose(0, 1).contiguous(), data.y_train[idx]
+
+
+def val_inputs(data: Data) -> torch.Tensor:
+    if data.rate_coded:
+        return encode(data.x_val, data.T, seed=12345)
+    return data.x_val.transpose(0, 1).contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _trim() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+class PeakRSS:
+    """Peak RSS above the RSS at entry, sampled every ``interval`` seconds by a thread."""
+
+    def __init__(self, interval: float = 1e-3):
+        self.interval = interval
+        self.available = os.path.exists("/proc/self/statm")
+        self.peak = 0
+
+    def __enter__(self):
+        _trim()
+        if self.available:
+            self.base = _rss()
+            self._max = self.base
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self._max = max(self._max, _rss())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        if self.available:
+            self._stop.set()
+            self._thread.join()
+            self._max = max(self._max, _rss())
+            self.peak = self._max - self.base
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and methods
+
+
+@dataclass
+class Config:
+    T: int
+    hidden: int
+    epochs: int
+    batch_size: int = 32
+    lr: float = 2e-3
+    beta: float = 0.8
+    threshold: float = 0.5
+
+
+def spikelfp_model(input_dim: int, cfg: Config, seed: int) -> Sequential:
+    torch.manual_seed(seed)
+    return Sequential(
+        nn.Flatten(),
+        nn.Linear(input_dim, cfg.hidden), LIF(beta=cfg.beta, threshold=cfg.threshold),
+        nn.Linear(cfg.hidden, 10), LIF(beta=cfg.beta, threshold=cfg.threshold),
+    )
+
+
+def build(method: str, input_dim: int, cfg: Config, seed: int):
+    """``(model, forward(x) -> spikes (T, B, 10), composite or None)`` for a method."""
+    from spikelfp.interop import (
+        StepLoop,
+        norse_composite,
+        snntorch_composite,
+        to_norse,
+        to_snntorch,
+    )
+
+    seq = spikelfp_model(input_dim, cfg, seed)
+    if method == "spikelfp-lfp":
+        return seq, (lambda m, x: m(x)[0]), None
+    if method.startswith("snntorch"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = StepLoop(to_snntorch(seq), style="snntorch")
+        comp = snntorch_composite() if method.endswith("lfp") else None
+        return net, (lambda m, x: m(x)[0]), comp
+    net = StepLoop(to_norse(seq), style="norse")
+    comp = norse_composite() if method.endswith("lfp") else None
+    return net, (lambda m, x: m(x)[0]), comp
+
+
+def _lfp_reward(out, y):
+    return rate_coded_reward(out, y, scale=1.0 / out.shape[0])
+
+
+def accuracy(model, fwd, x, y, batch: int = 500) -> float:
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, x.shape[1], batch):
+            out = fwd(model, x[:, i:i + batch])
+            correct += int((out.sum(0).argmax(-1) == y[i:i + batch]).sum())
+    return correct / x.shape[1]
+
+
+@dataclass
+class RunResult:
+    method: str
+    dataset: str
+    seed: int
+    val_accuracy: float
+    step_ms: float
+    samples_per_s: float
+    peak_mb: float
+    train_s: float
+    accuracy_per_epoch: list[float] = field(default_factory=list)
+
+
+def run(method: str, data: Data, cfg: Config, seed: int, xv: torch.Tensor) -> RunResult:
+    model, fwd, comp = build(method, data.input_dim, cfg, seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
+    n = len(data.y_train)
+    g = torch.Generator().manual_seed(seed)
+    step_times, accs = [], []
+    samples = 0
+    with PeakRSS() as mem:
+        for epoch in range(cfg.epochs):
+            perm = torch.randperm(n, generator=g)
+            for k, i in enumerate(range(0, n, cfg.batch_size)):
+                x, y = batches(data, perm[i:i + cfg.batch_size], seed * 100003 + epoch * 1009 + k)
+                t0 = time.perf_counter()
+                if comp is not None or method == "spikelfp-lfp":
+                    lfp_step(model, x, y, _lfp_reward, opt,
+                             composite=comp if comp is not None else None)
+                else:
+                    out = fwd(model, x)
+                    loss = nn.functional.cross_entropy(out.sum(0), y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                step_times.append(time.perf_counter() - t0)
+                samples += len(y)
+            sched.step()
+            # Accuracy after every epoch is not timed (and not in the memory window's steps).
+            accs.append(accuracy(model, fwd, xv, data.y_val))
+    train_s = sum(step_times)
+    return RunResult(method, data.name, seed, accs[-1], 1e3 * statistics.mean(step_times),
+                     samples / train_s, mem.peak / 2**20, train_s, accs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def summarize(results: list[RunResult]) -> list[dict]:
+    rows = []
+    for ds in dict.fromkeys(r.dataset for r in results):
+        for m in dict.fromkeys(r.method for r in results):
+            rs = [r for r in results if r.dataset == ds and r.method == m]
+            if not rs:
+                continue
+            row = {"dataset": ds, "method": m, "seeds": len(rs)}
+            for key in ("val_accuracy", "step_ms", "samples_per_s", "peak_mb"):
+                vals = [getattr(r, key) for r in rs]
+                row[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+            rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    def fmt(v, spec, scale=1.0):
+        med, lo, hi = v["median"] * scale, v["min"] * scale, v["max"] * scale
+        return f"{med:{spec}} ({lo:{spec}}–{hi:{spec}})"
+
+    lines = ["| dataset | method | val. accuracy % | step time ms | samples/s | peak memory MB |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {fmt(r['val_accuracy'], '.1f', 100)} | "
+            f"{fmt(r['step_ms'], '.1f')} | {fmt(r['samples_per_s'], '.0f')} | "
+            f"{fmt(r['peak_mb'], '.1f')} |")
+    return "\n".join(lines)
+
+
+CONFIGS = {
+    "nmnist": Config(T=20, hidden=256, epochs=8),
+    "digits": Config(T=20, hidden=128, epochs=10),
+    "mnist": Config(T=10, hidden=256, epochs=3),
+}
+QUICK = {
+    "nmnist": Config(T=8, hidden=64, epochs=1),
+    "digits": Config(T=8, hidden=64, epochs=1),
+    "mnist": Config(T=6, hidden=64, epochs=1),
+}
+
+
+def default_data_dir() -> str | None:
+    env = os.environ.get("SPIKELFP_DATA")
+    if env:
+        return env
+    guess = ROOT.parent / "shared" / "data"
+    return str(guess) if guess.is_dir() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny subsets, 1 seed, 1 epoch")
+    ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; quick 1)")
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--data", default=default_data_dir(),
+                    help="shared data folder (default: $SPIKELFP_DATA, else ../shared/data)")
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "compare_peers.json"))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
+    methods = [m for m in args.methods.split(",") if m]
+    datasets = [d for d in args.datasets.split(",") if d]
+    for m in methods:
+        if m not in METHODS:
+            ap.error(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
+    data_dir = Path(args.data) if args.data else None
+    configs = QUICK if args.quick else CONFIGS
+    results: list[RunResult] = []
+    sources = {}
+    t_start = time.time()
+    for ds in datasets:
+        cfg = configs[ds]
+        if ds in ("nmnist", "mnist") and (data_dir is None or not data_dir.is_dir()):
+            print(f"skipping {ds}: set SPIKELFP_DATA (or --data) to the shared data folder",
+                  file=sys.stderr)
+            continue
+        if ds == "nmnist":
+            data = load_nmnist(data_dir, cfg.T, limit=200 if args.quick else None)
+        elif ds == "digits":
+            data = load_digits(cfg.T, limit=300 if args.quick else None)
+        else:
+            data = (load_mnist(data_dir, cfg.T, 400, 100) if args.quick
+                    else load_mnist(data_dir, cfg.T))
+        sources[ds] = {"source": data.source, "train": len(data.y_train), "val": len(data.y_val),
+                       "config": asdict(cfg)}
+        xv = val_inputs(data)
+        for seed in seeds:
+            for m in methods:
+                r = run(m, data, cfg, seed, xv)
+                results.append(r)
+                print(f"{ds:7s} {m:14s} seed {seed}: acc {100 * r.val_accuracy:5.1f}%  "
+                      f"step {r.step_ms:7.1f} ms  {r.samples_per_s:7.0f} samples/s  "
+                      f"peak {r.peak_mb:7.1f} MB  (epochs: "
+                      f"{', '.join(f'{100 * a:.1f}' for a in r.accuracy_per_epoch)})", flush=True)
+    rows = summarize(results)
+    table = markdown(rows)
+    print()
+    print(table)
+    wall = time.time() - t_start
+    print(f"\ntotal wall time {wall:.0f} s; load average {os.getloadavg()}")
+    out = {
+        "quick": args.quick,
+        "seeds": seeds,
+        "torch_threads": args.threads,
+        "wall_s": wall,
+        "load_average_end": os.getloadavg(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "python": platform.python_version(), "torch": torch.__version__},
+        "versions": _versions(),
+        "memory_method": ("peak RSS during training minus RSS before it (/proc/self/statm "
+                          "sampled every 1 ms; gc.collect + malloc_trim before each run)"),
+        "datasets": sources,
+        "summary": rows,
+        "runs": [asdict(r) for r in results],
+        "table": table,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _versions() -> dict:
+    out = {}
+    for name in ("spikelfp", "snntorch", "norse", "tonic", "numpy", "sklearn"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001
+            out[name] = None
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
