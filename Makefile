@@ -10,6 +10,7 @@ setup:
 # Runs the whole test suite (+ the lfprop golden check when SPIKELFP_GOLDEN is set).
 test: setup
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q --nbmake notebooks
 	@if [ -n "$$SPIKELFP_GOLDEN" ]; then $(PY) benchmarks/golden_lfprop.py --golden "$$SPIKELFP_GOLDEN"; fi
 
 lint:

@@ -39,7 +39,8 @@ from ..neurons.cuba import CubaLIFState
 from ..neurons.lif import LIFState
 from ..neurons.rlif import RLIFState
 
-__all__ = ["surrogate", "fast_sigmoid_spike", "spike_count_ce_loss"]
+__all__ = ["surrogate", "fast_sigmoid_spike", "spike_count_ce_loss", "spike_count_mse_loss",
+           "BPTT_LOSSES"]
 
 
 class _FastSigmoidSpike(torch.autograd.Function):
@@ -203,3 +204,26 @@ def spike_count_ce_loss(spikes: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     0.5673
     """
     return nn.functional.cross_entropy(spikes.sum(0), labels)
+
+
+def spike_count_mse_loss(
+    spikes: torch.Tensor, labels: torch.Tensor, correct_rate: float = 0.8,
+    incorrect_rate: float = 0.2,
+) -> torch.Tensor:
+    """Mean squared error between the spike counts and target counts: ``correct_rate · T``
+    for the labelled class, ``incorrect_rate · T`` for the others (keeps every output neuron
+    active, so the surrogate gradient does not vanish; snntorch's ``mse_count_loss``).
+
+    >>> s = torch.zeros(10, 1, 2); s[:8, 0, 0] = 1; s[:2, 0, 1] = 1
+    >>> spike_count_mse_loss(s, torch.tensor([0])).item()
+    0.0
+    """
+    t = spikes.shape[0]
+    counts = spikes.sum(0)
+    target = torch.full_like(counts, incorrect_rate * t)
+    target[torch.arange(len(labels)), labels] = correct_rate * t
+    return nn.functional.mse_loss(counts, target)
+
+
+#: The losses of the BPTT baseline, by their config name.
+BPTT_LOSSES = {"mse": spike_count_mse_loss, "ce": spike_count_ce_loss}

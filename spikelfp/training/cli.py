@@ -63,6 +63,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                         "'val' split (default 0)")
     g.add_argument("--eval-split", choices=("auto", "train", "val", "test"), default=S,
                    help="split evaluated after every epoch (auto: val if held out, else test)")
+    g.add_argument("--input-clamp", type=float, default=S, metavar="C",
+                   help="clip event counts per pixel and bin at C (1: binary spikes, default)")
     g.add_argument("--max-train-samples", type=int, default=S, metavar="N",
                    help="train on a stratified subset of N recordings")
     g.add_argument("--max-eval-samples", type=int, default=S, metavar="N",
@@ -74,6 +76,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="channels of conv's two layers (12 24)")
     g.add_argument("--beta", type=float, default=S, help="membrane decay of every LIF (0.9)")
     g.add_argument("--threshold", type=float, default=S, help="LIF threshold (1.0)")
+    g.add_argument("--reset", choices=("zero", "subtract", "none"), default=S,
+                   help="LIF reset (zero: what NIR expresses)")
     g.add_argument("--init-rate", type=float, nargs="+", default=S, metavar="R",
                    help="target spike rates at initialisation: hidden layers..., output "
                         "(0.15 0.1)")
@@ -82,6 +86,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="lfp (default) or bptt (surrogate-gradient baseline, same model)")
     g.add_argument("--reward", choices=REWARDS, default=S,
                    help="LFP reward: rate (lfprop's rate-coded reward, default) or softmax")
+    g.add_argument("--bptt-loss", choices=("mse", "ce"), default=S,
+                   help="BPTT loss on the output spike counts: mse (targets 0.8 T / 0.2 T, "
+                        "default) or ce (cross-entropy)")
+    g.add_argument("--surrogate-slope", type=float, default=S,
+                   help="BPTT fast-sigmoid surrogate slope (25)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=S, help="adam (default) or sgd")
     g.add_argument("--lr", type=float, default=S, help="learning rate (2e-3)")
     g.add_argument("--momentum", type=float, default=S, help="SGD momentum (0.9)")
@@ -335,11 +344,9 @@ def run_export(ckpt, *, target, bits, prune, dt, output, data_cfg=None, split="t
     """
     import inspect
 
-    import torch
     from torch.utils.data import DataLoader
 
     from .data import collate, open_split
-    from .evaluate import prepare_input
     from .trainer import build_from_checkpoint
 
     export = _export_fn()
@@ -357,12 +364,9 @@ def run_export(ckpt, *, target, bits, prune, dt, output, data_cfg=None, split="t
                 f"the checkpoint's model takes frames {tuple(spec['input_shape'])} but "
                 f"{data_cfg.dataset} gives {tuple(data.frame_shape)}"
             )
-        loader = DataLoader(data.dataset, batch_size=256, collate_fn=collate)
-        xs, ys = [], []
-        for x, y in loader:
-            xs.append(prepare_input(x, data_cfg.input_clamp))
-            ys.append(y)
-        kwargs["data"] = (torch.cat(xs, dim=1), torch.cat(ys))
+        kwargs["data"] = _Batches(
+            DataLoader(data.dataset, batch_size=256, collate_fn=collate), data_cfg.input_clamp
+        )
     params = inspect.signature(export).parameters
     kwargs = {k: v for k, v in kwargs.items() if k in params or _accepts_kwargs(params)}
     report = export(model, **kwargs)
@@ -373,6 +377,19 @@ def run_export(ckpt, *, target, bits, prune, dt, output, data_cfg=None, split="t
     out["report"] = _jsonable(report)
     print_fn(str(report))
     return out
+
+
+class _Batches:
+    """Re-iterable ``(x, y)`` batches (the exporter goes over the data several times)."""
+
+    def __init__(self, loader, clamp):
+        self.loader, self.clamp = loader, clamp
+
+    def __iter__(self):
+        from .evaluate import prepare_input
+
+        for x, y in self.loader:
+            yield prepare_input(x, self.clamp), y
 
 
 def _accepts_kwargs(params) -> bool:

@@ -77,6 +77,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     surrogate_slope: float = 25.0
+    bptt_loss: str = "mse"
     seed: int = 0
     # runtime (may change when resuming)
     out: str = "runs/run"
@@ -160,6 +161,7 @@ class TrainConfig:
         choice("model", ("mlp", "conv"))
         choice("reset", ("zero", "subtract", "none"))
         choice("lr_schedule", ("cosine", "none"))
+        choice("bptt_loss", ("mse", "ce"))
         choice("eval_split", ("auto", *SPLITS))
         number("time_bins", int, 1)
         number("epochs", int, 0)

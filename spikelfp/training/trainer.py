@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..lfp import lfp_step, rate_coded_reward, spike_count_softmax_reward
 from . import _parallel
-from .bptt import spike_count_ce_loss, surrogate
+from .bptt import BPTT_LOSSES, surrogate
 from .checkpoint import (
     CHECKPOINT_NAME,
     FORMAT,
@@ -298,8 +298,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with surrogate(self.model, slope=cfg.surrogate_slope):
                 out, _ = self.model(x)
-            loss = spike_count_ce_loss(out, y)
-            loss.backward()
+            BPTT_LOSSES[cfg.bptt_loss](out, y).backward()
+            loss = nn.functional.cross_entropy(out.detach().sum(0), y)
             out = out.detach()
             reward = self.reward_fn(out, y)
         self.reducer.reduce()
