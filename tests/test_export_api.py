@@ -32,23 +32,27 @@ def _task(n=64, seed=0):
     y = torch.randint(0, C, (n,), generator=g)
     rates = torch.full((n, F_IN), 0.05)
     for c in range(C):
-        rates[y == c, c * 4:(c + 1) * 4] = 0.7
+        rates[y == c, c * 4 : (c + 1) * 4] = 0.7
     return (torch.rand(T, n, F_IN, generator=g) < rates).float(), y
 
 
 def _trained_like(reset="zero"):
     """A network that solves the task by construction (no training needed)."""
-    net = Sequential(nn.Linear(F_IN, 8), LIF(beta=0.8, threshold=0.5, reset=reset),
-                     nn.Linear(8, C), LIF(beta=0.8, threshold=0.5, reset=reset))
+    net = Sequential(
+        nn.Linear(F_IN, 8),
+        LIF(beta=0.8, threshold=0.5, reset=reset),
+        nn.Linear(8, C),
+        LIF(beta=0.8, threshold=0.5, reset=reset),
+    )
     with torch.no_grad():
         w1 = torch.zeros(8, F_IN)
         for c in range(C):
-            w1[2 * c:2 * c + 2, c * 4:(c + 1) * 4] = 0.4
+            w1[2 * c : 2 * c + 2, c * 4 : (c + 1) * 4] = 0.4
         net[0].weight.copy_(w1 + 0.01 * torch.randn(8, F_IN))
         net[0].bias.zero_()
         w2 = torch.zeros(C, 8)
         for c in range(C):
-            w2[c, 2 * c:2 * c + 2] = 0.6
+            w2[c, 2 * c : 2 * c + 2] = 0.6
         net[2].weight.copy_(w2)
         net[2].bias.zero_()
     return net
@@ -83,8 +87,7 @@ def test_export_reports_violations_or_raises_when_strict(tmp_path):
     assert not rep.constraints.ok
     assert {v.constraint for v in rep.constraints.violations} == {"reset"}
     with pytest.raises(ProfileViolationError, match="reset"):
-        export(net, target="xylo", prune=0.0, path=tmp_path / "x.nir", strict=True,
-               verbose=False)
+        export(net, target="xylo", prune=0.0, path=tmp_path / "x.nir", strict=True, verbose=False)
     assert not (tmp_path / "x.nir").exists()
 
 
@@ -94,15 +97,23 @@ def test_export_subtract_reset_needs_explicit_permission(tmp_path):
         export(net, target="xylo", path=tmp_path / "x.nir", verbose=False)
     assert not (tmp_path / "x.nir").exists()
     with pytest.warns(UserWarning):
-        rep = export(net, target="xylo", path=tmp_path / "x.nir", allow_reset_change=True,
-                     verbose=False)
+        rep = export(
+            net, target="xylo", path=tmp_path / "x.nir", allow_reset_change=True, verbose=False
+        )
     assert rep.constraints.ok and (tmp_path / "x.nir").is_file()
 
 
 def test_export_feedback_pruning_from_data(tmp_path):
     net = _trained_like()
-    rep = export(net, target="loihi2", prune=0.6, prune_method="feedback", path=None,
-                 data=_task(), verbose=False)
+    rep = export(
+        net,
+        target="loihi2",
+        prune=0.6,
+        prune_method="feedback",
+        path=None,
+        data=_task(),
+        verbose=False,
+    )
     assert rep.sparsity.sparsity == pytest.approx(0.6, abs=1e-3)
     with pytest.raises(ValueError, match="feedback_scores"):
         export(net, prune=0.5, prune_method="feedback", path=None, verbose=False)
@@ -111,8 +122,11 @@ def test_export_feedback_pruning_from_data(tmp_path):
 def test_bad_inputs_give_clear_errors(tmp_path):
     net = _trained_like()
     with pytest.raises(UnsupportedLayerError, match="ALIF"):
-        export(Sequential(nn.Linear(4, 3), ALIF(), nn.Linear(3, 2), nn.ReLU()), path=None,
-               verbose=False)
+        export(
+            Sequential(nn.Linear(4, 3), ALIF(), nn.Linear(3, 2), nn.ReLU()),
+            path=None,
+            verbose=False,
+        )
     with pytest.raises(TypeError, match="spikelfp.Sequential"):
         export(nn.Sequential(nn.Linear(4, 3)), path=None, verbose=False)
     bad = _trained_like()
@@ -125,8 +139,13 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="fraction"):
         export(net, prune=80, path=None, verbose=False)
     with pytest.raises(ValueError, match="integer input"):
-        export(net, target="int8", path=None, data=(torch.rand(T, 8, F_IN), torch.zeros(8)),
-               verbose=False)
+        export(
+            net,
+            target="int8",
+            path=None,
+            data=(torch.rand(T, 8, F_IN), torch.zeros(8)),
+            verbose=False,
+        )
 
 
 def test_interrupted_export_leaves_no_file(tmp_path, monkeypatch):

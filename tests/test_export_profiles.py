@@ -51,8 +51,11 @@ def test_profile_validation_and_lookup():
 
 def test_xylo_lists_every_violation_with_fixes():
     net = Sequential(
-        nn.Linear(2312, 256), LIF(beta=0.9), nn.Dropout(0.1),
-        nn.Linear(256, 10), LIF(beta=0.99999, reset="subtract", reset_delay=True),
+        nn.Linear(2312, 256),
+        LIF(beta=0.9),
+        nn.Dropout(0.1),
+        nn.Linear(256, 10),
+        LIF(beta=0.99999, reset="subtract", reset_delay=True),
     )
     report = check_model(net, "xylo", bits=8)
     got = {(v.layer, v.constraint) for v in report.violations}
@@ -75,13 +78,20 @@ def test_xylo_lists_every_violation_with_fixes():
 
 def test_speck_is_convolutional_integrate_and_fire():
     net = Sequential(
-        nn.Conv2d(2, 4, 3), IF(), nn.MaxPool2d(2), ALIF(), nn.Flatten(),
-        nn.Linear(4 * 3 * 3, 10), LI(),
+        nn.Conv2d(2, 4, 3),
+        IF(),
+        nn.MaxPool2d(2),
+        ALIF(),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 10),
+        LI(),
     )
     report = check_model(net, "speck", input_shape=(2, 8, 8))
     kinds = [(v.layer.split(" (")[0], v.constraint) for v in report.violations]
     assert kinds == [
-        ("layer 2", "layer type"), ("layer 3", "layer type"), ("layer 5", "layer type"),
+        ("layer 2", "layer type"),
+        ("layer 3", "layer type"),
+        ("layer 5", "layer type"),
         ("layer 6", "neuron type"),
     ]
     assert "Conv2d" in report.violations[2].fix
@@ -90,22 +100,36 @@ def test_speck_is_convolutional_integrate_and_fire():
 
 
 def test_loihi_shared_decay_and_threshold_note():
-    net = Sequential(nn.Linear(4, 3), CubaLIF(alpha=torch.tensor([0.5, 0.6, 0.7]), beta=0.9,
-                                              threshold=torch.tensor([1.0, 2.0, 3.0])))
+    net = Sequential(
+        nn.Linear(4, 3),
+        CubaLIF(
+            alpha=torch.tensor([0.5, 0.6, 0.7]), beta=0.9, threshold=torch.tensor([1.0, 2.0, 3.0])
+        ),
+    )
     report = check_model(net, LOIHI2)
     assert [v.constraint for v in report.violations] == ["shared decay"]
     assert any("folded" in n for n in report.notes)
 
 
 def test_user_defined_profile_limits_and_bits():
-    mine = HardwareProfile("mychip", weight_bits=4, state_bits=12, decay="shift", max_shift=6,
-                           resets=("zero",), max_hidden=8, max_fan_in=5, allow_bias=False)
+    mine = HardwareProfile(
+        "mychip",
+        weight_bits=4,
+        state_bits=12,
+        decay="shift",
+        max_shift=6,
+        resets=("zero",),
+        max_hidden=8,
+        max_fan_in=5,
+        allow_bias=False,
+    )
     register_profile(mine)
     net = Sequential(nn.Linear(10, 16), LIF(beta=0.9), nn.Linear(16, 2), LIF(beta=0.999))
     report = check_model(net, "mychip", bits=8)
     constraints = sorted(v.constraint for v in report.violations)
-    assert constraints == sorted(["bias", "bias", "fan-in", "fan-in", "decay",
-                                  "hidden neurons", "weight bits"])
+    assert constraints == sorted(
+        ["bias", "bias", "fan-in", "fan-in", "decay", "hidden neurons", "weight bits"]
+    )
     q = quantize(net, 8, mine)
     assert any(v.constraint == "weight bits" for v in check_model(q, mine).violations)
 

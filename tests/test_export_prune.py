@@ -23,8 +23,14 @@ from spikelfp.lfp import lfp_step, rate_coded_reward
 
 def _net(seed=0):
     torch.manual_seed(seed)
-    return Sequential(nn.Linear(20, 16), LIF(threshold=0.3), nn.Linear(16, 16),
-                      RLIF(16, threshold=0.3), nn.Linear(16, 4), LIF(threshold=0.3))
+    return Sequential(
+        nn.Linear(20, 16),
+        LIF(threshold=0.3),
+        nn.Linear(16, 16),
+        RLIF(16, threshold=0.3),
+        nn.Linear(16, 4),
+        LIF(threshold=0.3),
+    )
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
@@ -51,10 +57,14 @@ def test_global_magnitude_prunes_the_smallest_weights():
     net = _net()
     pruned = magnitude_prune(net, 0.7)
     kept = torch.cat([p[p != 0].abs() for p in prunable_parameters(pruned).values()])
-    gone = torch.cat([
-        o[n == 0].abs() for o, n in zip(prunable_parameters(net).values(),
-                                        prunable_parameters(pruned).values(), strict=True)
-    ])
+    gone = torch.cat(
+        [
+            o[n == 0].abs()
+            for o, n in zip(
+                prunable_parameters(net).values(), prunable_parameters(pruned).values(), strict=True
+            )
+        ]
+    )
     assert gone.max() <= kept.min()
 
 

@@ -72,9 +72,9 @@ def test_fast_sigmoid_derivative():
 
 
 def test_bptt_trains_the_same_architecture(digits_root, tmp_path):
-    common = dict(data_dir=str(digits_root), time_bins=6, hidden=32, max_train_samples=100,
+    common = dict(data_dir=str(digits_root), time_bins=16, hidden=64, max_train_samples=200,
                   max_eval_samples=60, batch_size=10, epochs=3, progress=False, seed=1)
-    bptt = Trainer(TrainConfig(method="bptt", lr=5e-3, out=str(tmp_path / "bptt"), **common))
+    bptt = Trainer(TrainConfig(method="bptt", lr=2e-3, out=str(tmp_path / "bptt"), **common))
     before = {k: v.clone() for k, v in bptt.model.state_dict().items()}
     history = bptt.fit()
     after = bptt.model.state_dict()

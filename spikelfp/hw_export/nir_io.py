@@ -166,8 +166,9 @@ def _lif_params(beta: np.ndarray, dt: float, index: int, what: str):
     return tau, 1.0 / (1.0 - beta)
 
 
-def _neuron_node(nir, layer, shape, dt, index, integer):
+def _neuron_node(nir, layer, shape, dt, index):
     kind = kind_of(layer)
+    integer = isinstance(layer, QuantizedNeuron)
     meta = _neuron_meta(layer, integer)
     beta = _np(_decay_of(layer, "beta"), shape)
     meta["spikelfp_beta"] = beta
@@ -201,7 +202,7 @@ def _neuron_node(nir, layer, shape, dt, index, integer):
     )
     if kind != "RLIF":
         return node
-    w_rec = layer.w_rec if isinstance(layer, QuantizedNeuron) else layer.recurrent_weight
+    w_rec = layer.w_rec if integer else layer.recurrent_weight
     n = shape[0]
     return nir.NIRGraph(
         nodes={
@@ -241,13 +242,14 @@ def to_nir(
     """
     nir = require_nir()
     dt = _check_dt(dt)
-    integer = isinstance(model, QuantizedNetwork)
-    if integer:
-        qnet = model
+    qnet = model if isinstance(model, QuantizedNetwork) else None
+    if qnet is not None:
         net = qnet.model
         input_shape = qnet.input_shape if input_shape is None else input_shape
     else:
         net = canonicalize(model)
+    # a Sequential of QuantizedNeuron (e.g. read back with from_nir) is integer too
+    integer = any(isinstance(m, QuantizedNeuron) for m in net)
     problems = _reset_problems(net)
     if problems:
         listed = "; ".join(problems)
@@ -270,7 +272,7 @@ def to_nir(
     for i, layer in enumerate(net):
         name = f"l{i}_{kind_of(layer).lower()}"
         meta = {}
-        if integer and i in qnet.weight_scales:
+        if qnet is not None and i in qnet.weight_scales:
             meta = {
                 "spikelfp_integer": 1,
                 "bits": int(qnet.bits),
@@ -289,15 +291,14 @@ def to_nir(
                 if layer.bias is not None
                 else np.zeros(w.shape[0], dtype=w.dtype)
             )
-            cls = nir.Conv1d if isinstance(layer, nn.Conv1d) else nir.Conv2d
-            spatial = shapes[i][1] if cls is nir.Conv1d else tuple(shapes[i][1:])
-            pad = tuple(layer.padding)
+            one_d = isinstance(layer, nn.Conv1d)
+            cls = nir.Conv1d if one_d else nir.Conv2d
             node = cls(
-                input_shape=spatial,
+                input_shape=shapes[i][1] if one_d else tuple(shapes[i][1:]),
                 weight=w,
-                stride=layer.stride[0] if cls is nir.Conv1d else tuple(layer.stride),
-                padding=pad[0] if cls is nir.Conv1d else pad,
-                dilation=layer.dilation[0] if cls is nir.Conv1d else tuple(layer.dilation),
+                stride=layer.stride[0] if one_d else tuple(layer.stride),
+                padding=layer.padding[0] if one_d else tuple(layer.padding),
+                dilation=layer.dilation[0] if one_d else tuple(layer.dilation),
                 groups=layer.groups,
                 bias=bias,
                 metadata=meta,
@@ -316,7 +317,7 @@ def to_nir(
             s, e = _flatten_dims(layer, i)
             node = nir.Flatten(input_type={"input": np.array(shapes[i])}, start_dim=s, end_dim=e)
         else:
-            node = _neuron_node(nir, layer, shapes[i + 1], dt, i, integer)
+            node = _neuron_node(nir, layer, shapes[i + 1], dt, i)
         nodes[name] = node
         edges.append((prev, name))
         prev = name
@@ -329,7 +330,7 @@ def to_nir(
         "discretisation": "forward Euler: beta = 1 - dt/tau, r = tau/dt (unit input gain)",
         "integer": int(integer),
     }
-    if integer:
+    if qnet is not None:
         meta.update(
             {
                 "bits": int(qnet.bits),
@@ -449,7 +450,7 @@ def _chain(graph) -> list[tuple[str, object]]:
     return order
 
 
-def _beta_from(tau, dt, meta_beta, shape_dtype) -> np.ndarray:
+def _beta_from(tau, dt, meta_beta) -> np.ndarray:
     beta = 1.0 - dt / np.asarray(tau, dtype=np.float64)
     if meta_beta is not None:
         mb = np.asarray(meta_beta, dtype=np.float64)
@@ -526,7 +527,7 @@ def _import_neuron(nir, node, name, dt, layers, dtype):
     if isinstance(node, (nir.LIF, nir.LI, nir.CubaLIF)):
         _check_zero(node, "v_leak", name, "a leak towards a non-zero potential")
     if isinstance(node, nir.LIF):
-        beta = _beta_from(node.tau, dt, meta.get("spikelfp_beta"), dtype)
+        beta = _beta_from(node.tau, dt, meta.get("spikelfp_beta"))
         _fold_gain(layers, dt * np.asarray(node.r) / np.asarray(node.tau), name)
         if integer:
             return _quantized_from_meta(
@@ -544,8 +545,8 @@ def _import_neuron(nir, node, name, dt, layers, dtype):
             return _quantized_from_meta("IF", meta, _as_param(node.v_threshold, torch.float64))
         return IF(threshold=_as_param(node.v_threshold, dtype), reset=reset, reset_delay=delay)
     if isinstance(node, nir.CubaLIF):
-        alpha = _beta_from(node.tau_syn, dt, meta.get("spikelfp_alpha"), dtype)
-        beta = _beta_from(node.tau_mem, dt, meta.get("spikelfp_beta"), dtype)
+        alpha = _beta_from(node.tau_syn, dt, meta.get("spikelfp_alpha"))
+        beta = _beta_from(node.tau_mem, dt, meta.get("spikelfp_beta"))
         gain = (
             dt
             * np.asarray(node.w_in)
@@ -565,7 +566,7 @@ def _import_neuron(nir, node, name, dt, layers, dtype):
             reset_delay=delay,
         )
     if isinstance(node, nir.LI):
-        beta = _beta_from(node.tau, dt, meta.get("spikelfp_beta"), dtype)
+        beta = _beta_from(node.tau, dt, meta.get("spikelfp_beta"))
         _fold_gain(layers, dt * np.asarray(node.r) / np.asarray(node.tau), name)
         if integer:
             return _quantized_from_meta("LI", meta, None)
@@ -608,7 +609,7 @@ def _import_recurrent(nir, graph, name, dt, layers, dtype):
     if not np.all(np.abs(gain - 1) < _GAIN_TOL):
         _fold_gain(layers, gain, name)
         weight = weight * np.asarray(gain, dtype=np.float64).reshape(-1, 1)
-    beta = _as_param(_beta_from(node.tau, dt, meta.get("spikelfp_beta"), dtype), dtype)
+    beta = _as_param(_beta_from(node.tau, dt, meta.get("spikelfp_beta")), dtype)
     theta = _as_param(node.v_threshold, dtype)
     reset, delay = _reset_of(meta)
     per = beta.dim() > 0 or theta.dim() > 0

@@ -10,8 +10,12 @@ state and the threshold by one positive scale :math:`s_j` changes no spike in ex
     b^q_j = \mathrm{round}(b_j/s_j),\quad \theta^q_j = \theta_j/s_j
 
 the only change is the rounding of weights and bias. The scale is chosen so that the threshold
-is an exact integer and no weight clips: :math:`n_j = \lfloor q\,\theta_j / \max_i|W_{ji}| \rfloor`,
-:math:`s_j = \theta_j / n_j` (one scale per output neuron/channel, ``granularity="channel"``).
+is an exact integer: the largest such scale with no weight clipped is
+:math:`s_j = \theta_j / n_j`, :math:`n_j = \lfloor q\,\theta_j / \max_i|W_{ji}| \rfloor`
+(``scale_method="max"``); the default ``scale_method="mse"`` also tries the finer scales
+:math:`\theta_j / \lfloor f n_j \rfloor`, :math:`f \in [1, 8]`, and keeps the one with the
+least squared weight error (a few clipped outliers buy many more levels for the rest, which
+matters at 4 and 2 bits). One scale per output neuron/channel (``granularity="channel"``).
 Targets with one threshold per layer (``profile.shared_threshold``, or
 ``granularity="layer"``) use one integer :math:`n = \min_j n_j` for the layer and
 :math:`s_j = \theta_j / n` — a single scale when the thresholds are equal, otherwise per-neuron
@@ -520,6 +524,10 @@ def quantize(
     if not (np.isfinite(input_scale) and input_scale > 0):
         raise ValueError(f"input_scale must be a positive number, got {input_scale}")
     shared = prof.shared_threshold if granularity is None else granularity == "layer"
+    if isinstance(model, QuantizedNetwork) or any(
+        isinstance(m, QuantizedNeuron) for m in model.modules()
+    ):
+        raise ValueError("the network is already quantised; quantise the float model instead")
     canon = canonicalize(model)
     shapes = infer_shapes(canon, input_shape)
     qmax = 2 ** (bits - 1) - 1

@@ -15,11 +15,12 @@ It differs from the base composite in two ways:
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 
 from torch import nn
 
-from ..lfp.composites import Composite, UnsupportedModuleError
+from ..lfp.composites import NATIVE, Composite, UnsupportedModuleError
 
 __all__ = ["InteropComposite"]
 
@@ -47,28 +48,36 @@ class InteropComposite(Composite):
         return InteropComposite({**self.rules, **rules}, self.leaf_types)
 
     def plan(self, model: nn.Module) -> list[tuple[str, nn.Module, object]]:
-        orphans = [
-            f"{name or '<model>'} ({type(m).__name__})"
-            for name, m in model.named_modules()
-            if isinstance(m, self.leaf_types) and self.rule_for(m) is None
-            and next(m.children(), None) is not None
-        ]
-        if orphans:
-            raise UnsupportedModuleError(
-                f"no LFP rule for: {', '.join(orphans)}. Supported module types: "
-                f"{', '.join(self.supported_types())}."
-            )
-        plan = super().plan(model)
-        problems = []
-        for name, module, rule in plan:
+        """The ``(name, module, rule)`` to apply; raises one error listing every module that
+        has no rule or whose rule cannot reproduce it."""
+        plan, missing, problems = [], [], []
+        for name, module in model.named_modules():
+            label = f"{name or '<model>'} ({type(module).__name__})"
+            rule = self.rule_for(module)
+            if rule is None:
+                container = next(module.children(), None) is not None and not any(
+                    True for _ in module.parameters(recurse=False))
+                if not container or isinstance(module, self.leaf_types):
+                    missing.append(label)
+                continue
+            if rule is NATIVE:
+                continue
             check = getattr(rule, "check", None)
             reason = check(module) if check is not None else None
             if reason:
-                problems.append(f"{name or '<model>'} ({type(module).__name__}): {reason}")
-        if problems:
+                problems.append(f"{label}: {reason}")
+            plan.append((name, module, rule))
+        if missing or problems:
+            parts = []
+            if missing:
+                parts.append(f"no LFP rule for: {', '.join(missing)}")
+            if problems:
+                parts.append("cannot be trained with their LFP rule: " + "; ".join(problems))
             raise UnsupportedModuleError(
-                "these modules cannot be trained with their LFP rule: " + "; ".join(problems)
-                + ". Supported module types: " + ", ".join(self.supported_types())
+                ". ".join(parts) + ". Supported module types: "
+                + ", ".join(self.supported_types()) + ". Map another type to a rule with "
+                "composite.with_rules({MyModule: rule}), or NATIVE if its gradient already "
+                "routes reward."
             )
         return plan
 
@@ -117,5 +126,12 @@ def _bind(rule, module):
     def forward(*args, **kwargs):
         return rule.forward(module, *args, **kwargs)
 
+    # Libraries inspect forward's signature (norse's SequentialState looks for a ``state``
+    # parameter to decide whether to pass states): keep the module's own.
+    try:
+        forward.__signature__ = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        pass
+    forward.__doc__ = getattr(module.forward, "__doc__", None)
     return forward
 

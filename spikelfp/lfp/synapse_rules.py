@@ -24,6 +24,7 @@ on the reward.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,12 +61,12 @@ class _SynapseLFP(torch.autograd.Function):
         if conv is None:
             z = F.linear(x, weight, bias)
         else:
-            z = _conv_forward(x, weight, bias, conv)
+            z = _conv_chunked(x, weight, bias, conv)
         if mode == "epsilon":
             zmod = z
         else:
             w2, b2 = _modified(weight, mode, gamma), _modified(bias, mode, gamma)
-            zmod = F.linear(x, w2, b2) if conv is None else _conv_forward(x, w2, b2, conv)
+            zmod = F.linear(x, w2, b2) if conv is None else _conv_chunked(x, w2, b2, conv)
         ctx.save_for_backward(x, weight, bias, zmod)
         ctx.conv, ctx.epsilon, ctx.mode, ctx.gamma = conv, epsilon, mode, gamma
         return z
@@ -74,40 +75,86 @@ class _SynapseLFP(torch.autograd.Function):
     def backward(ctx, rho):
         x, weight, bias, zmod = ctx.saved_tensors
         w2 = _modified(weight, ctx.mode, ctx.gamma)
-        n = _divide(rho, zmod, ctx.epsilon)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_b = need_b and bias is not None
         r_in = grad_w = grad_b = None
         if ctx.conv is None:
+            n = _divide(rho, zmod, ctx.epsilon)
             if need_x:
                 r_in = x * (n @ w2)
             if need_w:
                 gw = n.reshape(-1, n.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
                 grad_w = -(w2.abs() * gw)
+            if need_b:
+                grad_b = sum_to(n, bias.shape)
         else:
-            c = ctx.conv
-            gi, gw, _ = torch.ops.aten.convolution_backward(
-                n,
-                x,
-                w2,
-                None,
-                c.stride,
-                c.padding,
-                c.dilation,
-                False,
-                [0] * len(c.stride),
-                c.groups,
-                [need_x, need_w, False],
-            )
-            if need_x:
-                r_in = x * gi
+            r_in, gw, grad_b = _conv_backward_chunked(rho, x, w2, zmod, ctx.conv, ctx.epsilon,
+                                                      need_x, need_w, need_b)
             if need_w:
                 grad_w = -(w2.abs() * gw)
-        if bias is not None and need_b:
-            b2 = _modified(bias, ctx.mode, ctx.gamma)
-            grad_b = -(
-                b2.abs() * sum_to(n.movedim(1, -1) if ctx.conv is not None else n, bias.shape)
-            )
+        if need_b:
+            grad_b = -(_modified(bias, ctx.mode, ctx.gamma).abs() * grad_b)
         return r_in, grad_w, grad_b, None, None, None, None
+
+
+# Convolutions over all T·B samples run in chunks of about this many output bytes: a chunk's
+# output, its reward and the conv's own buffers then stay in cache, and no full-size scratch
+# tensor is allocated (on CPU, fresh large allocations cost page faults).
+_CHUNK_BYTES = 1 << 21
+
+
+def _chunk_size(x: torch.Tensor, per_sample_out: int) -> int:
+    if x.device.type != "cpu" or not x.is_contiguous():
+        return x.shape[0]
+    return max(1, _CHUNK_BYTES // max(1, per_sample_out * x.element_size()))
+
+
+def _conv_chunked(x, weight, bias, c):
+    """``_conv_forward`` over the batch in chunks written into one output tensor."""
+    spatial = [
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, k, s, p, d in zip(x.shape[2:], weight.shape[2:], c.stride, c.padding,
+                                    c.dilation, strict=True)
+    ]
+    shape = (x.shape[0], weight.shape[0], *spatial)
+    step = _chunk_size(x, math.prod(shape[1:]))
+    if step >= x.shape[0] or min(spatial, default=1) <= 0:
+        return _conv_forward(x, weight, bias, c)
+    out = x.new_empty(shape)
+    for i in range(0, x.shape[0], step):
+        out[i:i + step] = _conv_forward(x[i:i + step], weight, bias, c)
+    return out
+
+
+def _conv_backward_chunked(rho, x, w2, zmod, c, epsilon, need_x, need_w, need_b):
+    """ε-rule backward of a convolution, chunk by chunk.
+
+    Per chunk: ``n = ρ / z'`` (stabilised), one ``convolution_backward`` for the input and
+    weight parts, ``r_in = x · (W'^T n)``; the weight and bias feedback are summed over chunks.
+    Returns ``(r_in, Σ n ⋆ x, Σ n)`` (``None`` where not needed).
+    """
+    total = x.shape[0]
+    step = _chunk_size(x, zmod[0].numel()) if total else 1
+    r_in = torch.empty_like(x) if need_x and step < total else None
+    gw = gb = gi_full = None
+    for i in range(0, total, step):
+        sl = slice(i, i + step)
+        n = _divide(rho[sl], zmod[sl], epsilon)
+        gi, gw_c, _ = torch.ops.aten.convolution_backward(
+            n, x[sl], w2, None, c.stride, c.padding, c.dilation, False,
+            [0] * len(c.stride), c.groups, [need_x, need_w, False],
+        )
+        if need_x:
+            if r_in is None:
+                gi_full = x[sl] * gi
+            else:
+                torch.mul(x[sl], gi, out=r_in[sl])
+        if need_w:
+            gw = gw_c if gw is None else gw.add_(gw_c)
+        if need_b:
+            gb_c = sum_to(n.movedim(1, -1), (n.shape[1],))
+            gb = gb_c if gb is None else gb.add_(gb_c)
+    return (r_in if gi_full is None else gi_full), gw, gb
 
 
 @dataclass(frozen=True)

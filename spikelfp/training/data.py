@@ -135,7 +135,11 @@ def _open_raw(cfg: TrainConfig, split: str):
             # 128x128 is too large for the zoo models on a CPU: downsample to 32x32
             return ds.DVSGesture(root, split=split, downsample=ds.Downsample(0.25), **kwargs)
     except (FileNotFoundError, NotADirectoryError) as err:
-        raise DataError(_one_line(err)) from None
+        hint = ""
+        if split == "test":
+            hint = (" To evaluate without a test split, hold out part of the training "
+                    "recordings with --val-fraction (evaluated as --split val).")
+        raise DataError(_one_line(err) + hint) from None
     except ValueError as err:  # layout errors, corrupt recordings
         raise DataError(_one_line(err)) from None
     raise ConfigError(f"unknown dataset {cfg.dataset!r}")
