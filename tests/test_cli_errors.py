@@ -24,9 +24,26 @@ def digits_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def small_run(digits_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("errors") / "run"
-    rc = main(["train", "--data-dir", str(digits_root), "--epochs", "1", "--time-bins", "4",
-               "--hidden", "8", "--max-train-samples", "20", "--max-eval-samples", "10",
-               "--no-progress", "--out", str(out)])
+    rc = main(
+        [
+            "train",
+            "--data-dir",
+            str(digits_root),
+            "--epochs",
+            "1",
+            "--time-bins",
+            "4",
+            "--hidden",
+            "8",
+            "--max-train-samples",
+            "20",
+            "--max-eval-samples",
+            "10",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 
@@ -48,21 +65,34 @@ def test_unknown_dataset(capsys, tmp_path):
 
 
 def test_missing_data_dir(capsys, tmp_path):
-    line = _one_line_error(capsys, ["train", "--dataset", "nmnist", "--data-dir",
-                                    str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    line = _one_line_error(
+        capsys,
+        [
+            "train",
+            "--dataset",
+            "nmnist",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert "nowhere" in line
 
 
 def test_data_dir_required(capsys, tmp_path):
-    line = _one_line_error(capsys, ["train", "--dataset", "dvsgesture",
-                                    "--out", str(tmp_path / "r")])
+    line = _one_line_error(
+        capsys, ["train", "--dataset", "dvsgesture", "--out", str(tmp_path / "r")]
+    )
     assert "--data-dir" in line
 
 
 def test_wrong_layout(capsys, tmp_path):
     (tmp_path / "NMNIST" / "Train").mkdir(parents=True)
-    line = _one_line_error(capsys, ["train", "--dataset", "nmnist", "--data-dir",
-                                    str(tmp_path), "--out", str(tmp_path / "r")])
+    line = _one_line_error(
+        capsys,
+        ["train", "--dataset", "nmnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")],
+    )
     assert ".bin" in line
 
 
@@ -137,11 +167,15 @@ def test_eval_incompatible_dataset(capsys, small_run, tmp_path):
 def test_subprocess_exit_code_and_single_line(tmp_path):
     """The installed entry point (``python -m spikelfp``) behaves the same."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get(
-        "PYTHONPATH", "")
+    env["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    )
     res = subprocess.run(
         [sys.executable, "-m", "spikelfp", "eval", str(tmp_path / "none.pt")],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("spikelfp: error:")

@@ -26,10 +26,30 @@ def nmnist_dir(shared_data):
 
 def test_train_and_eval_on_real_nmnist(nmnist_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    rc = main(["train", "--dataset", "nmnist", "--data-dir", str(nmnist_dir),
-               "--val-fraction", "0.2", "--max-train-samples", "60", "--max-eval-samples",
-               "30", "--epochs", "1", "--time-bins", "8", "--hidden", "32", "--no-progress",
-               "--out", str(run)])
+    rc = main(
+        [
+            "train",
+            "--dataset",
+            "nmnist",
+            "--data-dir",
+            str(nmnist_dir),
+            "--val-fraction",
+            "0.2",
+            "--max-train-samples",
+            "60",
+            "--max-eval-samples",
+            "30",
+            "--epochs",
+            "1",
+            "--time-bins",
+            "8",
+            "--hidden",
+            "32",
+            "--no-progress",
+            "--out",
+            str(run),
+        ]
+    )
     assert rc == 0
     m = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert m["n_train"] == 60 and m["eval_split"] == "val"
@@ -43,8 +63,7 @@ def test_train_and_eval_on_real_nmnist(nmnist_dir, tmp_path, capsys):
     from spikelfp.training.config import TrainConfig
     from spikelfp.training.data import open_split
 
-    cfg = TrainConfig(dataset="nmnist", data_dir=str(nmnist_dir), val_fraction=0.2,
-                      time_bins=8)
+    cfg = TrainConfig(dataset="nmnist", data_dir=str(nmnist_dir), val_fraction=0.2, time_bins=8)
     train = open_split(cfg, "train", memory_cache=False).dataset
     val = open_split(cfg, "val", memory_cache=False).dataset
     assert len(train) == 800 and len(val) == 200
@@ -53,8 +72,22 @@ def test_train_and_eval_on_real_nmnist(nmnist_dir, tmp_path, capsys):
 
 
 def test_missing_test_folder_is_a_clear_error(nmnist_dir, capsys, tmp_path):
-    rc = main(["train", "--dataset", "nmnist", "--data-dir", str(nmnist_dir), "--epochs", "1",
-               "--max-train-samples", "10", "--no-progress", "--out", str(tmp_path / "r")])
+    rc = main(
+        [
+            "train",
+            "--dataset",
+            "nmnist",
+            "--data-dir",
+            str(nmnist_dir),
+            "--epochs",
+            "1",
+            "--max-train-samples",
+            "10",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "test" in err.lower() and "Traceback" not in err

@@ -11,14 +11,27 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from spikelfp.training.cli import main
 from spikelfp.training.trainer import TIMING_KEYS
 
 ARGS = [
-    "--epochs", "3", "--time-bins", "6", "--hidden", "24", "--max-train-samples", "200",
-    "--max-eval-samples", "30", "--batch-size", "4", "--seed", "3", "--no-progress",
-    "--threads", "1",
+    "--epochs",
+    "3",
+    "--time-bins",
+    "6",
+    "--hidden",
+    "24",
+    "--max-train-samples",
+    "200",
+    "--max-eval-samples",
+    "30",
+    "--batch-size",
+    "4",
+    "--seed",
+    "3",
+    "--no-progress",
 ]
 
 
@@ -37,8 +50,9 @@ def _cmd(*args: str) -> list[str]:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get(
-        "PYTHONPATH", "")
+    env["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    )
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
@@ -56,8 +70,12 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(digits_root, tmp_path)
     killed = tmp_path / "killed"
     common = ["train", "--data-dir", str(digits_root), *ARGS]
 
-    proc = subprocess.Popen(_cmd(*common, "--out", str(killed)), env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cmd(*common, "--out", str(killed)),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     ckpt = killed / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -69,17 +87,16 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(digits_root, tmp_path)
     done = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in done] == [1], "the kill did not land in epoch 2"
 
-    # an uninterrupted run with the same seed (in-process; --threads 1 is process-wide)
-    import torch
+    # an uninterrupted run with the same seed (in-process)
+    assert main([*common, "--out", str(full)]) == 0
 
-    threads = torch.get_num_threads()
-    try:
-        assert main([*common, "--out", str(full)]) == 0
-    finally:
-        torch.set_num_threads(threads)
-
-    res = subprocess.run(_cmd("train", "--resume", str(killed), "--no-progress"), env=_env(),
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        _cmd("train", "--resume", str(killed), "--no-progress"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "resuming" in res.stderr
     assert _metrics(killed) == _metrics(full)
@@ -94,9 +111,24 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(digits_root, tmp_path)
 
 def test_resume_of_finished_run_is_a_no_op(digits_root, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--data-dir", str(digits_root), "--epochs", "1", "--time-bins", "4",
-            "--hidden", "8", "--max-train-samples", "20", "--max-eval-samples", "10",
-            "--no-progress", "--out", str(run)]
+    args = [
+        "train",
+        "--data-dir",
+        str(digits_root),
+        "--epochs",
+        "1",
+        "--time-bins",
+        "4",
+        "--hidden",
+        "8",
+        "--max-train-samples",
+        "20",
+        "--max-eval-samples",
+        "10",
+        "--no-progress",
+        "--out",
+        str(run),
+    ]
     assert main(args) == 0
     before = (run / "metrics.jsonl").read_text()
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0

@@ -15,8 +15,17 @@ import torch
 from spikelfp.training.cli import main
 
 TINY = [
-    "--time-bins", "8", "--hidden", "32", "--max-train-samples", "60",
-    "--max-eval-samples", "40", "--batch-size", "20", "--no-progress",
+    "--time-bins",
+    "8",
+    "--hidden",
+    "32",
+    "--max-train-samples",
+    "60",
+    "--max-eval-samples",
+    "40",
+    "--batch-size",
+    "20",
+    "--no-progress",
 ]
 
 
@@ -33,15 +42,19 @@ def digits_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained_run(digits_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
-    rc = main(["train", "--data-dir", str(digits_root), "--epochs", "2", "--out", str(out),
-               *TINY])
+    rc = main(["train", "--data-dir", str(digits_root), "--epochs", "2", "--out", str(out), *TINY])
     assert rc == 0
     return out
 
 
 def test_train_writes_run_folder(trained_run, capsys):
-    for name in ("config.yaml", "checkpoint.pt", "metrics.jsonl", "accuracy.png",
-                 "spike_rates.png"):
+    for name in (
+        "config.yaml",
+        "checkpoint.pt",
+        "metrics.jsonl",
+        "accuracy.png",
+        "spike_rates.png",
+    ):
         assert (trained_run / name).is_file(), name
     lines = (trained_run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
@@ -60,9 +73,22 @@ def test_train_writes_run_folder(trained_run, capsys):
 
 def test_eval_prints_and_writes_json(trained_run, digits_root, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    rc = main(["eval", str(trained_run / "checkpoint.pt"), "--dataset", "digits-events",
-               "--data-dir", str(digits_root), "--split", "test", "--max-samples", "40",
-               "--json", str(out)])
+    rc = main(
+        [
+            "eval",
+            str(trained_run / "checkpoint.pt"),
+            "--dataset",
+            "digits-events",
+            "--data-dir",
+            str(digits_root),
+            "--split",
+            "test",
+            "--max-samples",
+            "40",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "accuracy" in text and "confusion matrix" in text and "hidden1" in text
@@ -89,9 +115,28 @@ def test_export_writes_nir(trained_run, digits_root, tmp_path, capsys):
     pytest.importorskip("nir")
     pytest.importorskip("spikelfp.hw_export")
     nir_path = tmp_path / "net.nir"
-    rc = main(["export", str(trained_run), "--target", "int8", "--bits", "8", "--prune", "0.8",
-               "-o", str(nir_path), "--dataset", "digits-events", "--data-dir",
-               str(digits_root), "--max-samples", "20", "--json", str(tmp_path / "exp.json")])
+    rc = main(
+        [
+            "export",
+            str(trained_run),
+            "--target",
+            "int8",
+            "--bits",
+            "8",
+            "--prune",
+            "0.8",
+            "-o",
+            str(nir_path),
+            "--dataset",
+            "digits-events",
+            "--data-dir",
+            str(digits_root),
+            "--max-samples",
+            "20",
+            "--json",
+            str(tmp_path / "exp.json"),
+        ]
+    )
     assert rc == 0
     assert nir_path.is_file() and nir_path.stat().st_size > 0
     report = json.loads((tmp_path / "exp.json").read_text())["report"]
@@ -104,12 +149,28 @@ def test_config_file_and_flag_precedence(digits_root, tmp_path):
     import yaml
 
     cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(yaml.safe_dump({"train": {"epochs": 1, "hidden": 16, "lr": 0.01,
-                                                  "time-bins": 4}}))
+    cfg_file.write_text(
+        yaml.safe_dump({"train": {"epochs": 1, "hidden": 16, "lr": 0.01, "time-bins": 4}})
+    )
     out = tmp_path / "run"
-    rc = main(["train", "--config", str(cfg_file), "--hidden", "24", "--data-dir",
-               str(digits_root), "--out", str(out), "--max-train-samples", "20",
-               "--max-eval-samples", "10", "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(cfg_file),
+            "--hidden",
+            "24",
+            "--data-dir",
+            str(digits_root),
+            "--out",
+            str(out),
+            "--max-train-samples",
+            "20",
+            "--max-eval-samples",
+            "10",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["hidden"] == 24  # the flag wins over the file
@@ -119,12 +180,26 @@ def test_config_file_and_flag_precedence(digits_root, tmp_path):
 
 def test_toml_config(digits_root, tmp_path):
     cfg_file = tmp_path / "cfg.toml"
-    cfg_file.write_text('epochs = 1\nhidden = 8\ntime_bins = 4\nmodel = "conv"\n'
-                        'channels = [2, 4]\n')
+    cfg_file.write_text(
+        'epochs = 1\nhidden = 8\ntime_bins = 4\nmodel = "conv"\nchannels = [2, 4]\n'
+    )
     out = tmp_path / "run"
-    rc = main(["train", "--config", str(cfg_file), "--data-dir", str(digits_root), "--out",
-               str(out), "--max-train-samples", "20", "--max-eval-samples", "10",
-               "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(cfg_file),
+            "--data-dir",
+            str(digits_root),
+            "--out",
+            str(out),
+            "--max-train-samples",
+            "20",
+            "--max-eval-samples",
+            "10",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["model_spec"]["name"] == "conv" and ckpt["model_spec"]["channels"] == [2, 4]
@@ -132,9 +207,28 @@ def test_toml_config(digits_root, tmp_path):
 
 def test_val_fraction_and_eval_split_val(digits_root, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["train", "--data-dir", str(digits_root), "--out", str(out), "--epochs", "1",
-               "--val-fraction", "0.25", "--max-eval-samples", "30", "--time-bins", "4",
-               "--hidden", "16", "--max-train-samples", "30", "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--data-dir",
+            str(digits_root),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--val-fraction",
+            "0.25",
+            "--max-eval-samples",
+            "30",
+            "--time-bins",
+            "4",
+            "--hidden",
+            "16",
+            "--max-train-samples",
+            "30",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert m["eval_split"] == "val"

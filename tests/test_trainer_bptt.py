@@ -72,8 +72,17 @@ def test_fast_sigmoid_derivative():
 
 
 def test_bptt_trains_the_same_architecture(digits_root, tmp_path):
-    common = dict(data_dir=str(digits_root), time_bins=16, hidden=64, max_train_samples=200,
-                  max_eval_samples=60, batch_size=10, epochs=3, progress=False, seed=1)
+    common = dict(
+        data_dir=str(digits_root),
+        time_bins=16,
+        hidden=64,
+        max_train_samples=200,
+        max_eval_samples=60,
+        batch_size=10,
+        epochs=3,
+        progress=False,
+        seed=1,
+    )
     bptt = Trainer(TrainConfig(method="bptt", lr=2e-3, out=str(tmp_path / "bptt"), **common))
     before = {k: v.clone() for k, v in bptt.model.state_dict().items()}
     history = bptt.fit()
@@ -81,10 +90,17 @@ def test_bptt_trains_the_same_architecture(digits_root, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["train_acc"] > 0.3  # 10 classes: chance is 0.1
-    lfp = Trainer(TrainConfig(method="lfp", epochs=0, out=str(tmp_path / "lfp"),
-                              **{k: v for k, v in common.items() if k != "epochs"}))
+    lfp = Trainer(
+        TrainConfig(
+            method="lfp",
+            epochs=0,
+            out=str(tmp_path / "lfp"),
+            **{k: v for k, v in common.items() if k != "epochs"},
+        )
+    )
     # identical parameters and state_dict layout: checkpoints are interchangeable
     assert {k: v.shape for k, v in lfp.model.state_dict().items()} == {
-        k: v.shape for k, v in after.items()}
+        k: v.shape for k, v in after.items()
+    }
     ckpt = torch.load(tmp_path / "bptt" / "checkpoint.pt", weights_only=True)
     lfp.model.load_state_dict(ckpt["model"])

@@ -57,17 +57,27 @@ def test_config_validation_messages():
 
 def test_atomic_checkpoint_and_rng_roundtrip(tmp_path):
     torch.manual_seed(5)
-    np.random.seed(5)
+    np.random.seed(5)  # noqa: NPY002 - the legacy global RNG is what is saved
     random.seed(5)
     state = rng_state()
-    expected = (torch.rand(3), np.random.rand(3), random.random())
-    path = save_atomic({"format": "spikelfp-checkpoint", "version": 1, "config": {},
-                        "model_spec": {}, "model": {}, "epoch": 0, "history": [],
-                        "rng": state}, tmp_path / "c.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    path = save_atomic(
+        {
+            "format": "spikelfp-checkpoint",
+            "version": 1,
+            "config": {},
+            "model_spec": {},
+            "model": {},
+            "epoch": 0,
+            "history": [],
+            "rng": state,
+        },
+        tmp_path / "c.pt",
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary left behind
     ckpt = load_checkpoint(path)  # weights_only=True: plain values and tensors only
     set_rng_state(ckpt["rng"])
-    again = (torch.rand(3), np.random.rand(3), random.random())
+    again = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
     assert torch.equal(expected[0], again[0])
     assert np.array_equal(expected[1], again[1]) and expected[2] == again[2]
 
@@ -115,9 +125,19 @@ def test_library_api_trains(digits_root, tmp_path):
     """The Trainer works without the CLI."""
     from spikelfp.training import Trainer
 
-    cfg = TrainConfig(data_dir=str(digits_root), epochs=1, time_bins=4, hidden=16,
-                      max_train_samples=30, max_eval_samples=20, progress=False,
-                      out=str(tmp_path / "run"), reward="softmax", optimizer="sgd", lr=0.05)
+    cfg = TrainConfig(
+        data_dir=str(digits_root),
+        epochs=1,
+        time_bins=4,
+        hidden=16,
+        max_train_samples=30,
+        max_eval_samples=20,
+        progress=False,
+        out=str(tmp_path / "run"),
+        reward="softmax",
+        optimizer="sgd",
+        lr=0.05,
+    )
     history = Trainer(cfg).fit()
     assert len(history) == 1 and history[0]["n_train"] == 30
     ev = Trainer.resume(tmp_path / "run").evaluate("test")

@@ -39,8 +39,13 @@ from ..neurons.cuba import CubaLIFState
 from ..neurons.lif import LIFState
 from ..neurons.rlif import RLIFState
 
-__all__ = ["surrogate", "fast_sigmoid_spike", "spike_count_ce_loss", "spike_count_mse_loss",
-           "BPTT_LOSSES"]
+__all__ = [
+    "surrogate",
+    "fast_sigmoid_spike",
+    "spike_count_ce_loss",
+    "spike_count_mse_loss",
+    "BPTT_LOSSES",
+]
 
 
 class _FastSigmoidSpike(torch.autograd.Function):
@@ -146,8 +151,13 @@ def _rlif_forward(module: RLIF, slope: float):
         out = []
         for z in x.unbind(0):
             s, v = _lif_update(
-                z + s @ w.t(), v, module.beta, module.threshold, module.reset,
-                module.reset_delay, slope,
+                z + s @ w.t(),
+                v,
+                module.beta,
+                module.threshold,
+                module.reset,
+                module.reset_delay,
+                slope,
             )
             out.append(s)
         return torch.stack(out), RLIFState(v, s)
@@ -207,7 +217,9 @@ def spike_count_ce_loss(spikes: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 def spike_count_mse_loss(
-    spikes: torch.Tensor, labels: torch.Tensor, correct_rate: float = 0.8,
+    spikes: torch.Tensor,
+    labels: torch.Tensor,
+    correct_rate: float = 0.8,
     incorrect_rate: float = 0.2,
 ) -> torch.Tensor:
     """Mean squared error between the spike counts and target counts: ``correct_rate · T``

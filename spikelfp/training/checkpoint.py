@@ -131,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def rng_state() -> dict[str, Any]:
     """torch, numpy and python RNG states as plain values and tensors (``weights_only``-safe)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - the legacy global RNG
     py_version, py_state, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -150,12 +150,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` saved."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((
+    legacy = (
         n["kind"],
         n["keys"].numpy().astype(np.uint32),
         n["pos"],
         n["has_gauss"],
         n["cached_gaussian"],
-    ))
+    )
+    np.random.set_state(legacy)  # noqa: NPY002 - the legacy global RNG
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,14 +81,23 @@ class TrainConfig:
     # runtime (may change when resuming)
     out: str = "runs/run"
     num_workers: int = 0
-    threads: int | None = None
+    threads: int | None = 1
     progress: bool = True
     nproc: int = 1
     device: str = "auto"
 
     #: fields that may differ between a run and its ``--resume`` (runtime only)
-    RUNTIME = ("out", "num_workers", "threads", "progress", "nproc", "epochs", "cache_dir",
-               "data_dir", "device")
+    RUNTIME = (
+        "out",
+        "num_workers",
+        "threads",
+        "progress",
+        "nproc",
+        "epochs",
+        "cache_dir",
+        "data_dir",
+        "device",
+    )
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -143,9 +151,9 @@ class TrainConfig:
                 if kind is int and coerced != float(value):
                     raise ValueError
             except (TypeError, ValueError):
+                what = "an integer" if kind is int else "a number"
                 raise ConfigError(
-                    f"{name.replace('_', '-')} must be {'an integer' if kind is int else 'a number'}"
-                    f", got {value!r}"
+                    f"{name.replace('_', '-')} must be {what}, got {value!r}"
                 ) from None
             if low is not None and (coerced <= low if low_open else coerced < low):
                 raise ConfigError(
@@ -214,6 +222,20 @@ class TrainConfig:
         return "val" if self.val_fraction > 0 else "test"
 
 
+def _toml_module():
+    try:
+        import tomllib  # Python >= 3.11
+    except ImportError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ConfigError(
+                "reading TOML config files on Python 3.10 needs the package 'tomli' "
+                "(pip install tomli), or use a YAML file"
+            ) from None
+    return tomllib
+
+
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML or TOML config file into a dict (keys are config fields).
 
@@ -222,14 +244,15 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    toml = _toml_module() if path.suffix.lower() == ".toml" else None
     try:
-        if path.suffix.lower() == ".toml":
+        if toml is not None:
             with open(path, "rb") as f:
-                data = tomllib.load(f)
+                data = toml.load(f)
         else:
             with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+    except (OSError, ValueError, yaml.YAMLError) as err:  # TOMLDecodeError is a ValueError
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot read config file {path}: {first}") from None
     if data is None:

@@ -54,8 +54,11 @@ class MemoryCache(Dataset):
         if x is None:
             frames, label = self.dataset[index]
             arr = np.asarray(frames)
-            if arr.size and arr.min() >= 0 and arr.max() <= 255 and np.array_equal(
-                arr, np.rint(arr)
+            if (
+                arr.size
+                and arr.min() >= 0
+                and arr.max() <= 255
+                and np.array_equal(arr, np.rint(arr))
             ):
                 x = torch.from_numpy(arr.astype(np.uint8))
             else:
@@ -71,7 +74,7 @@ class _Subset(Dataset):
     def __init__(self, dataset: Dataset, indices: np.ndarray):
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
-        parent = np.asarray(getattr(dataset, "targets"), dtype=np.int64)
+        parent = np.asarray(dataset.targets, dtype=np.int64)
         self.targets = parent[self.indices].tolist()
 
     def __len__(self) -> int:
@@ -137,8 +140,10 @@ def _open_raw(cfg: TrainConfig, split: str):
     except (FileNotFoundError, NotADirectoryError) as err:
         hint = ""
         if split == "test":
-            hint = (" To evaluate without a test split, hold out part of the training "
-                    "recordings with --val-fraction (evaluated as --split val).")
+            hint = (
+                " To evaluate without a test split, hold out part of the training "
+                "recordings with --val-fraction (evaluated as --split val)."
+            )
         raise DataError(_one_line(err) + hint) from None
     except ValueError as err:  # layout errors, corrupt recordings
         raise DataError(_one_line(err)) from None

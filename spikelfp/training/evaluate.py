@@ -66,8 +66,9 @@ class SpikeRecorder:
         return hook
 
     def __enter__(self) -> SpikeRecorder:
-        self._handles = [m.register_forward_hook(self._hook(i))
-                         for i, (_, m) in enumerate(self.layers)]
+        self._handles = [
+            m.register_forward_hook(self._hook(i)) for i, (_, m) in enumerate(self.layers)
+        ]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -125,11 +126,11 @@ def evaluate(
     names = class_names or [str(i) for i in range(n_classes)]
     support = confusion.sum(1)
     per_class = {
-        names[c]: (float(confusion[c, c] / support[c]) if support[c] else None)
+        names[c]: (int(confusion[c, c]) / int(support[c]) if support[c] else None)
         for c in range(n_classes)
     }
     return {
-        "accuracy": float(confusion.diagonal().sum() / max(n, 1)),
+        "accuracy": int(confusion.diagonal().sum()) / max(n, 1),
         "loss": loss_sum / max(n, 1),
         "n_samples": n,
         "per_class_accuracy": per_class,

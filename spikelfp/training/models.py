@@ -143,7 +143,7 @@ def calibrate_firing(
     model: Sequential,
     x: torch.Tensor,
     target_rate: float | Sequence[float] = 0.1,
-    max_iter: int = 30,
+    max_iter: int = 16,
 ) -> list[float]:
     """Scale each synapse's initial weights so its neurons fire at ``target_rate``.
 
@@ -179,7 +179,7 @@ def calibrate_firing(
         b0 = None if layer.bias is None else layer.bias.detach().clone()
         head = Sequential(*list(model)[syn : neu + 1])
 
-        def rate(g, layer=layer, w0=w0, b0=b0, head=head):
+        def rate(g, layer=layer, w0=w0, b0=b0, head=head, h=h):
             layer.weight.copy_(w0 * g)
             if b0 is not None:
                 layer.bias.copy_(b0 * g)

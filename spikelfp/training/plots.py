@@ -53,8 +53,12 @@ def plot_history(history: list[dict[str, Any]], run_dir: str | Path) -> list[Pat
     ax = fig.add_subplot()
     layers = list(history[0].get("train_spike_rate", {}))
     for layer in layers:
-        ax.plot(epochs, [m["train_spike_rate"].get(layer, float("nan")) for m in history],
-                "o-", label=layer)
+        ax.plot(
+            epochs,
+            [m["train_spike_rate"].get(layer, float("nan")) for m in history],
+            "o-",
+            label=layer,
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("spikes per neuron and step")
     ax.grid(alpha=0.3)

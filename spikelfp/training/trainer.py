@@ -17,6 +17,7 @@ uninterrupted run with the same seed (a run killed mid-epoch restarts that epoch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -51,7 +52,7 @@ from .checkpoint import (
 )
 from .config import ConfigError, TrainConfig
 from .data import collate, epoch_permutation, open_split
-from .evaluate import SpikeRecorder, evaluate, prepare_input, predict
+from .evaluate import SpikeRecorder, evaluate, predict, prepare_input
 from .models import ModelSpec, build_model, calibrate_firing, neuron_layers
 
 __all__ = ["Trainer", "RunExistsError", "make_reward", "build_from_checkpoint"]
@@ -80,9 +81,7 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -99,14 +98,15 @@ def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         first = " ".join(str(err).split())[:200]
-        raise CheckpointError(f"{ckpt.get('path', 'checkpoint')}: cannot rebuild the model "
-                              f"({first})") from None
+        raise CheckpointError(
+            f"{ckpt.get('path', 'checkpoint')}: cannot rebuild the model ({first})"
+        ) from None
     return model.eval()
 
 
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seed the legacy global RNG too
     random.seed(seed)
 
 
@@ -147,8 +147,6 @@ class Trainer:
                 f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} "
                 "or choose another --out (or pass --overwrite)"
             )
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
         self.device = self.dist.device
         _seed_everything(cfg.seed)
 
@@ -186,7 +184,8 @@ class Trainer:
         if _checkpoint is not None:
             self._load_state(_checkpoint)
         elif cfg.init_rate:
-            self._calibrate()
+            with _num_threads(cfg.threads):
+                self._calibrate()
         _parallel.broadcast_parameters(self.model)
         self.reducer = _parallel.make_reducer(self.model)
         self.sampler = _parallel.make_sampler(self.train_data.dataset, shuffle=True, seed=cfg.seed)
@@ -253,7 +252,7 @@ class Trainer:
     def _calibrate(self) -> None:
         """Scale the initial weights so every layer spikes (LFP needs spiking neurons)."""
         data = self.train_data.dataset
-        n = min(len(data), 256)
+        n = min(len(data), 128)
         order = epoch_permutation(len(data), self.config.seed, 0)[:n].tolist()
         x, _ = collate([data[i] for i in order])
         x = prepare_input(x, self.config.input_clamp).to(self.device)
@@ -281,7 +280,8 @@ class Trainer:
     def _loader(self, dataset, sampler, train: bool = False) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=_parallel.local_batch_size(self.config.batch_size) if train
+            batch_size=_parallel.local_batch_size(self.config.batch_size)
+            if train
             else self.config.batch_size,
             sampler=sampler,
             num_workers=self.config.num_workers,
@@ -321,7 +321,8 @@ class Trainer:
             total=len(loader),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="batch",
-            disable=not (self.main and cfg.progress),
+            # None: tqdm shows the bar only on a terminal (no \r floods in log files)
+            disable=True if not (self.main and cfg.progress) else None,
             leave=False,
             dynamic_ncols=True,
             file=sys.stderr,
@@ -376,11 +377,16 @@ class Trainer:
 
     def fit(self) -> list[dict[str, Any]]:
         """Train until ``config.epochs``; returns the metrics of every epoch."""
+        with _num_threads(self.config.threads):
+            return self._fit()
+
+    def _fit(self) -> list[dict[str, Any]]:
         cfg = self.config
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / CONFIG_NAME,
-                              yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_text_atomic(
+                self.run_dir / CONFIG_NAME, yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            )
             self._write_metrics()
             if self.epoch == 0:
                 self.log(
@@ -388,7 +394,8 @@ class Trainer:
                     f"{len(self.train_data.dataset)} train / "
                     f"{len(self.eval_data.dataset) if self.eval_data else 0} {self.eval_split} "
                     f"samples, frames {tuple(self.spec.input_shape)} x {cfg.time_bins} bins, "
-                    f"{sum(p.numel() for p in self.model.parameters())} parameters -> {self.run_dir}"
+                    f"{sum(p.numel() for p in self.model.parameters())} parameters "
+                    f"-> {self.run_dir}"
                 )
             else:
                 self.log(f"resuming {self.run_dir} after epoch {self.epoch}/{cfg.epochs}")
@@ -398,12 +405,14 @@ class Trainer:
             self.scheduler.step()
             if self.main and self.eval_data is not None:
                 ev = self.evaluate()
-                metrics.update({
-                    "eval_split": self.eval_split,
-                    "eval_acc": ev["accuracy"],
-                    "eval_loss": ev["loss"],
-                    "eval_spike_rate": ev["spike_rates"],
-                })
+                metrics.update(
+                    {
+                        "eval_split": self.eval_split,
+                        "eval_acc": ev["accuracy"],
+                        "eval_loss": ev["loss"],
+                        "eval_spike_rate": ev["spike_rates"],
+                    }
+                )
             for k in ("train_loss", "train_reward", "train_acc", "eval_acc", "eval_loss"):
                 if k in metrics and not math.isfinite(metrics[k]):
                     raise FloatingPointError(f"{k} became {metrics[k]} in epoch {epoch + 1}")
@@ -442,8 +451,8 @@ class Trainer:
             "rng": rng_state(),
             "data_order": {
                 "rule": "torch.randperm(n_train, generator=torch.Generator().manual_seed("
-                        "seed + epoch)); with N processes rank k takes perm[k::N] "
-                        "(DistributedSampler)",
+                "seed + epoch)); with N processes rank k takes perm[k::N] "
+                "(DistributedSampler)",
                 "seed": cfg.seed,
                 "next_epoch": self.epoch,
                 "n_train": len(self.train_data.dataset),
@@ -457,6 +466,20 @@ class Trainer:
     def _write_metrics(self) -> None:
         text = "".join(json.dumps(m, sort_keys=False) + "\n" for m in self.history)
         write_text_atomic(self.run_dir / METRICS_NAME, text)
+
+
+@contextlib.contextmanager
+def _num_threads(n: int | None):
+    """Use ``n`` torch CPU threads inside the block (``None``: leave the setting alone)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _layer_rates(rates: list[float], n_layers: int) -> list[float]:
