@@ -110,8 +110,12 @@ def stratified_split(labels: np.ndarray, n_val: int, seed: int = 0):
     quota = np.floor(exact).astype(int)
     for i in np.argsort(-(exact - quota), kind="stable")[: n_val - quota.sum()]:
         quota[i] += 1
-    val = np.concatenate([rng.choice(np.flatnonzero(labels == c), q, replace=False)
-                          for c, q in zip(classes, quota, strict=True)])
+    val = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(labels == c), q, replace=False)
+            for c, q in zip(classes, quota, strict=True)
+        ]
+    )
     val = np.sort(val)
     return np.setdiff1d(np.arange(len(labels)), val), val
 
@@ -127,8 +131,10 @@ def load_nmnist(data_dir: Path, T: int, pool: int = 2, limit: int | None = None)
     root = data_dir / "nmnist" / "NMNIST" / "Train"
     files, labels = [], []
     for d in range(10):
-        fs = sorted(glob.glob(str(root / str(d) / "*.bin")),
-                    key=lambda p: int(Path(p).stem) if Path(p).stem.isdigit() else 0)
+        fs = sorted(
+            glob.glob(str(root / str(d) / "*.bin")),
+            key=lambda p: int(Path(p).stem) if Path(p).stem.isdigit() else 0,
+        )
         files += fs
         labels += [d] * len(fs)
     if not files:
@@ -149,8 +155,9 @@ def load_nmnist(data_dir: Path, T: int, pool: int = 2, limit: int | None = None)
     n_val = 200 if limit is None else max(10, limit // 5)
     tr, va = stratified_split(labels, n_val)
     xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
-    return Data("nmnist", xt[tr], yt[tr], xt[va], yt[va], T, False,
-                f"{len(files)} recordings from {root}")
+    return Data(
+        "nmnist", xt[tr], yt[tr], xt[va], yt[va], T, False, f"{len(files)} recordings from {root}"
+    )
 
 
 def load_digits(T: int, limit: int | None = None) -> Data:
@@ -164,8 +171,16 @@ def load_digits(T: int, limit: int | None = None) -> Data:
         x, y = x[keep], y[keep]
     tr, va = stratified_split(y, len(y) // 5)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    return Data("digits", xt[tr], yt[tr], xt[va], yt[va], T, True,
-                f"sklearn.datasets.load_digits ({len(y)} images)")
+    return Data(
+        "digits",
+        xt[tr],
+        yt[tr],
+        xt[va],
+        yt[va],
+        T,
+        True,
+        f"sklearn.datasets.load_digits ({len(y)} images)",
+    )
 
 
 def load_mnist(data_dir: Path, T: int, n_train: int = 5000, n_val: int = 1000) -> Data:
@@ -176,8 +191,9 @@ def load_mnist(data_dir: Path, T: int, n_train: int = 5000, n_val: int = 1000) -
     tr, va = stratified_split(y, n_val)
     xt = torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0)
     yt = torch.from_numpy(y)
-    return Data("mnist", xt[tr], yt[tr], xt[va], yt[va], T, True,
-                f"{path} (first {n_train + n_val} images)")
+    return Data(
+        "mnist", xt[tr], yt[tr], xt[va], yt[va], T, True, f"{path} (first {n_train + n_val} images)"
+    )
 
 
 def encode(images: torch.Tensor, T: int, seed: int) -> torch.Tensor:
@@ -265,8 +281,10 @@ def spikelfp_model(input_dim: int, cfg: Config, seed: int) -> Sequential:
     torch.manual_seed(seed)
     return Sequential(
         nn.Flatten(),
-        nn.Linear(input_dim, cfg.hidden), LIF(beta=cfg.beta, threshold=cfg.threshold),
-        nn.Linear(cfg.hidden, 10), LIF(beta=cfg.beta, threshold=cfg.threshold),
+        nn.Linear(input_dim, cfg.hidden),
+        LIF(beta=cfg.beta, threshold=cfg.threshold),
+        nn.Linear(cfg.hidden, 10),
+        LIF(beta=cfg.beta, threshold=cfg.threshold),
     )
 
 
@@ -302,8 +320,8 @@ def accuracy(model, fwd, x, y, batch: int = 500) -> float:
     correct = 0
     with torch.no_grad():
         for i in range(0, x.shape[1], batch):
-            out = fwd(model, x[:, i:i + batch])
-            correct += int((out.sum(0).argmax(-1) == y[i:i + batch]).sum())
+            out = fwd(model, x[:, i : i + batch])
+            correct += int((out.sum(0).argmax(-1) == y[i : i + batch]).sum())
     return correct / x.shape[1]
 
 
@@ -346,11 +364,12 @@ def run(method: str, data: Data, cfg: Config, seed: int, xv: torch.Tensor) -> Ru
         for epoch in range(cfg.epochs):
             perm = torch.randperm(n, generator=g)
             for k, i in enumerate(range(0, n, cfg.batch_size)):
-                x, y = batches(data, perm[i:i + cfg.batch_size], seed * 100003 + epoch * 1009 + k)
+                x, y = batches(data, perm[i : i + cfg.batch_size], seed * 100003 + epoch * 1009 + k)
                 t0, c0 = time.perf_counter(), time.process_time()
                 if comp is not None or method == "spikelfp-lfp":
-                    lfp_step(model, x, y, _lfp_reward, opt,
-                             composite=comp if comp is not None else None)
+                    lfp_step(
+                        model, x, y, _lfp_reward, opt, composite=comp if comp is not None else None
+                    )
                 else:
                     out = fwd(model, x)
                     loss = nn.functional.cross_entropy(out.sum(0), y)
@@ -364,9 +383,18 @@ def run(method: str, data: Data, cfg: Config, seed: int, xv: torch.Tensor) -> Ru
             # Accuracy after every epoch is not timed (and not in the memory window's steps).
             accs.append(accuracy(model, fwd, xv, data.y_val))
     train_s = sum(step_times)
-    return RunResult(method, data.name, seed, accs[-1], 1e3 * statistics.mean(step_times),
-                     1e3 * statistics.mean(cpu_times), samples / train_s, mem.peak / 2**20,
-                     train_s, accs)
+    return RunResult(
+        method,
+        data.name,
+        seed,
+        accs[-1],
+        1e3 * statistics.mean(step_times),
+        1e3 * statistics.mean(cpu_times),
+        samples / train_s,
+        mem.peak / 2**20,
+        train_s,
+        accs,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,13 +421,17 @@ def markdown(rows: list[dict]) -> str:
         med, lo, hi = v["median"] * scale, v["min"] * scale, v["max"] * scale
         return f"{med:{spec}} ({lo:{spec}}–{hi:{spec}})"
 
-    lines = ["| dataset | method | val. accuracy % | step time ms | step CPU ms | samples/s "
-             "| peak memory MB |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | method | val. accuracy % | step time ms | step CPU ms | samples/s "
+        "| peak memory MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['method']} | {fmt(r['val_accuracy'], '.1f', 100)} | "
             f"{fmt(r['step_ms'], '.1f')} | {fmt(r['step_cpu_ms'], '.1f')} | "
-            f"{fmt(r['samples_per_s'], '.0f')} | {fmt(r['peak_mb'], '.1f')} |")
+            f"{fmt(r['samples_per_s'], '.0f')} | {fmt(r['peak_mb'], '.1f')} |"
+        )
     return "\n".join(lines)
 
 
@@ -429,8 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; quick 1)")
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--data", default=default_data_dir(),
-                    help="shared data folder (default: $SPIKELFP_DATA, else ../shared/data)")
+    ap.add_argument(
+        "--data",
+        default=default_data_dir(),
+        help="shared data folder (default: $SPIKELFP_DATA, else ../shared/data)",
+    )
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "compare_peers.json"))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -449,29 +484,39 @@ def main(argv: list[str] | None = None) -> int:
     for ds in datasets:
         cfg = configs[ds]
         if ds in ("nmnist", "mnist") and (data_dir is None or not data_dir.is_dir()):
-            print(f"skipping {ds}: set SPIKELFP_DATA (or --data) to the shared data folder",
-                  file=sys.stderr)
+            print(
+                f"skipping {ds}: set SPIKELFP_DATA (or --data) to the shared data folder",
+                file=sys.stderr,
+            )
             continue
         if ds == "nmnist":
             data = load_nmnist(data_dir, cfg.T, limit=200 if args.quick else None)
         elif ds == "digits":
             data = load_digits(cfg.T, limit=300 if args.quick else None)
         else:
-            data = (load_mnist(data_dir, cfg.T, 400, 100) if args.quick
-                    else load_mnist(data_dir, cfg.T))
-        sources[ds] = {"source": data.source, "train": len(data.y_train), "val": len(data.y_val),
-                       "config": asdict(cfg)}
+            data = (
+                load_mnist(data_dir, cfg.T, 400, 100) if args.quick else load_mnist(data_dir, cfg.T)
+            )
+        sources[ds] = {
+            "source": data.source,
+            "train": len(data.y_train),
+            "val": len(data.y_val),
+            "config": asdict(cfg),
+        }
         xv = val_inputs(data)
         warm_up(methods, data, cfg)
         for seed in seeds:
             for m in methods:
                 r = run(m, data, cfg, seed, xv)
                 results.append(r)
-                print(f"{ds:7s} {m:14s} seed {seed}: acc {100 * r.val_accuracy:5.1f}%  "
-                      f"step {r.step_ms:7.1f} ms (CPU {r.step_cpu_ms:7.1f} ms)  "
-                      f"{r.samples_per_s:7.0f} samples/s  "
-                      f"peak {r.peak_mb:7.1f} MB  (epochs: "
-                      f"{', '.join(f'{100 * a:.1f}' for a in r.accuracy_per_epoch)})", flush=True)
+                print(
+                    f"{ds:7s} {m:14s} seed {seed}: acc {100 * r.val_accuracy:5.1f}%  "
+                    f"step {r.step_ms:7.1f} ms (CPU {r.step_cpu_ms:7.1f} ms)  "
+                    f"{r.samples_per_s:7.0f} samples/s  "
+                    f"peak {r.peak_mb:7.1f} MB  (epochs: "
+                    f"{', '.join(f'{100 * a:.1f}' for a in r.accuracy_per_epoch)})",
+                    flush=True,
+                )
     rows = summarize(results)
     table = markdown(rows)
     print()
@@ -484,11 +529,17 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": args.threads,
         "wall_s": wall,
         "load_average_end": os.getloadavg(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
         "versions": _versions(),
-        "memory_method": ("peak RSS during training minus RSS before it (/proc/self/statm "
-                          "sampled every 1 ms; gc.collect + malloc_trim before each run)"),
+        "memory_method": (
+            "peak RSS during training minus RSS before it (/proc/self/statm "
+            "sampled every 1 ms; gc.collect + malloc_trim before each run)"
+        ),
         "datasets": sources,
         "summary": rows,
         "runs": [asdict(r) for r in results],

@@ -51,8 +51,10 @@ def test_lfp_on_an_unmodified_model_learns_nmnist(shared_data, bench, method):
 
 @pytest.mark.slow
 @pytest.mark.data
-@pytest.mark.skipif(os.environ.get("SPIKELFP_SLOW") != "1",
-                    reason="trains on all 1,000 N-MNIST recordings (minutes); set SPIKELFP_SLOW=1")
+@pytest.mark.skipif(
+    os.environ.get("SPIKELFP_SLOW") != "1",
+    reason="trains on all 1,000 N-MNIST recordings (minutes); set SPIKELFP_SLOW=1",
+)
 @pytest.mark.parametrize("method", ["snntorch-lfp", "norse-lfp"])
 def test_lfp_on_an_unmodified_model_reaches_85_percent_on_nmnist(shared_data, bench, method):
     torch.set_num_threads(2)

@@ -33,12 +33,14 @@ def _t(v, dtype=torch.float32):
 
 def _cells():
     return {
-        "LIFCell-leak-reset": lambda: nt.LIFCell(LIFParameters(
-            v_leak=_t(-0.1), v_reset=_t(-0.3), v_th=_t(0.2))),
+        "LIFCell-leak-reset": lambda: nt.LIFCell(
+            LIFParameters(v_leak=_t(-0.1), v_reset=_t(-0.3), v_th=_t(0.2))
+        ),
         "LIFCell-default": lambda: nt.LIFCell(),
         "LIFBoxCell": lambda: nt.LIFBoxCell(LIFBoxParameters(v_th=_t(0.3))),
-        "LIFBoxCell-subtract": lambda: nt.LIFBoxCell(LIFBoxParameters(
-            v_th=_t(0.3), reset_method=reset_subtract)),
+        "LIFBoxCell-subtract": lambda: nt.LIFBoxCell(
+            LIFBoxParameters(v_th=_t(0.3), reset_method=reset_subtract)
+        ),
         "LICell": lambda: nt.LICell(LIParameters(v_leak=_t(0.2))),
         "LIBoxCell": lambda: nt.LIBoxCell(),
     }
@@ -71,10 +73,16 @@ def test_cell_forward_is_bit_identical_to_norse(name, dtype):
 def test_sequence_modules_forward_and_feedback_equal_per_step_cells(module):
     """norse's LIF/LI (whole sequences) are the same computation as LIFCell/LICell stepped:
     same outputs and the same LFP reward reaching the input."""
-    p = LIFParameters(v_th=_t(0.2, f64), v_leak=_t(0.0, f64)) if module != "LI" else (
-        LIParameters())
-    seq_mod = {"LIF": lambda: nt.LIF(p), "LI": lambda: nt.LI(p),
-               "LIF-record": lambda: nt.LIF(p, record_states=True)}[module]()
+    p = (
+        LIFParameters(v_th=_t(0.2, f64), v_leak=_t(0.0, f64))
+        if module != "LI"
+        else (LIParameters())
+    )
+    seq_mod = {
+        "LIF": lambda: nt.LIF(p),
+        "LI": lambda: nt.LI(p),
+        "LIF-record": lambda: nt.LIF(p, record_states=True),
+    }[module]()
     cell = nt.LIFCell(p) if module != "LI" else nt.LICell(p)
     x = torch.rand(T, B, 5, dtype=f64) * 40
     ref, _ = seq_mod(x)
@@ -98,11 +106,19 @@ def test_sequence_modules_forward_and_feedback_equal_per_step_cells(module):
 
 def _pair(kind):
     torch.manual_seed(4)
-    neuron = {"box": LIF(beta=0.8, threshold=0.4), "box-subtract":
-              LIF(beta=0.8, threshold=0.4, reset="subtract"),
-              "lif": CubaLIF(alpha=0.6, beta=0.8, threshold=0.4)}[kind]
-    seq = Sequential(nn.Linear(10, 16), neuron, nn.Linear(16, 4),
-                     LIF(beta=0.85, threshold=0.3), nn.Linear(4, 3), LI(beta=0.9)).double()
+    neuron = {
+        "box": LIF(beta=0.8, threshold=0.4),
+        "box-subtract": LIF(beta=0.8, threshold=0.4, reset="subtract"),
+        "lif": CubaLIF(alpha=0.6, beta=0.8, threshold=0.4),
+    }[kind]
+    seq = Sequential(
+        nn.Linear(10, 16),
+        neuron,
+        nn.Linear(16, 4),
+        LIF(beta=0.85, threshold=0.3),
+        nn.Linear(4, 3),
+        LI(beta=0.9),
+    ).double()
     return seq, to_norse(seq)
 
 
@@ -120,8 +136,9 @@ def test_per_step_norse_lfp_equals_spikelfp_lfp_on_the_converted_network(kind):
         return torch.ones_like(out) / out.shape[0]
 
     res = lfp_step(seq, x, y, readout_reward, composite=default_composite(neuron_epsilon=eps))
-    res2 = lfp_step(StepLoop(net), x, y, readout_reward,
-                    composite=norse_composite(neuron_epsilon=eps))
+    res2 = lfp_step(
+        StepLoop(net), x, y, readout_reward, composite=norse_composite(neuron_epsilon=eps)
+    )
     # the norse readout is a = dt·τ_mem⁻¹ = 1 - β times spikelfp's LI membrane
     a = 1 - seq[-1].beta.item()
     assert torch.allclose(res2.output, a * res.output, rtol=1e-9, atol=1e-12)
@@ -142,8 +159,9 @@ def test_rule_is_invariant_to_where_the_voltage_scale_puts_zero():
     r = torch.randn(T, B, 6, dtype=f64)
     grads, outs = [], []
     for c in (0.0, -65.0):
-        cell = nt.LIFCell(LIFParameters(v_leak=_t(c, f64), v_th=_t(c + 0.1, f64),
-                                        v_reset=_t(c, f64)))
+        cell = nt.LIFCell(
+            LIFParameters(v_leak=_t(c, f64), v_th=_t(c + 0.1, f64), v_reset=_t(c, f64))
+        )
         fc.zero_grad()
         with norse_composite().context(nn.Sequential(fc, cell)):
             # built inside the context: SequentialState must still see the cell's `state`
@@ -157,13 +175,17 @@ def test_rule_is_invariant_to_where_the_voltage_scale_puts_zero():
 
 def test_norse_lfp_learns_a_toy_task():
     torch.manual_seed(0)
-    net = nt.SequentialState(nn.Linear(12, 24), nt.LIFBoxCell(LIFBoxParameters(v_th=_t(0.05))),
-                             nn.Linear(24, 3), nt.LIFBoxCell(LIFBoxParameters(v_th=_t(0.05))))
+    net = nt.SequentialState(
+        nn.Linear(12, 24),
+        nt.LIFBoxCell(LIFBoxParameters(v_th=_t(0.05))),
+        nn.Linear(24, 3),
+        nt.LIFBoxCell(LIFBoxParameters(v_th=_t(0.05))),
+    )
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 3, (192,), generator=g)
     rates = torch.full((192, 12), 0.05)
     for c in range(3):
-        rates[y == c, 4 * c: 4 * c + 4] = 0.7
+        rates[y == c, 4 * c : 4 * c + 4] = 0.7
     x = (torch.rand(16, 192, 12, generator=g) < rates).float()
     model = StepLoop(net)
     opt = torch.optim.Adam(net.parameters(), lr=5e-3)
@@ -177,23 +199,41 @@ def test_norse_lfp_learns_a_toy_task():
     before = acc()
     for _ in range(4):
         for i in range(0, 128, 32):
-            lfp_step(model, x[:, i:i + 32], y[i:i + 32],
-                     lambda o, t: rate_coded_reward(o, t, scale=1 / o.shape[0]), opt, comp)
+            lfp_step(
+                model,
+                x[:, i : i + 32],
+                y[i : i + 32],
+                lambda o, t: rate_coded_reward(o, t, scale=1 / o.shape[0]),
+                opt,
+                comp,
+            )
     after = acc()
     assert after >= 0.8 and after > before + 0.2, (before, after)
 
 
 def test_unsupported_norse_modules_are_listed_before_any_step():
     net = nt.SequentialState(
-        nn.Linear(3, 4), nt.LIFRecurrentCell(4, 4), nt.LIFCell(LIFParameters(method="adjoint")),
+        nn.Linear(3, 4),
+        nt.LIFRecurrentCell(4, 4),
+        nt.LIFCell(LIFParameters(method="adjoint")),
         nt.LIFBoxCell(LIFBoxParameters(v_th=torch.tensor(0.3, requires_grad=True))),
-        nt.LSNNCell(), nt.LIFCell())
+        nt.LSNNCell(),
+        nt.LIFCell(),
+    )
     with pytest.raises(UnsupportedModuleError) as err:
         with norse_composite().context(net):
             pytest.fail("the context must not be entered")
     msg = str(err.value)
-    for what in ("1 (LIFRecurrentCell)", "2 (LIFCell)", "adjoint", "3 (LIFBoxCell)", "v_th",
-                 "4 (LSNNCell)", "LIBoxCell", "Linear"):
+    for what in (
+        "1 (LIFRecurrentCell)",
+        "2 (LIFCell)",
+        "adjoint",
+        "3 (LIFBoxCell)",
+        "v_th",
+        "4 (LSNNCell)",
+        "LIBoxCell",
+        "Linear",
+    ):
         assert what in msg, what
     assert "5 (LIFCell)" not in msg
     assert all("forward" not in vars(m) for m in net.modules())
@@ -235,8 +275,12 @@ def test_converters_give_the_same_spikes(kind, dtype):
 
 def test_from_norse_shifts_the_resting_potential_away():
     torch.manual_seed(6)
-    net = nt.SequentialState(nn.Linear(6, 8), nt.LIFCell(LIFParameters(
-        v_leak=_t(-65.0, f64), v_th=_t(-64.9, f64), v_reset=_t(-65.0, f64))))
+    net = nt.SequentialState(
+        nn.Linear(6, 8),
+        nt.LIFCell(
+            LIFParameters(v_leak=_t(-65.0, f64), v_th=_t(-64.9, f64), v_reset=_t(-65.0, f64))
+        ),
+    )
     net = net.double()
     seq = from_norse(net)
     x = (torch.rand(30, 4, 6, dtype=f64) < 0.5).to(f64)
@@ -251,8 +295,7 @@ def test_converter_errors_are_actionable():
     with pytest.raises(ValueError, match="beta < 1"):
         to_norse(Sequential(nn.Linear(2, 2), LIF(beta=1.0)))
     with pytest.raises(ValueError, match="v_reset != v_leak"):
-        from_norse(nt.SequentialState(nn.Linear(2, 2), nt.LIFCell(LIFParameters(
-            v_reset=_t(-0.5)))))
+        from_norse(nt.SequentialState(nn.Linear(2, 2), nt.LIFCell(LIFParameters(v_reset=_t(-0.5)))))
     with pytest.raises(ValueError, match="current-based"):
         from_norse(nt.SequentialState(nn.Linear(2, 2), nt.LICell()))
     with pytest.raises(TypeError, match="SequentialState"):

@@ -14,7 +14,7 @@ from torch import nn
 from spikelfp import LIF, RLIF, CubaLIF, Sequential
 from spikelfp.interop._functions import NorseLFP, SnnLeakyLFP, SnnSynapticLFP
 from spikelfp.lfp import default_composite
-from spikelfp.lfp.neuron_rules import _CubaLFP, _LIFLFP
+from spikelfp.lfp.neuron_rules import _LIFLFP, _CubaLFP
 
 T, B, N = 12, 3, 5
 TOL = 1e-12
@@ -50,11 +50,16 @@ def _leaky_inputs(seed):
     return z, v0, beta, theta, gain, r, r_last
 
 
-@pytest.mark.parametrize("reset,delay,zero_prev,rec", [
-    (r, d, zp, rec) for r, d, zp, rec in itertools.product(
-        ["subtract", "zero", "none"], [True, False], [False, True], [False, True])
-    if not (zp and (r != "zero" or rec))
-])
+@pytest.mark.parametrize(
+    "reset,delay,zero_prev,rec",
+    [
+        (r, d, zp, rec)
+        for r, d, zp, rec in itertools.product(
+            ["subtract", "zero", "none"], [True, False], [False, True], [False, True]
+        )
+        if not (zp and (r != "zero" or rec))
+    ],
+)
 def test_leaky_chained_steps_equal_sequence(reset, delay, zero_prev, rec):
     z, v0, beta, theta, gain, r, r_last = _leaky_inputs(1)
     zr = torch.randn(T, B, N, dtype=f64) * 0.3 if rec else None
@@ -73,8 +78,18 @@ def test_leaky_chained_steps_equal_sequence(reset, delay, zero_prev, rec):
     zb, vb, bb, tb, gb, rb = b
     state, outs = vb, []
     for t in range(T):
-        o, state, _ = SnnLeakyLFP.apply(zb[t:t + 1], rb[t:t + 1] if rec else None, state, bb, tb,
-                                       gb, reset, delay, zero_prev, 1e-6)
+        o, state, _ = SnnLeakyLFP.apply(
+            zb[t : t + 1],
+            rb[t : t + 1] if rec else None,
+            state,
+            bb,
+            tb,
+            gb,
+            reset,
+            delay,
+            zero_prev,
+            1e-6,
+        )
         outs.append(o[0])
     _close(torch.stack(outs).detach(), out.detach(), 0)
     _close(state.detach(), v.detach(), 0)
@@ -83,8 +98,9 @@ def test_leaky_chained_steps_equal_sequence(reset, delay, zero_prev, rec):
         _close(gt, gs)
 
 
-@pytest.mark.parametrize("reset,delay", list(itertools.product(["subtract", "zero", "none"],
-                                                               [True, False])))
+@pytest.mark.parametrize(
+    "reset,delay", list(itertools.product(["subtract", "zero", "none"], [True, False]))
+)
 def test_synaptic_chained_steps_equal_sequence(reset, delay):
     z, v0, beta, theta, gain, r, r_last = _leaky_inputs(2)
     i0 = torch.randn(B, N, dtype=f64) * 0.3
@@ -96,7 +112,7 @@ def test_synaptic_chained_steps_equal_sequence(reset, delay):
     b = _leaves(z, i0, v0, alpha, beta, theta, gain)
     si, sv, outs = b[1], b[2], []
     for t in range(T):
-        o, si, sv, _ = SnnSynapticLFP.apply(b[0][t:t + 1], si, sv, *b[3:], reset, delay, 1e-6)
+        o, si, sv, _ = SnnSynapticLFP.apply(b[0][t : t + 1], si, sv, *b[3:], reset, delay, 1e-6)
         outs.append(o[0])
     g_step = _grads([torch.stack(outs), si, sv], [r, i_last, r_last], b)
     _close(torch.stack(outs).detach(), out.detach(), 0)
@@ -104,31 +120,43 @@ def test_synaptic_chained_steps_equal_sequence(reset, delay):
         _close(gt, gs)
 
 
-@pytest.mark.parametrize("kind,reset", [("lif", "value"), ("box", "value"), ("box", "subtract"),
-                                        ("li", "value"), ("libox", "value")])
+@pytest.mark.parametrize(
+    "kind,reset",
+    [("lif", "value"), ("box", "value"), ("box", "subtract"), ("li", "value"), ("libox", "value")],
+)
 def test_norse_chained_steps_equal_sequence(kind, reset):
     g = torch.Generator().manual_seed(3)
     z = torch.randn(T, B, N, dtype=f64, generator=g) * 40
     v0 = torch.tensor(-0.2, dtype=f64)  # norse cells start from a scalar v_leak
     i0 = torch.randn(B, N, dtype=f64, generator=g)
-    params = (torch.tensor(200.0, dtype=f64), torch.tensor(100.0, dtype=f64),
-              torch.tensor(-0.2, dtype=f64), torch.tensor(0.3, dtype=f64),
-              torch.tensor(-0.1, dtype=f64))
+    params = (
+        torch.tensor(200.0, dtype=f64),
+        torch.tensor(100.0, dtype=f64),
+        torch.tensor(-0.2, dtype=f64),
+        torch.tensor(0.3, dtype=f64),
+        torch.tensor(-0.1, dtype=f64),
+    )
     r = torch.randn(T, B, N, dtype=f64, generator=g)
     rv, ri = torch.randn(B, N, dtype=f64), torch.randn(B, N, dtype=f64)
     current = kind in ("lif", "li")
     a = _leaves(z, v0, i0)
     out, v, i = NorseLFP.apply(*a, *params, 1e-3, kind, reset, 1e-6)
-    g_seq = _grads([out, v] + ([i] if current else []), [r, rv] + ([ri] if current else []),
-                   a if current else a[:2])
+    g_seq = _grads(
+        [out, v] + ([i] if current else []),
+        [r, rv] + ([ri] if current else []),
+        a if current else a[:2],
+    )
     b = _leaves(z, v0, i0)
     sv, si, outs = b[1], b[2], []
     for t in range(T):
-        o, sv, si2 = NorseLFP.apply(b[0][t:t + 1], sv, si, *params, 1e-3, kind, reset, 1e-6)
+        o, sv, si2 = NorseLFP.apply(b[0][t : t + 1], sv, si, *params, 1e-3, kind, reset, 1e-6)
         si = si2 if current else si
         outs.append(o[0])
-    g_step = _grads([torch.stack(outs), sv] + ([si] if current else []),
-                    [r, rv] + ([ri] if current else []), b if current else b[:2])
+    g_step = _grads(
+        [torch.stack(outs), sv] + ([si] if current else []),
+        [r, rv] + ([ri] if current else []),
+        b if current else b[:2],
+    )
     _close(torch.stack(outs).detach(), out.detach(), 0)
     for gs, gt in zip(g_seq, g_step, strict=True):
         _close(gt, gs)
@@ -144,23 +172,27 @@ def _spikelfp_lif(z, v0, beta, theta, reset, delay, r, r_last):
     return s.detach(), _grads([s, v], [r, r_last], a)
 
 
-@pytest.mark.parametrize("snn_reset,snn_delay,zero_prev,lfp_reset,lfp_delay", [
-    ("subtract", True, False, "subtract", True),   # lfprop's model
-    ("none", True, False, "none", False),
-    ("none", False, False, "none", True),
-    ("zero", True, True, "zero", False),           # snntorch Leaky zero == spikelfp immediate zero
-    ("zero", False, True, "zero", False),
-    ("subtract", False, False, "subtract", False),  # equal while no membrane stays above θ
-    ("zero", True, False, "zero", True),           # RLeaky/Synaptic zero == spikelfp delayed zero
-])
+@pytest.mark.parametrize(
+    "snn_reset,snn_delay,zero_prev,lfp_reset,lfp_delay",
+    [
+        ("subtract", True, False, "subtract", True),  # lfprop's model
+        ("none", True, False, "none", False),
+        ("none", False, False, "none", True),
+        ("zero", True, True, "zero", False),  # snntorch Leaky zero == spikelfp immediate zero
+        ("zero", False, True, "zero", False),
+        ("subtract", False, False, "subtract", False),  # equal while no membrane stays above θ
+        ("zero", True, False, "zero", True),  # RLeaky/Synaptic zero == spikelfp delayed zero
+    ],
+)
 def test_leaky_rule_equals_spikelfp_rule(snn_reset, snn_delay, zero_prev, lfp_reset, lfp_delay):
     z, _, beta, theta, _, r, r_last = _leaky_inputs(4)
     z = z.clamp(-1.0, 0.6)  # one step never lifts a membrane past 2θ (snntorch quirk, below)
     v0 = torch.zeros(B, N, dtype=f64)
     gain = torch.tensor(1.0, dtype=f64)
     a = _leaves(z, v0, beta, theta)
-    s, v, _ = SnnLeakyLFP.apply(a[0], None, a[1], a[2], a[3], gain, snn_reset, snn_delay,
-                                zero_prev, 1e-6)
+    s, v, _ = SnnLeakyLFP.apply(
+        a[0], None, a[1], a[2], a[3], gain, snn_reset, snn_delay, zero_prev, 1e-6
+    )
     # snntorch's zero-reset Leaky stores the membrane before its reset; its reward on the final
     # state therefore differs from spikelfp's (U = 0 where it spiked): reward the spikes only.
     last = torch.zeros_like(r_last) if zero_prev else r_last
@@ -172,8 +204,10 @@ def test_leaky_rule_equals_spikelfp_rule(snn_reset, snn_delay, zero_prev, lfp_re
         _close(x, y)
 
 
-@pytest.mark.parametrize("reset,delay", [("subtract", True), ("zero", True), ("none", True),
-                                         ("zero", False), ("none", False)])
+@pytest.mark.parametrize(
+    "reset,delay",
+    [("subtract", True), ("zero", True), ("none", True), ("zero", False), ("none", False)],
+)
 def test_synaptic_rule_equals_spikelfp_cuba_rule(reset, delay):
     z, _, beta, theta, _, r, r_last = _leaky_inputs(5)
     alpha = torch.rand(N, dtype=f64) * 0.5 + 0.3
@@ -202,12 +236,33 @@ def test_norse_lif_rule_is_spikelfp_cuba_rule_on_a_scaled_membrane():
     r = torch.randn(T, B, N, dtype=f64, generator=g)
     eps = 1e-13  # the two rules add ε to denominators of different scale; make it negligible
     a = _leaves(z)
-    out, v, i = NorseLFP.apply(a[0], zero, torch.zeros(B, N, dtype=f64), tsi, tmi, zero, v_th,
-                               zero, dt, "lif", "value", eps)
+    out, v, i = NorseLFP.apply(
+        a[0],
+        zero,
+        torch.zeros(B, N, dtype=f64),
+        tsi,
+        tmi,
+        zero,
+        v_th,
+        zero,
+        dt,
+        "lif",
+        "value",
+        eps,
+    )
     (gz,) = _grads([out], [r], a)
     b = _leaves(z)
-    s2, _, _ = _CubaLFP.apply(b[0], torch.zeros(B, N, dtype=f64), torch.zeros(B, N, dtype=f64),
-                              alpha, 1 - a_m, v_th / a_m, "zero", False, eps)
+    s2, _, _ = _CubaLFP.apply(
+        b[0],
+        torch.zeros(B, N, dtype=f64),
+        torch.zeros(B, N, dtype=f64),
+        alpha,
+        1 - a_m,
+        v_th / a_m,
+        "zero",
+        False,
+        eps,
+    )
     (gz2,) = _grads([s2], [r], b)
     assert out.sum() > 0
     _close(out.detach(), s2.detach(), 0)
@@ -232,8 +287,18 @@ def test_rleaky_rule_with_recurrent_synapse_equals_spikelfp_rlif():
         z = fc(x)
         s, v, outs = torch.zeros(B, N, dtype=f64), torch.zeros(B, N, dtype=f64), []
         for t in range(T):
-            o, v, _ = SnnLeakyLFP.apply(z[t:t + 1], rec(s).unsqueeze(0), v, beta, theta, one,
-                                        "subtract", True, False, 1e-6)
+            o, v, _ = SnnLeakyLFP.apply(
+                z[t : t + 1],
+                rec(s).unsqueeze(0),
+                v,
+                beta,
+                theta,
+                one,
+                "subtract",
+                True,
+                False,
+                1e-6,
+            )
             s = o[0]
             outs.append(s)
         out = torch.stack(outs)

@@ -44,8 +44,10 @@ def _init(neuron):
     return (neuron.reset_mem(),)
 
 
-LEAKY = [dict(reset_mechanism=r, reset_delay=d) for r, d in
-         itertools.product(["subtract", "zero", "none"], [True, False])]
+LEAKY = [
+    dict(reset_mechanism=r, reset_delay=d)
+    for r, d in itertools.product(["subtract", "zero", "none"], [True, False])
+]
 
 
 def _neurons():
@@ -55,9 +57,19 @@ def _neurons():
         out.append(("Leaky", snn.Leaky(beta=0.8, threshold=0.6, **kw)))
         out.append(("Synaptic", snn.Synaptic(alpha=0.6, beta=0.8, threshold=0.6, **kw)))
         out.append(("RLeaky", snn.RLeaky(beta=0.8, threshold=0.6, linear_features=6, **kw)))
-    out.append(("Leaky-graded-learnable", snn.Leaky(
-        beta=torch.rand(6), threshold=torch.rand(6) + 0.3, learn_beta=True, learn_threshold=True,
-        graded_spikes_factor=0.5, learn_graded_spikes_factor=True)))
+    out.append(
+        (
+            "Leaky-graded-learnable",
+            snn.Leaky(
+                beta=torch.rand(6),
+                threshold=torch.rand(6) + 0.3,
+                learn_beta=True,
+                learn_threshold=True,
+                graded_spikes_factor=0.5,
+                learn_graded_spikes_factor=True,
+            ),
+        )
+    )
     out.append(("Leaky-beta>1-clamped", snn.Leaky(beta=1.3, threshold=0.6, learn_beta=True)))
     out.append(("RLeaky-one-to-one", snn.RLeaky(beta=0.8, V=0.4, all_to_all=False)))
     out.append(("RLeaky-conv", None))
@@ -85,11 +97,14 @@ def test_init_hidden_sequential_idiom(output):
     from snntorch import utils
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(10, 16), snn.Leaky(beta=0.9, threshold=0.5, init_hidden=True),
-                        nn.Linear(16, 8), snn.RLeaky(beta=0.8, threshold=0.5, linear_features=8,
-                                                     init_hidden=True),
-                        nn.Linear(8, 4), snn.Synaptic(alpha=0.5, beta=0.9, threshold=0.5,
-                                                      init_hidden=True, output=output))
+    net = nn.Sequential(
+        nn.Linear(10, 16),
+        snn.Leaky(beta=0.9, threshold=0.5, init_hidden=True),
+        nn.Linear(16, 8),
+        snn.RLeaky(beta=0.8, threshold=0.5, linear_features=8, init_hidden=True),
+        nn.Linear(8, 4),
+        snn.Synaptic(alpha=0.5, beta=0.9, threshold=0.5, init_hidden=True, output=output),
+    )
     x = (torch.rand(T, B, 10) < 0.4).float()
     ref, _ = snntorch_forward(net, x)
     with snntorch_composite().context(net):
@@ -108,11 +123,14 @@ def test_init_hidden_sequential_idiom(output):
 def test_per_step_lfp_equals_spikelfp_lfp_on_the_converted_network():
     """The whole point: LFP through the unmodified snntorch net == LFP on spikelfp's own."""
     torch.manual_seed(3)
-    seq = Sequential(nn.Linear(12, 20), CubaLIF(alpha=0.5, beta=0.8, threshold=0.4),
-                     nn.Linear(20, 16), RLIF(16, beta=0.8, threshold=0.4, reset="subtract",
-                                             reset_delay=True),
-                     nn.Linear(16, 5), LIF(beta=0.85, threshold=0.4, reset="subtract",
-                                           reset_delay=True)).double()
+    seq = Sequential(
+        nn.Linear(12, 20),
+        CubaLIF(alpha=0.5, beta=0.8, threshold=0.4),
+        nn.Linear(20, 16),
+        RLIF(16, beta=0.8, threshold=0.4, reset="subtract", reset_delay=True),
+        nn.Linear(16, 5),
+        LIF(beta=0.85, threshold=0.4, reset="subtract", reset_delay=True),
+    ).double()
     net = to_snntorch(seq)
     x = (torch.rand(T, B, 12, dtype=f64) < 0.5).to(f64)
     y = torch.tensor([0, 1, 2, 3])
@@ -122,9 +140,15 @@ def test_per_step_lfp_equals_spikelfp_lfp_on_the_converted_network():
     assert torch.equal(res.output, res2.output)
     ours = dict(seq.named_parameters())
     theirs = dict(net.named_parameters())
-    pairs = {"0.weight": "0.weight", "0.bias": "0.bias", "2.weight": "2.weight",
-             "2.bias": "2.bias", "3.recurrent_weight": "3.recurrent.weight",
-             "4.weight": "4.weight", "4.bias": "4.bias"}
+    pairs = {
+        "0.weight": "0.weight",
+        "0.bias": "0.bias",
+        "2.weight": "2.weight",
+        "2.bias": "2.bias",
+        "3.recurrent_weight": "3.recurrent.weight",
+        "4.weight": "4.weight",
+        "4.bias": "4.bias",
+    }
     for a, b in pairs.items():
         g, h = ours[a].grad, theirs[b].grad
         assert (g - h).abs().max() <= 1e-12 * g.abs().max(), a
@@ -137,23 +161,41 @@ def test_golden_lfprop_cases_per_step_snntorch_loop(golden_path):
     comp = snntorch_composite()
     for case in sorted({k.split("/")[0] for k in data.files}):
         beta = torch.tensor(float(data[f"{case}/beta"]), dtype=f64)
-        w = {k.split("/param/")[1]: torch.from_numpy(data[k]) for k in data.files
-             if k.startswith(f"{case}/param/")}
-        leaky = lambda: snn.Leaky(beta=beta.clone(), threshold=1.0)  # noqa: E731 - lfprop's neuron
+        w = {
+            k.split("/param/")[1]: torch.from_numpy(data[k])
+            for k in data.files
+            if k.startswith(f"{case}/param/")
+        }
+
+        def leaky(beta=beta):  # lfprop's neuron: subtract reset, delayed, threshold 1
+            return snn.Leaky(beta=beta.clone(), threshold=1.0)
+
         if case.startswith("mlp"):
             idx = sorted({int(k.split(".")[0]) for k in w})
-            stages = [[nn.Linear(w[f"{i}.weight"].shape[1], w[f"{i}.weight"].shape[0]), leaky()]
-                      for i in idx]
-            golden_to_module = {f"{i}.{p}": stages[j][0] for j, i in enumerate(idx)
-                                for p in ("weight", "bias")}
+            stages = [
+                [nn.Linear(w[f"{i}.weight"].shape[1], w[f"{i}.weight"].shape[0]), leaky()]
+                for i in idx
+            ]
+            golden_to_module = {
+                f"{i}.{p}": stages[j][0] for j, i in enumerate(idx) for p in ("weight", "bias")
+            }
         else:
             conv, lin = w["0.weight"], w["3.weight"]
-            stages = [[nn.Conv2d(conv.shape[1], conv.shape[0], conv.shape[2],
-                                 padding=conv.shape[2] // 2), leaky()],
-                      [nn.MaxPool2d(2), nn.Flatten(), nn.Linear(lin.shape[1], lin.shape[0]),
-                       leaky()]]
-            golden_to_module = {"0.weight": stages[0][0], "0.bias": stages[0][0],
-                                "3.weight": stages[1][2], "3.bias": stages[1][2]}
+            stages = [
+                [
+                    nn.Conv2d(
+                        conv.shape[1], conv.shape[0], conv.shape[2], padding=conv.shape[2] // 2
+                    ),
+                    leaky(),
+                ],
+                [nn.MaxPool2d(2), nn.Flatten(), nn.Linear(lin.shape[1], lin.shape[0]), leaky()],
+            ]
+            golden_to_module = {
+                "0.weight": stages[0][0],
+                "0.bias": stages[0][0],
+                "3.weight": stages[1][2],
+                "3.bias": stages[1][2],
+            }
         net = nn.ModuleList([nn.ModuleList(s) for s in stages]).double()
         for gname, mod in golden_to_module.items():
             getattr(mod, gname.split(".")[1]).data.copy_(w[gname])
@@ -184,17 +226,20 @@ def test_golden_lfprop_cases_per_step_snntorch_loop(golden_path):
 
 def test_context_leaves_the_model_exactly_as_it_was():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(6, 5), snn.Leaky(beta=0.9, threshold=0.3, init_hidden=True,
-                                                   learn_beta=True),
-                        nn.Linear(5, 3), snn.Synaptic(alpha=0.5, beta=0.9, threshold=0.3,
-                                                      init_hidden=True, output=True))
+    net = nn.Sequential(
+        nn.Linear(6, 5),
+        snn.Leaky(beta=0.9, threshold=0.3, init_hidden=True, learn_beta=True),
+        nn.Linear(5, 3),
+        snn.Synaptic(alpha=0.5, beta=0.9, threshold=0.3, init_hidden=True, output=True),
+    )
     x = torch.rand(T, B, 6)
     snntorch_forward(net, x)  # leave some hidden state behind, as a user's loop would
     instances = snn.SpikingNeuron.instances
     before_instances = list(instances)
     before_state = {k: v.clone() for k, v in net.state_dict(keep_vars=True).items()}
-    before_hidden = {(i, n): getattr(m, n) for i, m in enumerate(net)
-                     for n in ("mem", "syn") if hasattr(m, n)}
+    before_hidden = {
+        (i, n): getattr(m, n) for i, m in enumerate(net) for n in ("mem", "syn") if hasattr(m, n)
+    }
     before_dicts = [dict(vars(m)) for m in net]
     with snntorch_composite().context(net):
         out, mem = snntorch_forward(net, x)
@@ -218,15 +263,26 @@ def test_unsupported_neurons_are_listed_before_any_step():
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # snntorch warns that inhibition is unstable
-        net = nn.Sequential(nn.Linear(4, 4), snn.Alpha(alpha=0.9, beta=0.8),
-                            snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=4),
-                            snn.Leaky(beta=0.9, inhibition=True), snn.Leaky(beta=0.9))
+        net = nn.Sequential(
+            nn.Linear(4, 4),
+            snn.Alpha(alpha=0.9, beta=0.8),
+            snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=4),
+            snn.Leaky(beta=0.9, inhibition=True),
+            snn.Leaky(beta=0.9),
+        )
     with pytest.raises(UnsupportedModuleError) as err:
         with snntorch_composite().context(net):
             pytest.fail("the context must not be entered")
     msg = str(err.value)
-    for what in ("1 (Alpha)", "2 (RSynaptic)", "inhibition", "Leaky", "Synaptic", "RLeaky",
-                 "Linear"):
+    for what in (
+        "1 (Alpha)",
+        "2 (RSynaptic)",
+        "inhibition",
+        "Leaky",
+        "Synaptic",
+        "RLeaky",
+        "Linear",
+    ):
         assert what in msg, what
     assert "4 (Leaky)" not in msg
     assert all("forward" not in vars(m) for m in net.modules())
@@ -256,7 +312,7 @@ def _reset_below_threshold(seq, x) -> bool:
                 continue
             state, outs = None, []
             for t in range(h.shape[0]):
-                o, state = m(h[t:t + 1], state)
+                o, state = m(h[t : t + 1], state)
                 if bool((state.v > m.threshold).any()):
                     return False
                 outs.append(o)
@@ -270,21 +326,32 @@ def _spikelfp_nets():
     nets = {}
     for r, d in itertools.product(["subtract", "zero", "none"], [True, False]):
         nets[f"LIF-{r}-{d}"] = LIF(beta=0.8, threshold=0.5, reset=r, reset_delay=d)
-        nets[f"CubaLIF-{r}-{d}"] = CubaLIF(alpha=0.6, beta=0.8, threshold=0.5, reset=r,
-                                           reset_delay=d)
+        nets[f"CubaLIF-{r}-{d}"] = CubaLIF(
+            alpha=0.6, beta=0.8, threshold=0.5, reset=r, reset_delay=d
+        )
         nets[f"RLIF-{r}-{d}"] = RLIF(8, beta=0.8, threshold=0.5, reset=r, reset_delay=d)
     nets["IF"] = IF(threshold=1.0, reset="subtract", reset_delay=True)
-    nets["LIF-per-neuron-learnable"] = LIF(beta=torch.rand(8) * 0.5 + 0.4, threshold=0.5,
-                                           shape=(8,), learn_beta=True, learn_threshold=True)
+    nets["LIF-per-neuron-learnable"] = LIF(
+        beta=torch.rand(8) * 0.5 + 0.4,
+        threshold=0.5,
+        shape=(8,),
+        learn_beta=True,
+        learn_threshold=True,
+    )
     return nets
 
 
 @pytest.mark.parametrize("name,neuron", list(_spikelfp_nets().items()))
 def test_converters_round_trip_with_identical_spikes(name, neuron):
     torch.manual_seed(1)
-    seq = Sequential(nn.Linear(12, 8), neuron, nn.Linear(8, 5),
-                     LIF(beta=0.85, threshold=0.4, reset="subtract", reset_delay=True),
-                     nn.Linear(5, 3), LI(beta=0.9))
+    seq = Sequential(
+        nn.Linear(12, 8),
+        neuron,
+        nn.Linear(8, 5),
+        LIF(beta=0.85, threshold=0.4, reset="subtract", reset_delay=True),
+        nn.Linear(5, 3),
+        LI(beta=0.9),
+    )
     x = (torch.rand(25, 6, 12) < 0.4).float()
     quirk = name.endswith("subtract-False")
     if quirk:
@@ -318,11 +385,12 @@ def test_converters_round_trip_with_identical_spikes(name, neuron):
 
 def test_from_snntorch_maps_recurrent_bias_and_one_to_one():
     torch.manual_seed(2)
-    net = nn.Sequential(nn.Linear(6, 4), snn.RLeaky(beta=0.7, threshold=0.5, linear_features=4,
-                                                    init_hidden=True),
-                        nn.Linear(4, 4), snn.RLeaky(beta=0.7, threshold=0.5, V=0.3,
-                                                    all_to_all=False, init_hidden=True,
-                                                    output=True))
+    net = nn.Sequential(
+        nn.Linear(6, 4),
+        snn.RLeaky(beta=0.7, threshold=0.5, linear_features=4, init_hidden=True),
+        nn.Linear(4, 4),
+        snn.RLeaky(beta=0.7, threshold=0.5, V=0.3, all_to_all=False, init_hidden=True, output=True),
+    )
     x = (torch.rand(20, 3, 6) < 0.5).float()
     ref, _ = snntorch_forward(net, x)
     with pytest.raises(ValueError, match="linear_features"):
@@ -339,10 +407,14 @@ def test_converter_errors_are_actionable():
     with pytest.raises(ValueError, match="ALIF"):
         to_snntorch(Sequential(nn.Linear(2, 2), ALIF()))
     with pytest.raises(ValueError, match="graded_spikes_factor"):
-        from_snntorch(nn.Sequential(nn.Linear(2, 2), snn.Leaky(beta=0.5, init_hidden=True,
-                                                               graded_spikes_factor=2.0)))
+        from_snntorch(
+            nn.Sequential(
+                nn.Linear(2, 2), snn.Leaky(beta=0.5, init_hidden=True, graded_spikes_factor=2.0)
+            )
+        )
     with pytest.raises(ValueError, match="Alpha"):
-        from_snntorch(nn.Sequential(nn.Linear(2, 2), snn.Alpha(alpha=0.6, beta=0.5,
-                                                               init_hidden=True)))
+        from_snntorch(
+            nn.Sequential(nn.Linear(2, 2), snn.Alpha(alpha=0.6, beta=0.5, init_hidden=True))
+        )
     with pytest.raises(TypeError, match="nn.Sequential"):
         from_snntorch(snn.Leaky(beta=0.5))

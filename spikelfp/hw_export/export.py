@@ -269,8 +269,9 @@ def export(
         prune: fraction of weights to remove (0.8 = 80 %); 0 or ``None``: no pruning.
         dt: time step in seconds for NIR's continuous-time parameters.
         path: NIR file to write (atomically); ``None``: do not write.
-        data: ``(x, y)`` (``x`` time-first ``(T, N, ...)``) or an iterable of such batches:
-            accuracy before/after, spike agreement, simulator check.
+        data: ``(x, y)`` (``x`` time-first ``(T, N, ...)``, integer spikes/counts) or a
+            re-iterable of such batches (a list, a DataLoader; feedback pruning reads it
+            twice): accuracy before/after, spike agreement, simulator check.
         prune_method: ``"magnitude"`` or ``"feedback"`` (accumulated LFP feedback: from
             ``feedback_scores``, or accumulated on ``data`` with ``reward``, default
             :func:`spikelfp.lfp.rate_coded_reward`).

@@ -17,7 +17,8 @@ is an exact integer: the largest such scale with no weight clipped is
 least squared weight error (a few clipped outliers buy many more levels for the rest, which
 matters at 4 and 2 bits). One scale per output neuron/channel (``granularity="channel"``).
 Targets with one threshold per layer (``profile.shared_threshold``, or
-``granularity="layer"``) use one integer :math:`n = \min_j n_j` for the layer and
+``granularity="layer"``) use one integer :math:`n = \min_j n_j` (or a multiple of it picked
+by the same MSE rule) for the layer and
 :math:`s_j = \theta_j / n` — a single scale when the thresholds are equal, otherwise per-neuron
 thresholds are folded into the weight rows. A recurrent layer's rows share the scale with the
 feed-forward rows. A non-spiking readout (LI, or no neuron) gets one scale per layer

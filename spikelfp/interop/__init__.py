@@ -27,16 +27,24 @@ from .snntorch import (
 )
 
 __all__ = [
-    "InteropComposite", "StepLoop",
-    "snntorch_composite", "to_snntorch", "from_snntorch", "snntorch_forward",
+    "InteropComposite",
+    "StepLoop",
+    "snntorch_composite",
+    "to_snntorch",
+    "from_snntorch",
+    "snntorch_forward",
     "reset_snntorch_state",
-    "norse_composite", "to_norse", "from_norse", "norse_forward",
+    "norse_composite",
+    "to_norse",
+    "from_norse",
+    "norse_forward",
     "interop_composite",
 ]
 
 
-def interop_composite(neuron_epsilon: float = 1e-6, synapse_epsilon: float = 0.0,
-                      synapse_rule=None) -> InteropComposite:
+def interop_composite(
+    neuron_epsilon: float = 1e-6, synapse_epsilon: float = 0.0, synapse_rule=None
+) -> InteropComposite:
     """One composite with the rules of spikelfp, snntorch and norse (whichever is installed)."""
     import importlib.util
 
@@ -45,8 +53,11 @@ def interop_composite(neuron_epsilon: float = 1e-6, synapse_epsilon: float = 0.0
         if importlib.util.find_spec(have) is None:
             continue
         part = make(neuron_epsilon, synapse_epsilon, synapse_rule)
-        comp = part if comp is None else InteropComposite(
-            {**comp.rules, **part.rules}, comp.leaf_types + part.leaf_types)
+        comp = (
+            part
+            if comp is None
+            else InteropComposite({**comp.rules, **part.rules}, comp.leaf_types + part.leaf_types)
+        )
     if comp is None:
         from ..lfp.composites import default_composite
 

@@ -56,7 +56,8 @@ class InteropComposite(Composite):
             rule = self.rule_for(module)
             if rule is None:
                 container = next(module.children(), None) is not None and not any(
-                    True for _ in module.parameters(recurse=False))
+                    True for _ in module.parameters(recurse=False)
+                )
                 if not container or isinstance(module, self.leaf_types):
                     missing.append(label)
                 continue
@@ -74,8 +75,10 @@ class InteropComposite(Composite):
             if problems:
                 parts.append("cannot be trained with their LFP rule: " + "; ".join(problems))
             raise UnsupportedModuleError(
-                ". ".join(parts) + ". Supported module types: "
-                + ", ".join(self.supported_types()) + ". Map another type to a rule with "
+                ". ".join(parts)
+                + ". Supported module types: "
+                + ", ".join(self.supported_types())
+                + ". Map another type to a rule with "
                 "composite.with_rules({MyModule: rule}), or NATIVE if its gradient already "
                 "routes reward."
             )
@@ -134,4 +137,3 @@ def _bind(rule, module):
         pass
     forward.__doc__ = getattr(module.forward, "__doc__", None)
     return forward
-

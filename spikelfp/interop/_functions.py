@@ -37,7 +37,7 @@ RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 
 
 def _h(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """snntorch's / norse's forward spike ``1[x > 0]`` (their surrogates only change the backward)."""
+    """The libraries' forward spike ``1[x > 0]`` (their surrogates only change the backward)."""
     return (x > 0).to(dtype)
 
 
@@ -108,8 +108,9 @@ class SnnLeakyLFP(torch.autograd.Function):
             resets.append(r)
         prev = torch.stack(prevs)
         spk = torch.stack(spikes)
-        ctx.save_for_backward(z, z_rec, prev, torch.stack(dens).reciprocal_(), beta, threshold,
-                              gain, spk, v0)
+        ctx.save_for_backward(
+            z, z_rec, prev, torch.stack(dens).reciprocal_(), beta, threshold, gain, spk, v0
+        )
         ctx.mark_non_differentiable(resets[-1])
         return torch.stack(outs), v.clone() if v is v0 else v, resets[-1]
 
@@ -168,23 +169,39 @@ class SnnSynapticLFP(torch.autograd.Function):
                 v = m1
             else:
                 d = s - r
-                v = m1 - d * threshold if reset == "subtract" else (
-                    m1 - d * m1 if reset == "zero" else m1)
+                v = (
+                    m1 - d * threshold
+                    if reset == "subtract"
+                    else (m1 - d * m1 if reset == "zero" else m1)
+                )
             i = i_new
             spikes.append(s)
             outs.append(s * gain)
             resets.append(r)
         st = torch.stack
-        ctx.save_for_backward(z, st(i_prev), st(i_all), st(u_prev), st(dv).reciprocal_(),
-                              st(di).reciprocal_(), alpha, beta, threshold, gain, st(spikes),
-                              i0, v0)
+        ctx.save_for_backward(
+            z,
+            st(i_prev),
+            st(i_all),
+            st(u_prev),
+            st(dv).reciprocal_(),
+            st(di).reciprocal_(),
+            alpha,
+            beta,
+            threshold,
+            gain,
+            st(spikes),
+            i0,
+            v0,
+        )
         ctx.mark_non_differentiable(resets[-1])
         return st(outs), i.clone() if i is i0 else i, v.clone() if v is v0 else v, resets[-1]
 
     @staticmethod
     def backward(ctx, r, g_i, g_v, _g_reset):
-        (z, i_prev, i_all, u_prev, inv_dv, inv_di, alpha, beta, threshold, gain, spk,
-         i0, v0) = ctx.saved_tensors
+        (z, i_prev, i_all, u_prev, inv_dv, inv_di, alpha, beta, threshold, gain, spk, i0, v0) = (
+            ctx.saved_tensors
+        )
         n = torch.empty_like(r)
         m = torch.empty_like(r)
         q, p = g_v, g_i
@@ -199,9 +216,18 @@ class SnnSynapticLFP(torch.autograd.Function):
         g_beta = -(beta.abs() * sum_to(u_prev * n, beta.shape)) if need[4] else None
         g_theta = threshold.abs() * sum_to(n, threshold.shape) if need[5] else None
         g_gain = -(torch.sign(gain) * sum_to(r * spk, gain.shape)) if need[6] else None
-        return (m * z if need[0] else None, _grad_to(p, i0) if need[1] else None,
-                _grad_to(q, v0) if need[2] else None, g_alpha, g_beta, g_theta, g_gain,
-                None, None, None)
+        return (
+            m * z if need[0] else None,
+            _grad_to(p, i0) if need[1] else None,
+            _grad_to(q, v0) if need[2] else None,
+            g_alpha,
+            g_beta,
+            g_theta,
+            g_gain,
+            None,
+            None,
+            None,
+        )
 
 
 class NorseLFP(torch.autograd.Function):
@@ -233,8 +259,9 @@ class NorseLFP(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, v0, i0, tau_syn_inv, tau_mem_inv, v_leak, v_th, v_reset, dt, kind,
-                reset, epsilon):
+    def forward(
+        ctx, z, v0, i0, tau_syn_inv, tau_mem_inv, v_leak, v_th, v_reset, dt, kind, reset, epsilon
+    ):
         current = kind in ("lif", "li")
         spiking = kind in ("lif", "box")
         dtype = torch.promote_types(z.dtype, v0.dtype)
@@ -317,8 +344,20 @@ class NorseLFP(torch.autograd.Function):
             g_i0 = _grad_to(p, i0) if need[2] else None
         else:
             g_z = a_m * z * n
-        return (g_z if need[0] else None, _grad_to(q, v0) if need[1] else None, g_i0,
-                None, None, None, None, None, None, None, None, None)
+        return (
+            g_z if need[0] else None,
+            _grad_to(q, v0) if need[1] else None,
+            g_i0,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 class OneToOneLFP(torch.autograd.Function):

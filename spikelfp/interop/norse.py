@@ -104,28 +104,42 @@ class _NorseRule:
         expected = _f()[self.kind]
         if module.activation is not expected:
             name = getattr(module.activation, "__name__", repr(module.activation))
-            return (f"its activation is {name}, not {expected.__name__} (method='adjoint' and "
-                    "custom activations have no LFP rule)")
+            return (
+                f"its activation is {name}, not {expected.__name__} (method='adjoint' and "
+                "custom activations have no LFP rule)"
+            )
         p = module.p
         method = getattr(p, "method", None)
         if method is not None and method not in HEAVISIDE_METHODS:
-            return (f"threshold method {method!r} is not a Heaviside step forward (supported: "
-                    f"{', '.join(HEAVISIDE_METHODS)})")
+            return (
+                f"threshold method {method!r} is not a Heaviside step forward (supported: "
+                f"{', '.join(HEAVISIDE_METHODS)})"
+            )
         reset = getattr(p, "reset_method", None)
         if reset is not None and reset not in (_f()["reset_value"], _f()["reset_subtract"]):
             return "its reset_method is neither norse's reset_value nor reset_subtract"
-        learn = [f for f in getattr(p, "_fields", ()) if isinstance(getattr(p, f), torch.Tensor)
-                 and getattr(p, f).requires_grad]
+        learn = [
+            f
+            for f in getattr(p, "_fields", ())
+            if isinstance(getattr(p, f), torch.Tensor) and getattr(p, f).requires_grad
+        ]
         if learn:
-            return (f"parameters {learn} require grad; norse's neuron parameters are constants "
-                    "for LFP (detach them, or train them with a surrogate gradient)")
+            return (
+                f"parameters {learn} require grad; norse's neuron parameters are constants "
+                "for LFP (detach them, or train them with a surrogate gradient)"
+            )
         return None
 
     def _params(self, module):
         p = module.p
         zero = 0.0
-        return (getattr(p, "tau_syn_inv", zero), p.tau_mem_inv, getattr(p, "v_leak", zero),
-                getattr(p, "v_th", zero), getattr(p, "v_reset", zero))
+        return (
+            getattr(p, "tau_syn_inv", zero),
+            p.tau_mem_inv,
+            getattr(p, "v_leak", zero),
+            getattr(p, "v_th", zero),
+            getattr(p, "v_reset", zero),
+        )
 
     def _reset(self, module) -> str:
         rm = getattr(module.p, "reset_method", None)
@@ -133,13 +147,15 @@ class _NorseRule:
 
     def _run(self, module, x, v0, i0):
         if x.is_sparse:
-            raise TypeError(f"{type(module).__name__}: sparse inputs have no LFP rule; use "
-                            "x.to_dense()")
+            raise TypeError(
+                f"{type(module).__name__}: sparse inputs have no LFP rule; use x.to_dense()"
+            )
         ts, tm, vl, vt, vr = self._params(module)
         if i0 is None:
             i0 = torch.zeros((), dtype=x.dtype, device=x.device)
-        return NorseLFP.apply(x, v0, i0, ts, tm, vl, vt, vr, module.dt, self.kind,
-                              self._reset(module), self.epsilon)
+        return NorseLFP.apply(
+            x, v0, i0, ts, tm, vl, vt, vr, module.dt, self.kind, self._reset(module), self.epsilon
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(epsilon={self.epsilon})"
@@ -211,7 +227,7 @@ class _SequenceRule(_NorseRule):
         outs, vs, is_ = [], [], []
         v, i = state.v, state.i
         for t in range(input_tensor.shape[0]):
-            o, v, i = self._run(module, input_tensor[t:t + 1], v, i)
+            o, v, i = self._run(module, input_tensor[t : t + 1], v, i)
             outs.append(o[0])
             vs.append(v)
             is_.append(i)
@@ -271,10 +287,28 @@ def norse_forward(net: nn.Module, x: torch.Tensor, state=None):
 # Converters
 
 _STATELESS = (
-    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Flatten, nn.Unflatten, nn.Identity,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.modules.batchnorm._BatchNorm, nn.ReLU,
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.modules.batchnorm._BatchNorm,
+    nn.ReLU,
 )
 
 
@@ -323,27 +357,48 @@ def to_norse(seq: nn.Sequential, dt: float = 1e-3):
         tau_mem_inv = (1 - beta) / dt
         a = dt * tau_mem_inv
         if isinstance(m, LI):
-            layers.append(nt.LIBoxCell(LIBoxParameters(tau_mem_inv=tau_mem_inv,
-                                                       v_leak=torch.zeros((), dtype=beta.dtype)),
-                                       dt=dt))
+            layers.append(
+                nt.LIBoxCell(
+                    LIBoxParameters(
+                        tau_mem_inv=tau_mem_inv, v_leak=torch.zeros((), dtype=beta.dtype)
+                    ),
+                    dt=dt,
+                )
+            )
             continue
         if m.reset_delay or m.reset == "none":
-            raise ValueError(f"{where}: norse resets immediately (to a value or by subtraction); "
-                             f"reset={m.reset!r}, reset_delay={m.reset_delay} has no equivalent")
+            raise ValueError(
+                f"{where}: norse resets immediately (to a value or by subtraction); "
+                f"reset={m.reset!r}, reset_delay={m.reset_delay} has no equivalent"
+            )
         v_th = _tensor(m.threshold) * a
         zero = torch.zeros((), dtype=beta.dtype)
         if isinstance(m, CubaLIF):
             if m.reset != "zero":
-                raise ValueError(f"{where}: norse's LIFCell resets to v_reset only; "
-                                 f"reset={m.reset!r} has no equivalent")
+                raise ValueError(
+                    f"{where}: norse's LIFCell resets to v_reset only; "
+                    f"reset={m.reset!r} has no equivalent"
+                )
             tau_syn_inv = (1 - _tensor(m.alpha)) / dt
-            p = LIFParameters(tau_syn_inv=tau_syn_inv, tau_mem_inv=tau_mem_inv, v_leak=zero,
-                              v_th=v_th, v_reset=zero, method="super")
+            p = LIFParameters(
+                tau_syn_inv=tau_syn_inv,
+                tau_mem_inv=tau_mem_inv,
+                v_leak=zero,
+                v_th=v_th,
+                v_reset=zero,
+                method="super",
+            )
             layers.append(nt.LIFCell(p, dt=dt))
         else:
             reset = f["reset_subtract"] if m.reset == "subtract" else f["reset_value"]
-            p = LIFBoxParameters(tau_mem_inv=tau_mem_inv, v_leak=zero, v_th=v_th,
-                                 v_reset=zero, method="super", reset_method=reset)
+            p = LIFBoxParameters(
+                tau_mem_inv=tau_mem_inv,
+                v_leak=zero,
+                v_th=v_th,
+                v_reset=zero,
+                method="super",
+                reset_method=reset,
+            )
             layers.append(nt.LIFBoxCell(p, dt=dt))
     return nt.SequentialState(*layers)
 
@@ -361,8 +416,10 @@ def from_norse(model: nn.Module) -> Sequential:
     """
     nt = require_norse()
     if not isinstance(model, nn.Sequential):
-        raise TypeError(f"from_norse converts SequentialState / nn.Sequential models, got "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"from_norse converts SequentialState / nn.Sequential models, got "
+            f"{type(model).__name__}"
+        )
     rules = norse_composite()
     layers = []
     for idx, m in enumerate(model):
@@ -371,11 +428,15 @@ def from_norse(model: nn.Module) -> Sequential:
             layers.append(copy.deepcopy(m))
             continue
         if type(m) in (nt.LICell, nt.LI):
-            raise ValueError(f"{where}: spikelfp has no current-based leaky integrator; use "
-                             "LIBoxCell as the readout")
+            raise ValueError(
+                f"{where}: spikelfp has no current-based leaky integrator; use "
+                "LIBoxCell as the readout"
+            )
         if type(m) not in (nt.LIFCell, nt.LIF, nt.LIFBoxCell, nt.LIBoxCell):
-            raise ValueError(f"{where} has no spikelfp equivalent (supported: LIFCell, LIF, "
-                             "LIFBoxCell, LIBoxCell)")
+            raise ValueError(
+                f"{where} has no spikelfp equivalent (supported: LIFCell, LIF, "
+                "LIFBoxCell, LIBoxCell)"
+            )
         problem = rules.rule_for(m).check(m)
         if problem:
             raise ValueError(f"{where}: {problem}")
@@ -392,11 +453,15 @@ def from_norse(model: nn.Module) -> Sequential:
         v_reset, v_th = _tensor(p.v_reset), _tensor(p.v_th)
         subtract = getattr(p, "reset_method", None) is _f()["reset_subtract"]
         if subtract and bool(torch.any(v_leak != 0)):
-            raise ValueError(f"{where}: a subtract reset with v_leak != 0 has no spikelfp "
-                             "equivalent (it subtracts v_th, not v_th - v_leak)")
+            raise ValueError(
+                f"{where}: a subtract reset with v_leak != 0 has no spikelfp "
+                "equivalent (it subtracts v_th, not v_th - v_leak)"
+            )
         if not subtract and bool(torch.any(v_reset != v_leak)):
-            raise ValueError(f"{where}: v_reset != v_leak; spikelfp's zero reset returns the "
-                             "membrane to the resting potential")
+            raise ValueError(
+                f"{where}: v_reset != v_leak; spikelfp's zero reset returns the "
+                "membrane to the resting potential"
+            )
         theta = (v_th - v_leak) / a
         if type(m) in (nt.LIFCell, nt.LIF):
             out = CubaLIF(reset="zero", reset_delay=False)

@@ -115,17 +115,21 @@ class _SnnRule:
         snn = require_snntorch()
         base = getattr(snn, self.cls_name)
         if type(module).forward is not base.forward:
-            return (f"{type(module).__name__} overrides {self.cls_name}.forward; the LFP rule "
-                    f"reproduces {self.cls_name}'s own dynamics only")
+            return (
+                f"{type(module).__name__} overrides {self.cls_name}.forward; the LFP rule "
+                f"reproduces {self.cls_name}'s own dynamics only"
+            )
         if getattr(module, "inhibition", False):
             return "inhibition=True (winner-take-all across neurons) has no LFP rule"
         if getattr(module, "state_quant", False):
             return "state_quant (quantised state) has no LFP rule"
         state_fn = getattr(getattr(module, "state_function", None), "__name__", "")
         if _STATE_FUNCTIONS.get(state_fn) != _modes(module)[0]:
-            return (f"reset_mechanism was changed after construction (the forward uses "
-                    f"{state_fn} but reset_mechanism is {module.reset_mechanism!r}); "
-                    "re-create the neuron with the reset you want")
+            return (
+                f"reset_mechanism was changed after construction (the forward uses "
+                f"{state_fn} but reset_mechanism is {module.reset_mechanism!r}); "
+                "re-create the neuron with the reset you want"
+            )
         if not _probe_heaviside(module):
             return "its spike function's forward is not the Heaviside step 1[mem > threshold]"
         return None
@@ -169,13 +173,25 @@ class LeakyRule(_SnnRule):
     states = ("mem",)
 
     def forward(self, module, input_, mem=None):
-        _check_hidden(module, mem is not None,
-                      "`mem` should not be passed as an argument while `init_hidden=True`")
+        _check_hidden(
+            module,
+            mem is not None,
+            "`mem` should not be passed as an argument while `init_hidden=True`",
+        )
         v0 = _load_state(module, "mem", mem, input_)
         reset, delay = _modes(module)
         spk, v, r = SnnLeakyLFP.apply(
-            input_.unsqueeze(0), None, v0, module.beta.clamp(0, 1), module.threshold,
-            module.graded_spikes_factor, reset, delay, reset == "zero", self.epsilon)
+            input_.unsqueeze(0),
+            None,
+            v0,
+            module.beta.clamp(0, 1),
+            module.threshold,
+            module.graded_spikes_factor,
+            reset,
+            delay,
+            reset == "zero",
+            self.epsilon,
+        )
         module.reset = r
         module.mem = v
         return _returns(module, spk[0], module.mem)
@@ -188,15 +204,27 @@ class RLeakyRule(_SnnRule):
     states = ("spk", "mem")
 
     def forward(self, module, input_, spk=None, mem=None):
-        _check_hidden(module, mem is not None or spk is not None,
-                      "When `init_hidden=True`,RLeaky expects 1 input argument.")
+        _check_hidden(
+            module,
+            mem is not None or spk is not None,
+            "When `init_hidden=True`,RLeaky expects 1 input argument.",
+        )
         s0 = _load_state(module, "spk", spk, input_)
         v0 = _load_state(module, "mem", mem, input_)
         rec = module.recurrent(s0)
         reset, delay = _modes(module)
         out, v, r = SnnLeakyLFP.apply(
-            input_.unsqueeze(0), rec.unsqueeze(0), v0, module.beta.clamp(0, 1),
-            module.threshold, module.graded_spikes_factor, reset, delay, False, self.epsilon)
+            input_.unsqueeze(0),
+            rec.unsqueeze(0),
+            v0,
+            module.beta.clamp(0, 1),
+            module.threshold,
+            module.graded_spikes_factor,
+            reset,
+            delay,
+            False,
+            self.epsilon,
+        )
         module.reset = r
         module.mem = v
         module.spk = out[0].clone()  # not a view: snntorch's detach_hidden() detaches in place
@@ -210,15 +238,26 @@ class SynapticRule(_SnnRule):
     states = ("syn", "mem")
 
     def forward(self, module, input_, syn=None, mem=None):
-        _check_hidden(module, mem is not None or syn is not None,
-                      "`mem` or `syn` should not be passed as an argument while "
-                      "`init_hidden=True`")
+        _check_hidden(
+            module,
+            mem is not None or syn is not None,
+            "`mem` or `syn` should not be passed as an argument while `init_hidden=True`",
+        )
         i0 = _load_state(module, "syn", syn, input_)
         v0 = _load_state(module, "mem", mem, input_)
         reset, delay = _modes(module)
         spk, i, v, r = SnnSynapticLFP.apply(
-            input_.unsqueeze(0), i0, v0, module.alpha.clamp(0, 1), module.beta.clamp(0, 1),
-            module.threshold, module.graded_spikes_factor, reset, delay, self.epsilon)
+            input_.unsqueeze(0),
+            i0,
+            v0,
+            module.alpha.clamp(0, 1),
+            module.beta.clamp(0, 1),
+            module.threshold,
+            module.graded_spikes_factor,
+            reset,
+            delay,
+            self.epsilon,
+        )
         module.reset = r
         module.syn = i
         module.mem = v
@@ -229,8 +268,12 @@ class RecurrentOneToOneRule:
     """ε-rule of RLeaky's one-to-one recurrent synapse ``spk * V``."""
 
     def forward(self, module, x):
-        return OneToOneLFP.apply(x, torch.as_tensor(module.V, dtype=x.dtype, device=x.device)
-                                 if not isinstance(module.V, torch.Tensor) else module.V)
+        return OneToOneLFP.apply(
+            x,
+            torch.as_tensor(module.V, dtype=x.dtype, device=x.device)
+            if not isinstance(module.V, torch.Tensor)
+            else module.V,
+        )
 
     def __repr__(self) -> str:
         return "RecurrentOneToOneRule()"
@@ -301,10 +344,28 @@ def snntorch_forward(net: nn.Module, x: torch.Tensor):
 
 
 _STATELESS = (
-    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Flatten, nn.Unflatten, nn.Identity,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.modules.batchnorm._BatchNorm, nn.ReLU,
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.modules.batchnorm._BatchNorm,
+    nn.ReLU,
 )
 
 _QUIRK = (
@@ -373,10 +434,14 @@ def from_snntorch(model: nn.Module) -> Sequential:
     layers: list[nn.Module] = []
     for idx, m in enumerate(model):
         if isinstance(m, snn.SpikingNeuron):
-            problem = _rule_for_convert(m).check(m) if type(m) in (
-                snn.Leaky, snn.Synaptic, snn.RLeaky) else (
-                f"snntorch.{type(m).__name__} has no spikelfp equivalent (supported: Leaky, "
-                "Synaptic, RLeaky)")
+            problem = (
+                _rule_for_convert(m).check(m)
+                if type(m) in (snn.Leaky, snn.Synaptic, snn.RLeaky)
+                else (
+                    f"snntorch.{type(m).__name__} has no spikelfp equivalent (supported: Leaky, "
+                    "Synaptic, RLeaky)"
+                )
+            )
             if problem:
                 raise ValueError(f"layer {idx} ({type(m).__name__}): {problem}")
             _unit_gain(m, f"layer {idx} ({type(m).__name__})")
@@ -393,8 +458,7 @@ def from_snntorch(model: nn.Module) -> Sequential:
 
 
 def _rule_for_convert(m):
-    return {"Leaky": LeakyRule, "Synaptic": SynapticRule, "RLeaky": RLeakyRule}[
-        type(m).__name__]()
+    return {"Leaky": LeakyRule, "Synaptic": SynapticRule, "RLeaky": RLeakyRule}[type(m).__name__]()
 
 
 def _neuron_from_snntorch(snn, m, idx: int, previous: list[nn.Module]) -> nn.Module:
@@ -423,8 +487,10 @@ def _neuron_from_snntorch(snn, m, idx: int, previous: list[nn.Module]) -> nn.Mod
 
 def _rleaky_to_rlif(m, idx, previous, reset, delay) -> RLIF:
     if m.all_to_all and not isinstance(m.recurrent, nn.Linear):
-        raise ValueError(f"layer {idx}: RLeaky with a convolutional recurrent connection has no "
-                         "spikelfp equivalent (RLIF is fully connected)")
+        raise ValueError(
+            f"layer {idx}: RLeaky with a convolutional recurrent connection has no "
+            "spikelfp equivalent (RLIF is fully connected)"
+        )
     if m.all_to_all:
         w = m.recurrent.weight.detach()
         bias = m.recurrent.bias
@@ -442,8 +508,10 @@ def _rleaky_to_rlif(m, idx, previous, reset, delay) -> RLIF:
         n = m.linear_features
         if v.dim() == 0:
             if n is None:
-                raise ValueError(f"layer {idx}: one-to-one RLeaky with a scalar V needs "
-                                 "linear_features to know the layer size")
+                raise ValueError(
+                    f"layer {idx}: one-to-one RLeaky with a scalar V needs "
+                    "linear_features to know the layer size"
+                )
             v = v.expand(n)
         w = torch.diag(v)
     rlif = RLIF(w.shape[0], reset=reset, reset_delay=delay)
@@ -478,8 +546,10 @@ def to_snntorch(seq: nn.Sequential, init_hidden: bool = True) -> nn.Sequential:
     """
     snn = require_snntorch()
     if init_hidden is not True:
-        raise ValueError("to_snntorch builds the nn.Sequential idiom, which needs "
-                         "init_hidden=True neurons (nn.Sequential cannot pass states)")
+        raise ValueError(
+            "to_snntorch builds the nn.Sequential idiom, which needs "
+            "init_hidden=True neurons (nn.Sequential cannot pass states)"
+        )
     layers = []
     neurons = []
     for idx, m in enumerate(seq):
@@ -504,21 +574,41 @@ def _clone(t: torch.Tensor) -> torch.Tensor:
 def _neuron_to_snntorch(snn, m, idx):
     common = {"init_hidden": True}
     if isinstance(m, LI):
-        out = snn.Leaky(beta=_clone(m.beta), threshold=torch.tensor(math.inf, dtype=m.beta.dtype),
-                        reset_mechanism="none", learn_beta=_learnable(m, "beta"), **common)
+        out = snn.Leaky(
+            beta=_clone(m.beta),
+            threshold=torch.tensor(math.inf, dtype=m.beta.dtype),
+            reset_mechanism="none",
+            learn_beta=_learnable(m, "beta"),
+            **common,
+        )
         return out
     reset, delay = m.reset, m.reset_delay
     if reset == "subtract" and not delay:
         warnings.warn(f"layer {idx}: {_QUIRK}", stacklevel=3)
-    kw = dict(threshold=_clone(m.threshold), learn_beta=_learnable(m, "beta"),
-              learn_threshold=_learnable(m, "threshold"), **common)
+    kw = dict(
+        threshold=_clone(m.threshold),
+        learn_beta=_learnable(m, "beta"),
+        learn_threshold=_learnable(m, "threshold"),
+        **common,
+    )
     if isinstance(m, CubaLIF):
-        return snn.Synaptic(alpha=_clone(m.alpha), beta=_clone(m.beta),
-                            learn_alpha=_learnable(m, "alpha"), reset_mechanism=reset,
-                            reset_delay=delay, **kw)
+        return snn.Synaptic(
+            alpha=_clone(m.alpha),
+            beta=_clone(m.beta),
+            learn_alpha=_learnable(m, "alpha"),
+            reset_mechanism=reset,
+            reset_delay=delay,
+            **kw,
+        )
     if isinstance(m, RLIF):
-        out = snn.RLeaky(beta=_clone(m.beta), linear_features=m.size, all_to_all=True,
-                         reset_mechanism=reset, reset_delay=delay, **kw)
+        out = snn.RLeaky(
+            beta=_clone(m.beta),
+            linear_features=m.size,
+            all_to_all=True,
+            reset_mechanism=reset,
+            reset_delay=delay,
+            **kw,
+        )
         out.recurrent = out.recurrent.to(m.recurrent_weight.dtype)
         with torch.no_grad():
             out.recurrent.weight.copy_(m.recurrent_weight)
@@ -528,8 +618,9 @@ def _neuron_to_snntorch(snn, m, idx):
     # LIF / IF
     if reset == "zero" and delay:
         zero = torch.zeros((), dtype=m.beta.dtype)
-        return snn.Synaptic(alpha=zero, beta=_clone(m.beta), reset_mechanism="zero",
-                            reset_delay=True, **kw)
+        return snn.Synaptic(
+            alpha=zero, beta=_clone(m.beta), reset_mechanism="zero", reset_delay=True, **kw
+        )
     if reset == "zero":
         delay = True
     return snn.Leaky(beta=_clone(m.beta), reset_mechanism=reset, reset_delay=delay, **kw)

@@ -94,17 +94,18 @@ def _lif_fast_ok(z, v0, beta, threshold) -> bool:
 
 
 def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout):
-    """The LIF recursion written into preallocated tensors.
+    """The LIF recursion written into preallocated tensors, in place.
 
     Returns ``(out, U)`` with ``U[0] = v0`` and ``U[t+1]`` the membrane after step ``t``
     (``U[:-1]`` are the ``U_{t-1}`` of the rule). Bit-identical to :func:`_reset`'s
-    out-of-place formulas (up to the sign of zero after a reset to zero).
+    out-of-place formulas (a spike is 0 or 1, so ``V - θ·S`` and ``V·(1 - S)`` are exact
+    selections; up to the sign of a zero).
     """
     steps = z.shape[0]
     mem = z.new_empty((steps + 1,) + tuple(z.shape[1:]))
     mem[0].copy_(v0)
     out = mem[1:] if readout else torch.empty_like(z)
-    tmp = None if readout or reset == "none" else torch.empty_like(v0)
+    keep = None if readout or reset != "zero" else torch.empty_like(v0)
     for t in range(steps):
         v, vp = mem[t], mem[t + 1]
         torch.mul(v, beta, out=vp)
@@ -112,22 +113,19 @@ def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout):
         if readout:
             continue
         if reset_delay:
-            # R_t = H(U_{t-1} - θ) is the previous step's spike
-            if t == 0:
-                r = torch.gt(v, threshold, out=tmp)
-            else:
-                r = out[t - 1]
+            # R_t = H(U_{t-1} - θ) is the previous step's spike S_{t-1}
+            r = out[t - 1] if t else torch.gt(v, threshold, out=out[0])
             if reset == "zero":
-                vp.mul_(torch.neg(r, out=tmp).add_(1) if t else tmp.neg_().add_(1))
+                vp.mul_(torch.le(v, threshold, out=keep))     # V_t (1 - R_t)
             elif reset == "subtract":
-                vp.sub_(torch.mul(threshold, r, out=tmp) if t else tmp.mul_(threshold))
+                vp.addcmul_(r, threshold, value=-1)           # V_t - θ R_t
             torch.gt(vp, threshold, out=out[t])
         else:
-            s = torch.gt(vp, threshold, out=out[t])
+            s_t = torch.gt(vp, threshold, out=out[t])
             if reset == "zero":
-                vp.mul_(torch.neg(s, out=tmp).add_(1))
+                vp.mul_(torch.le(vp, threshold, out=keep))    # V_t (1 - S_t)
             elif reset == "subtract":
-                vp.sub_(torch.mul(threshold, s, out=tmp))
+                vp.addcmul_(s_t, threshold, value=-1)         # V_t - θ S_t
     return out, mem
 
 
@@ -181,27 +179,27 @@ class _LIFLFP(torch.autograd.Function):
 def _lif_backward_fast(r, q, z, u_prev, beta, epsilon, keep_n):
     """:func:`membrane_backward` fused with ``D_t`` and ``ρ_t = n_t Z_t``, one step at a time.
 
-    Returns ``(ρ, n or None, q_0)``; ``n`` is only kept in full when ``keep_n``.
+    Returns ``(ρ, n or None, q_0)``; ``n`` is only kept in full when ``keep_n``. The
+    arithmetic is the same as the forward's (``D_t``) and :func:`membrane_backward`'s.
     """
     steps = z.shape[0]
     rho = torch.empty_like(z)
     n_all = torch.empty_like(z) if keep_n else None
     a = torch.empty_like(z[0])
-    inv_d = torch.empty_like(a)
-    tmp = torch.empty_like(a)
-    n_t = torch.empty_like(a)
+    inv_d, tmp, bu, n_t = (torch.empty_like(a) for _ in range(4))
     q = q.expand_as(a) if q.shape != a.shape else q
     for t in range(steps - 1, -1, -1):
         u = u_prev[t]
         torch.add(r[t], q, out=a)                       # r̃_t = r_t + q_t
+        torch.mul(u, beta, out=bu)                      # β U_{t-1}
         # D_t = |U_{t-1}| + |V_t - U_{t-1}| + ε, with V_t = β U_{t-1} + Z_t as in the forward
-        torch.mul(u, beta, out=inv_d)
-        inv_d.add_(z[t]).sub_(u).abs_().add_(torch.abs(u, out=tmp)).add_(epsilon)
-        inv_d.reciprocal_()
+        torch.add(bu, z[t], out=inv_d)
+        inv_d.sub_(u).abs_().add_(torch.abs(u, out=tmp)).add_(epsilon).reciprocal_()
         n = n_all[t] if keep_n else n_t
-        torch.mul(a, inv_d, out=n)                      # n_t
+        torch.mul(a, inv_d, out=n)                      # n_t = r̃_t / D_t
         torch.mul(n, z[t], out=rho[t])                  # ρ_t = n_t Z_t
-        q = torch.mul(u, beta, out=tmp).mul_(inv_d).mul_(a)   # q_{t-1} = (β U_{t-1} / D_t) r̃_t
+        q = bu.mul_(inv_d).mul_(a)                      # q_{t-1} = (β U_{t-1} / D_t) r̃_t
+        bu, tmp = tmp, bu
     return rho, n_all, q.clone()
 
 

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["NeuronModule", "heaviside", "make_parameter", "check_time_first", "resolve_beta"]
+__all__ = [
+    "NeuronModule",
+    "broadcasts_to",
+    "heaviside",
+    "make_parameter",
+    "check_time_first",
+    "resolve_beta",
+]
 
 
 class _Heaviside(torch.autograd.Function):
@@ -93,6 +100,19 @@ def make_parameter(
         module.register_buffer(name, tensor)
 
 
+def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` without growing it.
+
+    (Plain Python: ``torch.broadcast_shapes`` costs ~1 s on first use, importing torch.fx.)
+
+    >>> broadcasts_to((3, 1, 1), (3, 8, 8)), broadcasts_to((4,), (3,))
+    (True, False)
+    """
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
+
+
 def check_time_first(x: torch.Tensor, who: str, min_dim: int = 2) -> None:
     """Raise a clear error unless ``x`` is a time-first tensor ``(T, B, ...)``."""
     if not isinstance(x, torch.Tensor):
@@ -122,9 +142,7 @@ class NeuronModule(nn.Module):
         if value.dim() == 0:
             return
         feat = tuple(x.shape[2:])
-        try:
-            torch.broadcast_shapes(feat, tuple(value.shape))
-        except RuntimeError:
+        if not broadcasts_to(tuple(value.shape), feat):
             raise ValueError(
                 f"{type(self).__name__}: per-neuron {name} has shape {tuple(value.shape)} but the "
                 f"input's features (after T, B) have shape {feat}"
