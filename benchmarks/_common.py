@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import platform
 import resource
@@ -224,6 +225,55 @@ class SnnTorchNet(nn.Module):
             out_mem.append(mems[-1])
         mem = torch.stack(out_mem)
         return (mem if self.readout == "li" else torch.stack(out_spk)), mem
+
+
+def calibrate_init(net: nn.Module, x: torch.Tensor, rate: float = 0.1, tol: float = 1.2,
+                   iters: int = 24) -> list[float]:
+    """Scale each synapse so that the LIF right after it fires at about ``rate`` on ``x``.
+
+    LFP only moves neurons that spike: a silent layer gets no reward. Layer by layer
+    (``net`` a :class:`spikelfp.Sequential`), the synapse's weight and bias are multiplied by a
+    gain found by bisection in log space. A synapse followed by an LI readout is left alone.
+    Returns the firing rates after calibration.
+    """
+    from spikelfp.neurons import LIF
+    from spikelfp.sequential import apply_over_time
+
+    mods = list(net)
+    rates = []
+    h = x
+    with torch.no_grad():
+        for i, m in enumerate(mods):
+            nxt = mods[i + 1] if i + 1 < len(mods) else None
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and isinstance(nxt, LIF):
+                w0 = m.weight.detach().clone()
+                b0 = None if m.bias is None else m.bias.detach().clone()
+
+                def rate_at(g, m=m, nxt=nxt, w0=w0, b0=b0, h=h):
+                    m.weight.copy_(w0 * g)
+                    if b0 is not None:
+                        m.bias.copy_(b0 * g)
+                    return nxt(apply_over_time(m, h))[0].mean().item()
+
+                lo, hi = None, None
+                g = 1.0
+                for _ in range(iters):
+                    r = rate_at(g)
+                    if rate / tol <= r <= rate * tol:
+                        break
+                    if r < rate:
+                        lo = g
+                    else:
+                        hi = g
+                    g = g * 2 if hi is None else (g / 2 if lo is None else math.sqrt(lo * hi))
+                rate_at(g)
+            if isinstance(m, (LIF,)) or hasattr(m, "initial_state"):
+                h = m(h)[0]
+                if isinstance(m, LIF):
+                    rates.append(h.mean().item())
+            else:
+                h = apply_over_time(m, h)
+    return rates
 
 
 def copy_synapses(src: nn.Module, dst: nn.Module) -> None:

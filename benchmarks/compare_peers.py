@@ -31,8 +31,9 @@ same spikes).
 
 Measured per run: validation accuracy after the last epoch; mean wall time of a training step
 (forward, reward/loss, backward, optimiser step; one batch); training samples per second; peak
-memory. **Peak memory** is the peak resident set size (RSS) of the process during training
-minus the RSS just before it: a background thread reads ``/proc/self/statm`` every millisecond.
+memory. **Peak memory** is the peak resident set size (RSS) of the process during the training
+steps minus the RSS just before training: a background thread reads ``/proc/self/statm`` every
+millisecond (the validation after each epoch is left out of the window).
 torch's CPU allocator hands every tensor to the C allocator (no caching), so this counts the
 tensors, the autograd graph and the Python objects a method keeps alive; before each run
 ``gc.collect()`` and glibc's ``malloc_trim(0)`` give back what earlier runs freed, so runs in
@@ -232,12 +233,14 @@ def _trim() -> None:
 
 
 class PeakRSS:
-    """Peak RSS above the RSS at entry, sampled every ``interval`` seconds by a thread."""
+    """Peak RSS above the RSS at entry, sampled every ``interval`` seconds by a thread while
+    the window is open (``pause()`` / ``resume()`` leave out e.g. the evaluation)."""
 
     def __init__(self, interval: float = 1e-3):
         self.interval = interval
         self.available = os.path.exists("/proc/self/statm")
         self.peak = 0
+        self._open = threading.Event()
 
     def __enter__(self):
         _trim()
@@ -245,20 +248,33 @@ class PeakRSS:
             self.base = _rss()
             self._max = self.base
             self._stop = threading.Event()
+            self._open.set()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         return self
 
+    def pause(self) -> None:
+        if self.available:
+            self._max = max(self._max, _rss())
+        self._open.clear()
+
+    def resume(self) -> None:
+        """Reopen the window; what the pause allocated and freed is given back first."""
+        _trim()
+        self._open.set()
+
     def _sample(self):
         while not self._stop.is_set():
-            self._max = max(self._max, _rss())
+            if self._open.is_set():
+                self._max = max(self._max, _rss())
             time.sleep(self.interval)
 
     def __exit__(self, *exc):
         if self.available:
+            if self._open.is_set():
+                self._max = max(self._max, _rss())
             self._stop.set()
             self._thread.join()
-            self._max = max(self._max, _rss())
             self.peak = self._max - self.base
 
 
@@ -367,9 +383,7 @@ def run(method: str, data: Data, cfg: Config, seed: int, xv: torch.Tensor) -> Ru
                 x, y = batches(data, perm[i : i + cfg.batch_size], seed * 100003 + epoch * 1009 + k)
                 t0, c0 = time.perf_counter(), time.process_time()
                 if comp is not None or method == "spikelfp-lfp":
-                    lfp_step(
-                        model, x, y, _lfp_reward, opt, composite=comp if comp is not None else None
-                    )
+                    lfp_step(model, x, y, _lfp_reward, opt, composite=comp)
                 else:
                     out = fwd(model, x)
                     loss = nn.functional.cross_entropy(out.sum(0), y)
@@ -380,8 +394,10 @@ def run(method: str, data: Data, cfg: Config, seed: int, xv: torch.Tensor) -> Ru
                 cpu_times.append(time.process_time() - c0)
                 samples += len(y)
             sched.step()
-            # Accuracy after every epoch is not timed (and not in the memory window's steps).
+            # The validation after every epoch is neither timed nor in the memory window.
+            mem.pause()
             accs.append(accuracy(model, fwd, xv, data.y_val))
+            mem.resume()
     train_s = sum(step_times)
     return RunResult(
         method,
@@ -537,8 +553,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "versions": _versions(),
         "memory_method": (
-            "peak RSS during training minus RSS before it (/proc/self/statm "
-            "sampled every 1 ms; gc.collect + malloc_trim before each run)"
+            "peak RSS during the training steps minus RSS before training (/proc/self/statm "
+            "sampled every 1 ms by a thread; validation excluded; gc.collect + malloc_trim "
+            "before each run and after each validation)"
         ),
         "datasets": sources,
         "summary": rows,

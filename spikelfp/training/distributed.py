@@ -75,6 +75,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler, Sampler
 
+# ``torch.distributed.nn.functional`` binds ``group.WORLD`` as a default argument when it is first
+# imported (torch.optim/dynamo import it). Imported after the group exists, that default keeps
+# the gloo group (and its worker threads) alive past ``destroy_process_group``; at interpreter
+# exit a worker thread may then still be releasing a finished collective's tensors and abort
+# the process ("terminate called without an active exception"). Importing it first avoids this.
+with contextlib.suppress(ImportError):
+    import torch.distributed.nn  # noqa: F401
+
 __all__ = [
     "DistInfo",
     "DistributedError",
@@ -242,8 +250,7 @@ def init_distributed(
         torch.cuda.set_device(dev)
 
     if _active():
-        info = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev,
-                        dist.get_backend())
+        info = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev, dist.get_backend())
         _INFO = info
         return info
     if world == 1:
@@ -266,8 +273,12 @@ def init_distributed(
     kwargs = {"device_id": dev} if dev.type == "cuda" else {}
     try:
         dist.init_process_group(
-            backend=backend, init_method="env://", rank=rank, world_size=world,
-            timeout=timedelta(seconds=timeout), **kwargs,
+            backend=backend,
+            init_method="env://",
+            rank=rank,
+            world_size=world,
+            timeout=timedelta(seconds=timeout),
+            **kwargs,
         )
     except RuntimeError as err:
         raise DistributedError(
@@ -275,8 +286,11 @@ def init_distributed(
             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({backend}) within "
             f"{timeout:g} s: {err}"
         ) from err
-    if (handle_sigterm and os.environ.get("TORCHELASTIC_RUN_ID")
-            and threading.current_thread() is threading.main_thread()):
+    if (
+        handle_sigterm
+        and os.environ.get("TORCHELASTIC_RUN_ID")
+        and threading.current_thread() is threading.main_thread()
+    ):
         signal.signal(signal.SIGTERM, _sigterm_handler)
     _INFO = DistInfo(rank, world, local_rank, dev, backend)
     return _INFO
@@ -296,8 +310,9 @@ def get_info() -> DistInfo:
     if _INFO is not None:
         return _INFO
     if _active():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), 0, torch.device("cpu"),
-                        dist.get_backend())
+        return DistInfo(
+            dist.get_rank(), dist.get_world_size(), 0, torch.device("cpu"), dist.get_backend()
+        )
     return DistInfo(0, 1, 0, torch.device("cpu"), None)
 
 
@@ -320,8 +335,11 @@ def barrier() -> None:
 def _comm_device() -> torch.device:
     """The device collectives' scratch tensors live on (CUDA for NCCL)."""
     if _active() and dist.get_backend() == "nccl":
-        return get_info().device if get_info().device.type == "cuda" else torch.device(
-            "cuda", torch.cuda.current_device())
+        return (
+            get_info().device
+            if get_info().device.type == "cuda"
+            else torch.device("cuda", torch.cuda.current_device())
+        )
     return torch.device("cpu")
 
 
@@ -449,7 +467,7 @@ def make_sampler(
     num_replicas: int | None = None,
     rank: int | None = None,
 ) -> Sampler[int]:
-    """The sampler for this process: ``DistributedSampler`` when world > 1, else :class:`EpochSampler`.
+    """This process's sampler: ``DistributedSampler`` when world > 1, else :class:`EpochSampler`.
 
     Both have ``set_epoch(epoch)``; call it at the start of every epoch (otherwise every epoch
     repeats the first epoch's order). Pass the sampler to ``DataLoader(sampler=...)`` (with
@@ -465,8 +483,9 @@ def make_sampler(
     world = info.world_size if num_replicas is None else int(num_replicas)
     rk = info.rank if rank is None else int(rank)
     if world > 1:
-        return DistributedSampler(dataset, num_replicas=world, rank=rk, shuffle=shuffle,
-                                  seed=seed, drop_last=drop_last)
+        return DistributedSampler(
+            dataset, num_replicas=world, rank=rk, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
     return EpochSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
 
 
@@ -486,8 +505,17 @@ def local_batch_size(global_batch: int, world_size: int | None = None) -> int:
 
 
 class _Bucket:
-    __slots__ = ("params", "numels", "dtype", "device", "index", "ready", "work", "flat",
-                 "launched")
+    __slots__ = (
+        "params",
+        "numels",
+        "dtype",
+        "device",
+        "index",
+        "ready",
+        "work",
+        "flat",
+        "launched",
+    )
 
     def __init__(self, index: int, params: list[nn.Parameter]):
         self.index = index
@@ -573,8 +601,12 @@ class FeedbackAllReducer:
         current: list[nn.Parameter] = []
         size = 0
         for p in params:
-            fits = (current and current[0].dtype == p.dtype and current[0].device == p.device
-                    and size + p.numel() * p.element_size() <= self.bucket_cap_bytes)
+            fits = (
+                current
+                and current[0].dtype == p.dtype
+                and current[0].device == p.device
+                and size + p.numel() * p.element_size() <= self.bucket_cap_bytes
+            )
             if current and not fits:
                 buckets.append(_Bucket(len(buckets), current))
                 current, size = [], 0
@@ -604,8 +636,7 @@ class FeedbackAllReducer:
             flat = torch.cat([g.reshape(-1) for g in grads])
         b.flat = flat
         with _collective("all-reduce of the LFP feedback"):
-            b.work = dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group,
-                                     async_op=True)
+            b.work = dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group, async_op=True)
         b.launched = True
 
     def _on_grad_ready(self, param: torch.Tensor) -> None:
@@ -645,7 +676,7 @@ class FeedbackAllReducer:
                     continue  # reduced in place
                 offset = 0
                 for p, n in zip(b.params, b.numels, strict=True):
-                    p.grad = flat[offset:offset + n].view_as(p)
+                    p.grad = flat[offset : offset + n].view_as(p)
                     offset += n
         finally:
             self.last_hook_s = self._hook_s
@@ -671,8 +702,10 @@ class FeedbackAllReducer:
 
     def __repr__(self) -> str:
         mb = [f"{b.nbytes / 2**20:.2f}" for b in self.buckets]
-        return (f"FeedbackAllReducer(op={self.op!r}, overlap={self.overlap}, "
-                f"buckets={len(self.buckets)} [{', '.join(mb)} MB])")
+        return (
+            f"FeedbackAllReducer(op={self.op!r}, overlap={self.overlap}, "
+            f"buckets={len(self.buckets)} [{', '.join(mb)} MB])"
+        )
 
 
 def _strip_nproc(argv: Sequence[str]) -> list[str]:
@@ -720,12 +753,28 @@ def launch_local(
     module = module or _default_module()
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-              "TORCHELASTIC_RUN_ID"):
+    for k in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "GROUP_RANK",
+        "TORCHELASTIC_RUN_ID",
+    ):
         child_env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc-per-node", str(nproc), "--max-restarts", "0",
-           "-m", module, *_strip_nproc(argv)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "--max-restarts",
+        "0",
+        "-m",
+        module,
+        *_strip_nproc(argv),
+    ]
     proc = subprocess.Popen(cmd, env=child_env)
     try:
         return proc.wait()
@@ -745,18 +794,28 @@ def _selfcheck(argv: Sequence[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(
         prog="python -m spikelfp.training.distributed",
-        description="Train a tiny network data-parallel and check that all copies stay equal.")
+        description="Train a tiny network data-parallel and check that all copies stay equal.",
+    )
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=16, help="global batch")
     ap.add_argument("--overlap", action="store_true")
-    ap.add_argument("--simulate-failure", type=int, default=None, metavar="RANK",
-                    help="this rank exits abruptly after the first step (tests teardown)")
+    ap.add_argument(
+        "--simulate-failure",
+        type=int,
+        default=None,
+        metavar="RANK",
+        help="this rank exits abruptly after the first step (tests teardown)",
+    )
     ap.add_argument("--timeout", type=float, default=None, help="collective timeout (s)")
     args = ap.parse_args(argv)
     info = init_distributed(device="cpu", timeout_s=args.timeout)
     torch.manual_seed(1234 + info.rank)  # different on purpose: broadcast must fix it
-    net = Sequential(nn.Linear(20, 16), LIF(beta=0.9, threshold=0.5), nn.Linear(16, 4),
-                     LIF(beta=0.9, threshold=0.5)).double()
+    net = Sequential(
+        nn.Linear(20, 16),
+        LIF(beta=0.9, threshold=0.5),
+        nn.Linear(16, 4),
+        LIF(beta=0.9, threshold=0.5),
+    ).double()
     broadcast_parameters(net)
     reducer = FeedbackAllReducer(net, bucket_cap_mb=0.001, overlap=args.overlap)
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
@@ -778,9 +837,12 @@ def _selfcheck(argv: Sequence[str] | None = None) -> int:
         m = reduce_metrics({"acc": acc})
     diff = max_parameter_difference(net)
     if info.is_main:
-        print(f"spikelfp distributed self-check: world {info.world_size} ({info.backend}), "
-              f"{args.steps} steps, {reducer}, last acc {m['acc']:.3f}, "
-              f"max |w - w_rank0| = {diff:.3g}", flush=True)
+        print(
+            f"spikelfp distributed self-check: world {info.world_size} ({info.backend}), "
+            f"{args.steps} steps, {reducer}, last acc {m['acc']:.3f}, "
+            f"max |w - w_rank0| = {diff:.3g}",
+            flush=True,
+        )
     barrier()
     shutdown()
     return 0 if diff == 0.0 or math.isclose(diff, 0.0, abs_tol=1e-12) else 1
