@@ -238,3 +238,38 @@ def test_val_fraction_and_eval_split_val(digits_root, tmp_path, capsys):
     # the whole held-out part: 25 % of the 1,438 training recordings, stratified
     assert r["split"] == "val" and r["n_samples"] == round(0.25 * 1438)
     assert all(n > 0 for n in r["class_support"].values())
+
+
+def _write_gesture_split(root: Path, split: str, seed: int) -> None:
+    """Format-correct DVS Gesture recordings (tonic's .npy layout: x, y, p, t in ms)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for user in ("user01_led", "user02_natural"):
+        folder = root / "DVSGesture" / split / user
+        folder.mkdir(parents=True, exist_ok=True)
+        for label in range(11):
+            n = 400
+            t = np.sort(rng.uniform(0, 1000, n))
+            xy = rng.integers(0, 128, (n, 2))
+            p = rng.integers(0, 2, n)
+            np.save(folder / f"{label}.npy", np.column_stack([xy, p, t]).astype(np.float64))
+
+
+def test_dvsgesture_conv_path(tmp_path, capsys):
+    pytest.importorskip("tonic")
+    root = tmp_path / "gesture"
+    _write_gesture_split(root, "ibmGestureTrain", 0)
+    _write_gesture_split(root, "ibmGestureTest", 1)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "dvsgesture", "--data-dir", str(root), "--model", "conv"]
+    args += ["--channels", "2", "4", "--time-bins", "4", "--epochs", "1", "--batch-size", "11"]
+    assert main([*args, "--no-progress", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert m["n_train"] == 22 and set(m["train_spike_rate"]) == {"hidden1", "hidden2", "output"}
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["model_spec"]["input_shape"] == [2, 32, 32]  # downsampled 128 -> 32
+    assert ckpt["model_spec"]["n_classes"] == 11
+    assert main(["eval", str(out), "--json", str(tmp_path / "e.json")]) == 0
+    r = json.loads((tmp_path / "e.json").read_text())
+    assert r["n_samples"] == 22 and len(r["confusion_matrix"]) == 11

@@ -93,40 +93,72 @@ def _lif_fast_ok(z, v0, beta, threshold) -> bool:
         return False
 
 
-def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout):
+def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout, keep_mem):
     """The LIF recursion written into preallocated tensors, in place.
 
-    Returns ``(out, U)`` with ``U[0] = v0`` and ``U[t+1]`` the membrane after step ``t``
-    (``U[:-1]`` are the ``U_{t-1}`` of the rule). Bit-identical to :func:`_reset`'s
-    out-of-place formulas (a spike is 0 or 1, so ``V - θ·S`` and ``V·(1 - S)`` are exact
-    selections; up to the sign of a zero).
+    Returns ``(out, U)``. With ``keep_mem`` (the backward's replay), ``U[0] = v0`` and
+    ``U[t+1]`` is the membrane after step ``t`` (``U[:-1]`` are the ``U_{t-1}`` of the rule) and
+    ``out`` is ``None`` (the outputs go to a rolling buffer); otherwise only two rolling
+    membrane steps are kept, ``U[-1]`` is the final membrane and ``out`` holds all outputs.
+    Bit-identical to :func:`_reset`'s out-of-place formulas (a spike is 0 or 1, so
+    ``V - θ·S`` and ``V·(1 - S)`` are exact selections; up to the sign of a zero).
     """
     steps = z.shape[0]
-    mem = z.new_empty((steps + 1,) + tuple(z.shape[1:]))
+    mem = z.new_empty(((steps + 1) if keep_mem else 2,) + tuple(z.shape[1:]))
     mem[0].copy_(v0)
-    out = mem[1:] if readout else torch.empty_like(z)
+    if keep_mem:
+        if readout:
+            return None, _li_replay(z, mem, beta)
+        ring = z.new_empty((2,) + tuple(z.shape[1:]))
+        out = _Ring(ring)
+    else:
+        out = torch.empty_like(z)
     keep = None if readout or reset != "zero" else torch.empty_like(v0)
+    prev = None  # the previous step's spikes (delayed reset)
     for t in range(steps):
-        v, vp = mem[t], mem[t + 1]
+        if keep_mem:
+            v, vp = mem[t], mem[t + 1]
+        else:
+            v, vp = mem[t % 2], mem[(t + 1) % 2]
         torch.mul(v, beta, out=vp)
         vp.add_(z[t])                                   # V_t = β U_{t-1} + Z_t
         if readout:
+            out[t].copy_(vp)
             continue
         if reset_delay:
             # R_t = H(U_{t-1} - θ) is the previous step's spike S_{t-1}
-            r = out[t - 1] if t else torch.gt(v, threshold, out=out[0])
+            r = prev if t else torch.gt(v, threshold, out=out[0])
             if reset == "zero":
                 vp.mul_(torch.le(v, threshold, out=keep))     # V_t (1 - R_t)
             elif reset == "subtract":
                 vp.addcmul_(r, threshold, value=-1)           # V_t - θ R_t
-            torch.gt(vp, threshold, out=out[t])
+            prev = torch.gt(vp, threshold, out=out[t])
         else:
             s_t = torch.gt(vp, threshold, out=out[t])
             if reset == "zero":
                 vp.mul_(torch.le(vp, threshold, out=keep))    # V_t (1 - S_t)
             elif reset == "subtract":
                 vp.addcmul_(s_t, threshold, value=-1)         # V_t - θ S_t
-    return out, mem
+    if keep_mem:
+        return None, mem
+    return out, mem[steps % 2:steps % 2 + 1]
+
+
+class _Ring:
+    """``ring[t]`` -> ``buffer[t % 2]``: the outputs of a replay, of which only the last is used."""
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+
+    def __getitem__(self, t):
+        return self.buffer[t % 2]
+
+
+def _li_replay(z, mem, beta):
+    for t in range(z.shape[0]):
+        torch.mul(mem[t], beta, out=mem[t + 1])
+        mem[t + 1].add_(z[t])
+    return mem
 
 
 class _LIFLFP(torch.autograd.Function):
@@ -134,13 +166,15 @@ class _LIFLFP(torch.autograd.Function):
     def forward(ctx, z, v0, beta, threshold, reset, reset_delay, epsilon, readout):
         ctx.epsilon = epsilon
         if _lif_fast_ok(z, v0, beta, threshold):
-            # U_{t-1} for all t in one buffer; D_t is recomputed in the backward loop from
-            # U_{t-1} and Z_t (identical arithmetic), so no full-length D is kept.
-            out, mem = _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout)
+            # Only Z and U_0 are kept: the backward replays the (cheap, exact) forward
+            # recursion for U_{t-1} and recomputes D_t, so the forward holds no full-length
+            # membrane or denominator (the memory of a LIF layer is that of its input).
+            out, mem = _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout,
+                                         keep_mem=False)
             ctx.fast = True
-            ctx.save_for_backward(z, mem, beta, threshold)
-            last = mem[-1].clone()
-            return (out.clone() if readout else out), last
+            ctx.mode = (reset, reset_delay, readout)
+            ctx.save_for_backward(z, v0, beta, threshold)
+            return out, mem[-1].clone()
         ctx.fast = False
         v = v0
         u_prev, dens, outs = [], [], []
@@ -163,10 +197,14 @@ class _LIFLFP(torch.autograd.Function):
     def backward(ctx, r, g_last):
         need = ctx.needs_input_grad
         if ctx.fast:
-            z, mem, beta, threshold = ctx.saved_tensors
+            z, v0, beta, threshold = ctx.saved_tensors
+            reset, reset_delay, readout = ctx.mode
+            _, mem = _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout,
+                                       keep_mem=True)
             u_prev = mem[:-1]
+            keep_n = need[2] or need[3]
             rho, n, q0 = _lif_backward_fast(r, g_last, z, u_prev, beta, ctx.epsilon,
-                                            keep_n=need[2] or need[3])
+                                            keep_n=keep_n, rho_out=None if keep_n else u_prev)
         else:
             z, u_prev, inv_d, beta, threshold = ctx.saved_tensors
             n, q0 = membrane_backward(r, g_last, u_prev, inv_d, beta)
@@ -176,14 +214,16 @@ class _LIFLFP(torch.autograd.Function):
         return rho if need[0] else None, q0, g_beta, g_theta, None, None, None, None
 
 
-def _lif_backward_fast(r, q, z, u_prev, beta, epsilon, keep_n):
+def _lif_backward_fast(r, q, z, u_prev, beta, epsilon, keep_n, rho_out=None):
     """:func:`membrane_backward` fused with ``D_t`` and ``ρ_t = n_t Z_t``, one step at a time.
 
-    Returns ``(ρ, n or None, q_0)``; ``n`` is only kept in full when ``keep_n``. The
-    arithmetic is the same as the forward's (``D_t``) and :func:`membrane_backward`'s.
+    Returns ``(ρ, n or None, q_0)``; ``n`` is only kept in full when ``keep_n``. ``ρ`` is
+    written into ``rho_out`` if given, which may be ``u_prev`` itself (step ``t`` of
+    ``u_prev`` is not read again once ``ρ_t`` is written). The arithmetic is the same as the
+    forward's (``D_t``) and :func:`membrane_backward`'s.
     """
     steps = z.shape[0]
-    rho = torch.empty_like(z)
+    rho = torch.empty_like(z) if rho_out is None else rho_out
     n_all = torch.empty_like(z) if keep_n else None
     a = torch.empty_like(z[0])
     inv_d, tmp, bu, n_t = (torch.empty_like(a) for _ in range(4))
@@ -197,8 +237,8 @@ def _lif_backward_fast(r, q, z, u_prev, beta, epsilon, keep_n):
         inv_d.sub_(u).abs_().add_(torch.abs(u, out=tmp)).add_(epsilon).reciprocal_()
         n = n_all[t] if keep_n else n_t
         torch.mul(a, inv_d, out=n)                      # n_t = r̃_t / D_t
-        torch.mul(n, z[t], out=rho[t])                  # ρ_t = n_t Z_t
         q = bu.mul_(inv_d).mul_(a)                      # q_{t-1} = (β U_{t-1} / D_t) r̃_t
+        torch.mul(n, z[t], out=rho[t])                  # ρ_t = n_t Z_t (may overwrite U_{t-1})
         bu, tmp = tmp, bu
     return rho, n_all, q.clone()
 

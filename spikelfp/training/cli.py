@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -640,7 +641,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"epoch: {info['epoch']}/{info['epochs']}"
         + ("" if info["epoch"] >= info["epochs"] else " (incomplete: --resume to continue)")
     )
-    _print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+    _print(
+        textwrap.fill(
+            ", ".join(f"{k}={v}" for k, v in cfg.items()),
+            width=100,
+            initial_indent="config: ",
+            subsequent_indent="  ",
+            break_on_hyphens=False,
+        )
+    )
     _print("model:")
     _print("  " + info["model"].replace("\n", "\n  "))
     _print(f"parameters: {info['n_parameters']:,}")
@@ -648,7 +657,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         _print(f"  {name:<12} {n:>10,}")
     m = info["last_metrics"]
     if m:
-        _print("last epoch: " + ", ".join(f"{k}={_fmt(v)}" for k, v in m.items()))
+        _print(
+            textwrap.fill(
+                ", ".join(f"{k}={_fmt(v)}" for k, v in m.items()),
+                width=100,
+                initial_indent="last epoch: ",
+                subsequent_indent="  ",
+                break_on_hyphens=False,
+            )
+        )
     return 0
 
 
