@@ -327,3 +327,22 @@ def test_cuba_equivalence_module_level():
     s2, _ = default_composite().rule_for(cuba).forward(cuba, x)
     assert torch.equal(s, s2.detach())
     assert LIF  # imported for the docs of the mapping
+
+
+@pytest.mark.parametrize("lib", ["snntorch", "norse"])
+def test_missing_library_gives_an_actionable_import_error(lib, monkeypatch):
+    import importlib
+
+    import spikelfp.interop as interop
+
+    real = importlib.import_module
+
+    def fake(name, *args, **kwargs):
+        if name.split(".")[0] == lib:
+            raise ImportError(f"No module named '{lib}'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    make = {"snntorch": interop.snntorch_composite, "norse": interop.norse_composite}[lib]
+    with pytest.raises(ImportError, match=rf"pip install 'spikelfp\[baselines\]'.*{lib}"):
+        make()

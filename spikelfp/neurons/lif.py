@@ -102,12 +102,58 @@ def lif_sequence(
     >>> s.flatten().tolist(), st.v.item()   # V = 0.5, 1.0 (not > θ), 1.5 -> spike, 1.0
     ([0.0, 0.0, 1.0, 0.0], 1.0)
     """
+    if _inplace_ok(z, state.v, p):
+        return _lif_sequence_inplace(z, state.v, p)
     v = state.v
     out = []
     for z_t in z.unbind(0):
         s, v, _ = lif_update(z_t, v, p)
         out.append(s)
     return torch.stack(out), LIFState(v)
+
+
+def _inplace_ok(z: torch.Tensor, v: torch.Tensor, p: LIFParameters) -> bool:
+    """Nothing to record for autograd, and shapes/dtypes that need no broadcasting of the state."""
+    tensors = (z, v, p.beta, p.threshold)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    if v.shape != z.shape[1:] or any(t.dtype != z.dtype or t.device != z.device
+                                     for t in tensors):
+        return False
+    try:
+        return torch.broadcast_shapes(v.shape, p.beta.shape, p.threshold.shape) == v.shape
+    except RuntimeError:
+        return False
+
+
+def _lif_sequence_inplace(z: torch.Tensor, v0: torch.Tensor, p: LIFParameters):
+    """:func:`lif_sequence` without autograd: outputs preallocated, the membrane updated in place.
+
+    Bit-identical to :func:`lif_update` (a spike is 0 or 1, so the resets are exact).
+    """
+    out = torch.empty_like(z)
+    v = v0.clone()
+    keep = torch.empty_like(v) if p.reset == "zero" else None
+    beta, theta = p.beta, p.threshold
+    for t in range(z.shape[0]):
+        if p.reset_delay:
+            r = out[t - 1] if t else (v > theta).to(v.dtype)
+            if p.reset == "zero":
+                torch.le(v, theta, out=keep)
+            v.mul_(beta).add_(z[t])
+            if p.reset == "zero":
+                v.mul_(keep)
+            elif p.reset == "subtract":
+                v.addcmul_(r, theta, value=-1)
+            torch.gt(v, theta, out=out[t])
+        else:
+            v.mul_(beta).add_(z[t])
+            s = torch.gt(v, theta, out=out[t])
+            if p.reset == "zero":
+                v.mul_(torch.le(v, theta, out=keep))
+            elif p.reset == "subtract":
+                v.addcmul_(s, theta, value=-1)
+    return out, LIFState(v)
 
 
 class LIF(NeuronModule):

@@ -783,6 +783,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("spikelfp: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - sorted below
+        if type(err).__name__ == "DistributedError":  # a peer died: not bad input
+            print(f"spikelfp: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+            return 1
         if isinstance(err, _expected_errors()) or isinstance(err, ImportError):
             msg = " ".join(str(err).split()) or type(err).__name__
             if not msg.startswith("spikelfp"):

@@ -167,36 +167,52 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+_IDENTITY = "rank 0 of 1"  # set by init_distributed; kept after shutdown for messages
+_FAILURE: str | None = None  # message of the first collective that failed in this process
+
+
 def _who() -> str:
     if _active():
         return f"rank {dist.get_rank()} of {dist.get_world_size()}"
-    return "rank 0 of 1"
+    return _IDENTITY
 
 
 @contextlib.contextmanager
 def _collective(what: str) -> Iterator[None]:
     """Turn a failing collective into a :class:`DistributedError` that says what happened."""
+    global _FAILURE
     try:
         yield
     except DistributedError:
         raise
     except RuntimeError as err:
-        raise DistributedError(
+        msg = (
             f"{_who()}: {what} failed, most likely because another process died or stalled "
             f"(look for the first error in the other processes' output; torchrun names the "
             f"failed rank). The last checkpoint written by rank 0 is intact; restart from it. "
-            f"Original error: {type(err).__name__}: {err}"
-        ) from err
+            f"Original error: {type(err).__name__}: {' '.join(str(err).split())}"
+        )
+        if _FAILURE is None:
+            _FAILURE = msg
+        raise DistributedError(msg) from err
 
 
 def _sigterm_handler(signum, frame):  # pragma: no cover - exercised through torchrun
-    sys.stderr.write(
-        f"[spikelfp {_who()}] stopped by the launcher (SIGTERM): torchrun stops every worker "
-        f"when one fails; its error is reported above/at the end. The last checkpoint is "
-        f"intact.\n"
-    )
+    """torchrun stops the remaining workers with SIGTERM when one fails: say so and exit."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    if _FAILURE is not None:
+        # This process had already noticed the failure; SystemExit would swallow its error.
+        text, code = f"spikelfp: error: {_FAILURE}", 1
+    else:
+        text, code = (
+            f"[spikelfp {_IDENTITY}] stopped by torchrun (SIGTERM), which stops every worker "
+            f"when one fails; the failed rank is named under 'Root Cause' in torchrun's report. "
+            f"The last checkpoint written by rank 0 is intact.",
+            128 + signal.SIGTERM,
+        )
+    sys.stderr.write(text + "\n")
     sys.stderr.flush()
-    raise SystemExit(128 + signal.SIGTERM)
+    raise SystemExit(code)
 
 
 def init_distributed(
@@ -226,7 +242,7 @@ def init_distributed(
     >>> info.world_size, info.rank, info.backend
     (1, 0, None)
     """
-    global _INFO
+    global _INFO, _IDENTITY
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
@@ -292,6 +308,7 @@ def init_distributed(
         and threading.current_thread() is threading.main_thread()
     ):
         signal.signal(signal.SIGTERM, _sigterm_handler)
+    _IDENTITY = f"rank {rank} of {world}"
     _INFO = DistInfo(rank, world, local_rank, dev, backend)
     return _INFO
 
