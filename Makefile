@@ -13,6 +13,10 @@ test: setup
 	$(PY) -m pytest -q --nbmake notebooks
 	@if [ -n "$$SPIKELFP_GOLDEN" ]; then $(PY) benchmarks/golden_lfprop.py --golden "$$SPIKELFP_GOLDEN"; fi
 
+# The main job: train on the built-in event dataset with LFP, evaluate, export int8 NIR.
+demo: setup
+	$(PY) -m spikelfp demo --out runs/demo
+
 lint:
 	$(PY) -m ruff check spikelfp tests benchmarks
 	$(PY) -m ruff format --check spikelfp tests benchmarks
