@@ -14,8 +14,9 @@ fire at ~10 %. One step = ``lfp_step(..., optimizer=None)`` with ``rate_coded_re
 1/T) + ``FeedbackAllReducer.reduce()`` + ``SGD(momentum=0.9).step()``.
 
 Each configuration runs in fresh worker processes (``RANK``/``WORLD_SIZE`` set as torchrun does,
-``torch.set_num_threads(cores // N)``). Reducer variants, timed round-robin on separate copies of
-the network in the same workers (the conv net: ``bucketed`` only unless ``--conv-variants``):
+``torch.set_num_threads(cores // N)``; one process is also timed with 1 thread). Reducer
+variants, timed round-robin on separate copies of the network in the same workers (the conv
+net: ``bucketed`` only unless ``--conv-variants``):
 
 * ``bucketed``: one 25 MB bucket (flatten, one async all-reduce, views back);
 * ``bucketed-1MB``: 1 MB cap (FC: 2 buckets: the output layer + first bias, then the big weight);
@@ -25,8 +26,12 @@ the network in the same workers (the conv net: ``bucketed`` only unless ``--conv
 
 Per step: wall time (the slowest rank's), the time spent inside ``reduce()`` (the exposed
 communication; ``comm share`` = that / step), the time the overlap hooks spent inside the backward
-pass, and the raw time of one blocking all-reduce of all the feedback. Medians over ``--repeats``
-(>= 5) repeats of ``--steps`` steps after 2 warm-up steps. Writes
+pass, and the raw time of one blocking all-reduce of all the feedback. ``CPU ms/step`` is the
+process CPU time of a step summed over the processes, and ``CPU efficiency`` = that of one
+single-threaded process / this: it shows the overhead of data parallelism even when other jobs
+share the cores (then wall-clock speed-ups are not meaningful). The configurations are run
+``--rounds`` times, interleaved; each run times ``--repeats`` (>= 5) repeats of ``--steps``
+steps after 2 warm-up steps, and the medians are over all repeats of all rounds. Writes
 ``benchmarks/results/bench_ddp.json`` and prints a markdown table.
 """
 
@@ -116,17 +121,22 @@ def worker(cfg: dict) -> dict | None:
     def step(v):
         net, red, opt = runs[v]
         _sync(dev)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         lfp_step(net, x, y, reward, optimizer=None)
         red.reduce()
         opt.step()
         _sync(dev)
-        return time.perf_counter() - t0, red.last_reduce_s, red.last_hook_s
+        return (
+            time.perf_counter() - t0,
+            red.last_reduce_s,
+            red.last_hook_s,
+            time.process_time() - c0,
+        )
 
     for v in variants:  # warm-up
         for _ in range(2):
             step(v)
-    samples = {v: {"step": [], "reduce": [], "hook": []} for v in variants}
+    samples = {v: {"step": [], "reduce": [], "hook": [], "cpu": []} for v in variants}
     for _ in range(cfg["repeats"]):
         for v in variants:
             D.barrier()
@@ -139,8 +149,10 @@ def worker(cfg: dict) -> dict | None:
                 },
                 op="max",
             )
+            cpu = D.reduce_metrics({"cpu": sum(t[3] for t in tot) / len(tot)}, op="sum")
             for k in s:
                 samples[v][k].append(s[k])
+            samples[v]["cpu"].append(cpu["cpu"])
 
     # Raw cost of moving all the feedback once (blocking, one buffer).
     raw = None
@@ -168,16 +180,7 @@ def worker(cfg: dict) -> dict | None:
         "variants": {},
     }
     for v in variants:
-        med = {k: statistics.median(vals) for k, vals in samples[v].items()}
-        result["variants"][v] = {
-            "buckets": len(runs[v][1].buckets),
-            "step_s": med["step"],
-            "reduce_s": med["reduce"],
-            "hook_s": med["hook"],
-            "samples_per_s": GLOBAL_BATCH / med["step"],
-            "comm_share": med["reduce"] / med["step"],
-            "step_s_all": samples[v]["step"],
-        }
+        result["variants"][v] = {"buckets": len(runs[v][1].buckets), "samples": samples[v]}
     for _, red, _ in runs.values():
         red.remove()
     D.barrier()
@@ -236,6 +239,15 @@ def launch(world: int, cfg: dict, timeout: float) -> dict:
     raise RuntimeError(f"rank 0 printed no result:\n{outs[0][1][-3000:]}")
 
 
+def _cpu_pressure() -> float | None:
+    """Share of the last 60 s in which some runnable task waited for a CPU (Linux PSI), %."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return float(dict(kv.split("=") for kv in line.split()[1:])["avg60"])
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["fc", "conv"], choices=sorted(MODELS))
@@ -261,6 +273,13 @@ def main(argv=None) -> int:
         help="reducer variants for the conv net (its feedback is only 72 KB)",
     )
     ap.add_argument("--conv-steps", type=int, default=1, help="steps per repeat, conv net")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="FC: run every configuration this many times, interleaved (medians over all)",
+    )
+    ap.add_argument("--conv-rounds", type=int, default=1)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=2, help="steps per repeat")
@@ -280,6 +299,7 @@ def main(argv=None) -> int:
     else:
         worlds = args.worlds or [1, 2]
     load_before = os.getloadavg()
+    pressure_before = _cpu_pressure()
     results: dict = {}
     rows = []
     for model in args.models:
@@ -287,35 +307,60 @@ def main(argv=None) -> int:
         runs = [(w, max(1, cores // w) if args.device == "cpu" else 1) for w in worlds]
         if args.device == "cpu" and 1 in worlds and cores > 1:
             runs.insert(runs.index((1, cores)) + 1, (1, 1))  # also 1 process on 1 core
-        for world, threads in runs:
-            cfg = {
-                "model": model,
-                "device": args.device,
-                "threads": threads,
-                "repeats": args.repeats,
-                "steps": args.steps if model == "fc" else args.conv_steps,
-                "variants": args.variants if model == "fc" else args.conv_variants,
-            }
-            key = f"{world}x{threads}"
-            print(
-                f"[bench_ddp] {model}, {world} process(es) x {threads} thread(s) ...",
-                file=sys.stderr,
-                flush=True,
-            )
-            results[model][key] = launch(world, cfg, args.timeout)
-        base = (
-            max(
-                next(iter(results[model][f"1x{t}"]["variants"].values()))["samples_per_s"]
-                for w, t in runs
-                if w == 1
-            )
-            if 1 in worlds
-            else None
-        )
+        rounds = args.rounds if model == "fc" else args.conv_rounds
+        for rnd in range(rounds):  # interleaved, so that other load hits all configurations
+            for world, threads in runs:
+                cfg = {
+                    "model": model,
+                    "device": args.device,
+                    "threads": threads,
+                    "repeats": args.repeats,
+                    "steps": args.steps if model == "fc" else args.conv_steps,
+                    "variants": args.variants if model == "fc" else args.conv_variants,
+                }
+                key = f"{world}x{threads}"
+                print(
+                    f"[bench_ddp] {model}, round {rnd + 1}/{rounds}: {world} process(es) x "
+                    f"{threads} thread(s) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                got = launch(world, cfg, args.timeout)
+                if key not in results[model]:
+                    results[model][key] = got
+                    got["raw_allreduce_s"] = [got["raw_allreduce_s"]]
+                    continue
+                acc = results[model][key]
+                acc["raw_allreduce_s"].append(got["raw_allreduce_s"])
+                for name, v in got["variants"].items():
+                    for k, vals in v["samples"].items():
+                        acc["variants"][name]["samples"][k].extend(vals)
+        for r in results[model].values():  # medians over all repeats of all rounds
+            raws = [t for t in r["raw_allreduce_s"] if t is not None]
+            r["raw_allreduce_median_s"] = statistics.median(raws) if raws else None
+            for v in r["variants"].values():
+                med = {k: statistics.median(vals) for k, vals in v["samples"].items()}
+                v.update(
+                    step_s=med["step"],
+                    reduce_s=med["reduce"],
+                    hook_s=med["hook"],
+                    cpu_s=med["cpu"],
+                    samples_per_s=GLOBAL_BATCH / med["step"],
+                    comm_share=med["reduce"] / med["step"],
+                    repeats=len(v["samples"]["step"]),
+                )
+        singles = [
+            next(iter(results[model][f"1x{t}"]["variants"].values()))["samples_per_s"]
+            for w, t in runs
+            if w == 1
+        ]
+        base = max(singles) if singles else None
+        one = results[model].get("1x1", {}).get("variants", {}).get("single")
+        cpu_base = one["cpu_s"] if one else None
         for world, threads in runs:
             r = results[model][f"{world}x{threads}"]
+            raw = r["raw_allreduce_median_s"]
             for name, v in r["variants"].items():
-                raw = r["raw_allreduce_s"]
                 rows.append(
                     [
                         model,
@@ -326,6 +371,8 @@ def main(argv=None) -> int:
                         f"{v['step_s'] * 1e3:.0f}",
                         f"{v['samples_per_s']:.0f}",
                         "-" if base is None else f"{v['samples_per_s'] / base:.2f}",
+                        f"{v['cpu_s'] * 1e3:.0f}",
+                        "-" if cpu_base is None else f"{cpu_base / v['cpu_s']:.2f}",
                         f"{v['reduce_s'] * 1e3:.1f}",
                         f"{100 * v['comm_share']:.1f} %",
                         f"{v['hook_s'] * 1e3:.1f}",
@@ -341,6 +388,8 @@ def main(argv=None) -> int:
         "step ms",
         "samples/s",
         "speed-up",
+        "CPU ms/step (all procs)",
+        "CPU efficiency",
         "reduce() ms",
         "comm share",
         "hooks ms",
@@ -354,9 +403,11 @@ def main(argv=None) -> int:
         "global_batch": GLOBAL_BATCH,
         "density": DENSITY,
         "repeats": args.repeats,
-        "steps_per_repeat": args.steps,
+        "steps_per_repeat": {"fc": args.steps, "conv": args.conv_steps},
+        "rounds": {"fc": args.rounds, "conv": args.conv_rounds},
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
+        "cpu_pressure_avg60_before_after": [pressure_before, _cpu_pressure()],
         "results": results,
         "table": table,
     }
@@ -364,6 +415,7 @@ def main(argv=None) -> int:
     print(table)
     print(
         f"\nload average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}; "
+        f"CPU pressure (PSI some avg60) before/after: {pressure_before} / {_cpu_pressure()} %; "
         f"wrote {path}"
     )
     return 0

@@ -81,7 +81,7 @@ class _SynapseLFP(torch.autograd.Function):
         if ctx.conv is None:
             n = _divide(rho, zmod, ctx.epsilon)
             if need_x:
-                r_in = x * (n @ w2)
+                r_in = (n @ w2).mul_(x)
             if need_w:
                 gw = n.reshape(-1, n.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
                 grad_w = -(w2.abs() * gw)
