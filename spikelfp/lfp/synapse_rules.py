@@ -84,14 +84,14 @@ class _SynapseLFP(torch.autograd.Function):
                 r_in = (n @ w2).mul_(x)
             if need_w:
                 gw = n.reshape(-1, n.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
-                grad_w = -(w2.abs() * gw)
+                grad_w = gw.mul_(w2.abs()).neg_()
             if need_b:
                 grad_b = sum_to(n, bias.shape)
         else:
             r_in, gw, grad_b = _conv_backward_chunked(rho, x, w2, zmod, ctx.conv, ctx.epsilon,
                                                       need_x, need_w, need_b)
             if need_w:
-                grad_w = -(w2.abs() * gw)
+                grad_w = gw.mul_(w2.abs()).neg_()
         if need_b:
             grad_b = -(_modified(bias, ctx.mode, ctx.gamma).abs() * grad_b)
         return r_in, grad_w, grad_b, None, None, None, None

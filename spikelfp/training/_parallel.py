@@ -135,11 +135,15 @@ class _NoReduce:
         return None
 
 
-def make_reducer(model):
-    """An object whose ``reduce()`` averages the feedback in ``.grad`` over processes."""
+def make_reducer(model, op: str = "sum"):
+    """An object whose ``reduce()`` all-reduces ``.grad`` over processes.
+
+    ``op="sum"`` for LFP (its feedback is a sum over the batch, so summed shards equal the
+    global batch); ``op="mean"`` for the BPTT baseline (its losses are batch means).
+    """
     mod = backend()
     if info().world_size > 1 and mod is not None and hasattr(mod, "FeedbackAllReducer"):
-        return mod.FeedbackAllReducer(model)
+        return mod.FeedbackAllReducer(model, op=op)
     return _NoReduce(model)
 
 

@@ -261,7 +261,8 @@ def init_distributed(
         if dev.index >= torch.cuda.device_count():
             raise RuntimeError(
                 f"{dev} requested (LOCAL_RANK={local_rank}) but this machine has "
-                f"{torch.cuda.device_count()} GPU(s); use --nproc-per-node <= number of GPUs"
+                f"{torch.cuda.device_count()} visible GPU(s); use --nproc-per-node <= number of "
+                f"GPUs (and check CUDA_VISIBLE_DEVICES)"
             )
         torch.cuda.set_device(dev)
 

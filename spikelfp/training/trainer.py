@@ -134,10 +134,12 @@ class Trainer:
         config.validate()
         try:
             self.dist = _parallel.init(config.device)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+        except (ValueError, RuntimeError) as err:  # incl. DistributedError, missing MASTER_ADDR
+            raise ConfigError(f"could not start training: {err}") from None
         self.main = _parallel.is_main_process()
         self.log = log or (_log if self.main else (lambda msg: None))
+        if self.dist.world_size > 1:  # launch_local strips --nproc from the workers' argv
+            config = config.replace(nproc=self.dist.world_size)
         if _checkpoint is None:
             config = config.replace(**_absolute_paths(config))
         self.config = cfg = config
@@ -187,7 +189,9 @@ class Trainer:
             with _num_threads(cfg.threads):
                 self._calibrate()
         _parallel.broadcast_parameters(self.model)
-        self.reducer = _parallel.make_reducer(self.model)
+        self.reducer = _parallel.make_reducer(
+            self.model, op="mean" if cfg.method == "bptt" else "sum"
+        )
         self.sampler = _parallel.make_sampler(self.train_data.dataset, shuffle=True, seed=cfg.seed)
 
     # -- construction helpers ------------------------------------------------------------------
