@@ -31,6 +31,7 @@ SENSOR = (34, 34)  # N-MNIST (width, height)
 # N-MNIST: events -> frames, kept in memory
 # --------------------------------------------------------------------------------------------
 
+
 def default_data_root() -> Path:
     """``$SPIKELFP_DATA`` or ``../shared/data`` relative to the repository root."""
     env = os.environ.get("SPIKELFP_DATA")
@@ -146,20 +147,28 @@ def random_spike_frames(t: int, b: int, shape: Sequence[int], density: float, se
 # Equivalent networks: spikelfp (time-first, whole sequence) and snntorch (per-step loop)
 # --------------------------------------------------------------------------------------------
 
+
 def fc_layers(sizes: Sequence[int]) -> list[nn.Module]:
     """The synapses of an MLP ``sizes[0] -> ... -> sizes[-1]``."""
     return [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
 
 
-def conv_layers(in_ch: int = 2, c1: int = 12, c2: int = 32, k: int = 5, n_out: int = 10,
-                side: int = 34) -> list[nn.Module]:
+def conv_layers(
+    in_ch: int = 2, c1: int = 12, c2: int = 32, k: int = 5, n_out: int = 10, side: int = 34
+) -> list[nn.Module]:
     """``Conv(in,c1,k) · Pool2 · Conv(c1,c2,k) · Pool2 · Flatten · Linear(·, n_out)``.
 
     Returned as the modules *without* neurons; a neuron follows each Conv and the Linear.
     """
     s = ((side - k + 1) // 2 - k + 1) // 2
-    return [nn.Conv2d(in_ch, c1, k), nn.MaxPool2d(2), nn.Conv2d(c1, c2, k), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(c2 * s * s, n_out)]
+    return [
+        nn.Conv2d(in_ch, c1, k),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, k),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * s * s, n_out),
+    ]
 
 
 def with_neurons(layers: Sequence[nn.Module], make_neuron: Callable[[], nn.Module]):
@@ -172,13 +181,20 @@ def with_neurons(layers: Sequence[nn.Module], make_neuron: Callable[[], nn.Modul
     return out
 
 
-def spikelfp_net(layers: Sequence[nn.Module], beta: float, threshold: float = 1.0,
-                 reset: str = "subtract", reset_delay: bool = True, readout: str = "lif"):
+def spikelfp_net(
+    layers: Sequence[nn.Module],
+    beta: float,
+    threshold: float = 1.0,
+    reset: str = "subtract",
+    reset_delay: bool = True,
+    readout: str = "lif",
+):
     """A :class:`spikelfp.Sequential` with a LIF after every synapse (LI readout if asked)."""
     from spikelfp import LI, LIF, Sequential
 
-    mods = with_neurons(layers, lambda: LIF(beta=beta, threshold=threshold, reset=reset,
-                                            reset_delay=reset_delay))
+    mods = with_neurons(
+        layers, lambda: LIF(beta=beta, threshold=threshold, reset=reset, reset_delay=reset_delay)
+    )
     if readout == "li":
         mods[-1] = LI(beta=beta)
     return Sequential(*mods)
@@ -192,27 +208,44 @@ class SnnTorchNet(nn.Module):
     copy weights with ``load_state_dict`` when comparing.
     """
 
-    def __init__(self, layers: Sequence[nn.Module], beta: float, threshold: float = 1.0,
-                 reset: str = "subtract", reset_delay: bool = True, readout: str = "lif",
-                 slope: float = 25.0, surrogate: str = "fast_sigmoid"):
+    def __init__(
+        self,
+        layers: Sequence[nn.Module],
+        beta: float,
+        threshold: float = 1.0,
+        reset: str = "subtract",
+        reset_delay: bool = True,
+        readout: str = "lif",
+        slope: float = 25.0,
+        surrogate: str = "fast_sigmoid",
+    ):
         super().__init__()
         import snntorch as snn
         from snntorch import surrogate as sg
 
         grad = sg.fast_sigmoid(slope=slope) if surrogate == "fast_sigmoid" else sg.atan()
         self.readout = readout
-        mods = with_neurons(layers, lambda: snn.Leaky(
-            beta=beta, threshold=threshold, spike_grad=grad, reset_mechanism=reset,
-            reset_delay=reset_delay))
+        mods = with_neurons(
+            layers,
+            lambda: snn.Leaky(
+                beta=beta,
+                threshold=threshold,
+                spike_grad=grad,
+                reset_mechanism=reset,
+                reset_delay=reset_delay,
+            ),
+        )
         if readout == "li":  # leaky integrator: no reset, the membrane is the output
-            mods[-1] = snn.Leaky(beta=beta, threshold=threshold, spike_grad=grad,
-                                 reset_mechanism="none")
+            mods[-1] = snn.Leaky(
+                beta=beta, threshold=threshold, spike_grad=grad, reset_mechanism="none"
+            )
         self.layers = nn.ModuleList(mods)
         self._neuron = [isinstance(m, snn.Leaky) for m in mods]
 
     def forward(self, x: torch.Tensor):
-        mems = [m.init_leaky() if n else None
-                for m, n in zip(self.layers, self._neuron, strict=True)]
+        mems = [
+            m.init_leaky() if n else None for m, n in zip(self.layers, self._neuron, strict=True)
+        ]
         out_spk, out_mem = [], []
         for t in range(x.shape[0]):
             h = x[t]
@@ -227,8 +260,9 @@ class SnnTorchNet(nn.Module):
         return (mem if self.readout == "li" else torch.stack(out_spk)), mem
 
 
-def calibrate_init(net: nn.Module, x: torch.Tensor, rate: float = 0.1, tol: float = 1.2,
-                   iters: int = 24) -> list[float]:
+def calibrate_init(
+    net: nn.Module, x: torch.Tensor, rate: float = 0.1, tol: float = 1.2, iters: int = 24
+) -> list[float]:
     """Scale each synapse so that the LIF right after it fires at about ``rate`` on ``x``.
 
     LFP only moves neurons that spike: a silent layer gets no reward. Layer by layer
@@ -292,6 +326,7 @@ def copy_synapses(src: nn.Module, dst: nn.Module) -> None:
 # Timing and memory
 # --------------------------------------------------------------------------------------------
 
+
 def time_median(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict:
     """Run ``fn`` ``warmup`` times, then ``repeats`` timed times; median/min/max seconds."""
     for _ in range(warmup):
@@ -302,8 +337,13 @@ def time_median(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "repeats": repeats, "times_s": times}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "repeats": repeats,
+        "times_s": times,
+    }
 
 
 def _status_kb(field: str) -> int | None:
@@ -348,8 +388,11 @@ def measure_peak_memory(fn: Callable[[], object], warmup: int = 2) -> dict:
         hwm = _status_kb("VmHWM")
         return {"peak_mb": (hwm - base) / 1024, "method": "VmHWM reset", "base_mb": base / 1024}
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_mb": (maxrss - (rss_cold or 0)) / 1024, "method": "ru_maxrss delta",
-            "base_mb": (rss_cold or 0) / 1024}
+    return {
+        "peak_mb": (maxrss - (rss_cold or 0)) / 1024,
+        "method": "ru_maxrss delta",
+        "base_mb": (rss_cold or 0) / 1024,
+    }
 
 
 def run_in_subprocess(module: str, func: str, kwargs: dict, threads: int = 2) -> dict:
@@ -359,8 +402,9 @@ def run_in_subprocess(module: str, func: str, kwargs: dict, threads: int = 2) ->
     env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     env["OMP_NUM_THREADS"] = str(threads)
     root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "benchmarks"),
-                                         env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(root), str(root / "benchmarks"), env.get("PYTHONPATH", "")]
+    )
     code = (
         "import json, sys, torch\n"
         f"torch.set_num_threads({threads})\n"
@@ -368,11 +412,16 @@ def run_in_subprocess(module: str, func: str, kwargs: dict, threads: int = 2) ->
         f"r = m.{func}(**json.loads(sys.argv[1]))\n"
         "print('@@RESULT@@' + json.dumps(r))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], env=env,
-                          capture_output=True, text=True, cwd=root)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(kwargs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("@@RESULT@@"):
-            return json.loads(line[len("@@RESULT@@"):])
+            return json.loads(line[len("@@RESULT@@") :])
     raise RuntimeError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
@@ -386,9 +435,14 @@ def environment() -> dict:
         except md.PackageNotFoundError:
             return None
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "snntorch": version("snntorch"), "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "snntorch": version("snntorch"),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+    }
 
 
 def write_json(name: str, payload: dict) -> Path:

@@ -124,9 +124,13 @@ def time_round_robin(fns: dict, repeats: int, warmup: int = 1) -> dict:
             cpu[k].append(time.process_time() - c0)
     out = {}
     for k in fns:
-        out[k] = {"median_s": statistics.median(wall[k]), "min_s": min(wall[k]),
-                  "max_s": max(wall[k]), "cpu_median_s": statistics.median(cpu[k]),
-                  "times_s": wall[k]}
+        out[k] = {
+            "median_s": statistics.median(wall[k]),
+            "min_s": min(wall[k]),
+            "max_s": max(wall[k]),
+            "cpu_median_s": statistics.median(cpu[k]),
+            "times_s": wall[k],
+        }
     return out
 
 
@@ -141,8 +145,9 @@ def memory_probe(kind: str, method: str, steps: int, density: float, threads: in
     return measure_peak_memory(fn, warmup=2)
 
 
-def sparse_first_layer(densities, repeats: int, rows: int = 3840, n_in: int = 2312,
-                       n_out: int = 256) -> list[dict]:
+def sparse_first_layer(
+    densities, repeats: int, rows: int = 3840, n_in: int = 2312, n_out: int = 256
+) -> list[dict]:
     """Does spike sparsity pay for the first Linear layer (T·B x 2312 @ 2312 x 256)?
 
     Times (median of ``repeats``) the dense forward ``x W^T + b`` and weight feedback
@@ -177,15 +182,15 @@ def _to_csr(x: torch.Tensor) -> torch.Tensor:
     idx = x.nonzero()
     crow = torch.zeros(x.shape[0] + 1, dtype=torch.int64)
     crow[1:] = torch.bincount(idx[:, 0], minlength=x.shape[0]).cumsum(0)
-    return torch.sparse_csr_tensor(crow, idx[:, 1].contiguous(), x[idx[:, 0], idx[:, 1]],
-                                   x.shape)
+    return torch.sparse_csr_tensor(crow, idx[:, 1].contiguous(), x[idx[:, 0], idx[:, 1]], x.shape)
 
 
 def _transpose_csr(xs: torch.Tensor) -> torch.Tensor:
     """CSR of ``x`` -> CSR of ``x^T`` (through CSC)."""
     c = xs.to_sparse_csc()
-    return torch.sparse_csr_tensor(c.ccol_indices(), c.row_indices(), c.values(),
-                                   (xs.shape[1], xs.shape[0]))
+    return torch.sparse_csr_tensor(
+        c.ccol_indices(), c.row_indices(), c.values(), (xs.shape[1], xs.shape[0])
+    )
 
 
 def _sparse_row(x, w, b, n, med) -> dict:
@@ -204,8 +209,9 @@ def _sparse_row(x, w, b, n, med) -> dict:
     }
     row["dense_total_ms"] = row["dense_forward_ms"] + row["dense_weight_feedback_ms"]
     row["sparse_total_ms"] = row["sparse_forward_ms"] + row["sparse_weight_feedback_ms"]
-    row["sparse_total_with_conversion_ms"] = (row["sparse_total_ms"] + row["to_csr_ms"]
-                                              + row["csr_transpose_ms"])
+    row["sparse_total_with_conversion_ms"] = (
+        row["sparse_total_ms"] + row["to_csr_ms"] + row["csr_transpose_ms"]
+    )
     return row
 
 
@@ -224,8 +230,10 @@ def input_check_cost(kind: str, steps: int, density: float, repeats: int) -> dic
         lo, hi = torch.aminmax(x)
         bool(torch.isfinite(lo) & torch.isfinite(hi))
         ts2.append(time.perf_counter() - t0)
-    return {"isfinite_all_ms": statistics.median(ts[1:]) * 1e3,
-            "aminmax_ms": statistics.median(ts2[1:]) * 1e3}
+    return {
+        "isfinite_all_ms": statistics.median(ts[1:]) * 1e3,
+        "aminmax_ms": statistics.median(ts2[1:]) * 1e3,
+    }
 
 
 def fmt(v, nd=1):
@@ -243,15 +251,26 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="bench_step.json", help="file name under benchmarks/results")
     args = ap.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
-    scaling = ([int(t) for t in args.scaling.split(",")] if args.scaling else
-               ([10, 30] if args.quick else [10, 30, 100, 300]))
+    scaling = (
+        [int(t) for t in args.scaling.split(",")]
+        if args.scaling
+        else ([10, 30] if args.quick else [10, 30, 100, 300])
+    )
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     started = time.time()
     load_before = os.getloadavg()
-    result = {"environment": environment(), "threads": args.threads, "density": args.density,
-              "repeats": repeats, "load_average_before": load_before, "main": {},
-              "scaling": {}, "sparsity": [], "notes": []}
+    result = {
+        "environment": environment(),
+        "threads": args.threads,
+        "density": args.density,
+        "repeats": repeats,
+        "load_average_before": load_before,
+        "main": {},
+        "scaling": {},
+        "sparsity": [],
+        "notes": [],
+    }
 
     # ---- main comparison at T=30 ---------------------------------------------------------
     rows = []
@@ -263,27 +282,68 @@ def main(argv=None) -> int:
         entry["lfp_over_bptt"] = t["lfp"] / t["bptt"]
         entry["lfp_over_fwd"] = t["lfp"] / t["fwd"]
         if not args.no_memory:
-            mem = {m: run_in_subprocess("bench_step", "memory_probe",
-                                        {"kind": kind, "method": m, "steps": 30,
-                                         "density": args.density, "threads": args.threads})
-                   for m in ("lfp", "bptt", "fwd")}
+            mem = {
+                m: run_in_subprocess(
+                    "bench_step",
+                    "memory_probe",
+                    {
+                        "kind": kind,
+                        "method": m,
+                        "steps": 30,
+                        "density": args.density,
+                        "threads": args.threads,
+                    },
+                )
+                for m in ("lfp", "bptt", "fwd")
+            }
             entry["memory"] = mem
             entry["lfp_mem_over_bptt"] = mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"]
         entry["input_check"] = input_check_cost(kind, 30, args.density, repeats)
         result["main"][kind] = entry
         del fns
-        mem_cells = ([fmt(entry["memory"]["lfp"]["peak_mb"]),
-                      fmt(entry["memory"]["bptt"]["peak_mb"]),
-                      fmt(entry["lfp_mem_over_bptt"], 2)] if not args.no_memory else ["-"] * 3)
-        rows.append([kind, 30, CONFIGS[kind]["batch"], fmt(t["lfp"]), fmt(t["bptt"]),
-                     fmt(t["fwd"]), fmt(t["spikelfp_fwd"]), fmt(entry["lfp_over_bptt"], 2),
-                     fmt(entry["lfp_over_fwd"], 2), *mem_cells,
-                     fmt(entry["input_check"]["isfinite_all_ms"])])
+        mem_cells = (
+            [
+                fmt(entry["memory"]["lfp"]["peak_mb"]),
+                fmt(entry["memory"]["bptt"]["peak_mb"]),
+                fmt(entry["lfp_mem_over_bptt"], 2),
+            ]
+            if not args.no_memory
+            else ["-"] * 3
+        )
+        rows.append(
+            [
+                kind,
+                30,
+                CONFIGS[kind]["batch"],
+                fmt(t["lfp"]),
+                fmt(t["bptt"]),
+                fmt(t["fwd"]),
+                fmt(t["spikelfp_fwd"]),
+                fmt(entry["lfp_over_bptt"], 2),
+                fmt(entry["lfp_over_fwd"], 2),
+                *mem_cells,
+                fmt(entry["input_check"]["isfinite_all_ms"]),
+            ]
+        )
         print(f"[{time.time() - started:.0f}s] {kind}: done", file=sys.stderr, flush=True)
     main_table = markdown_table(
-        ["net", "T", "B", "LFP step ms", "BPTT step ms", "snntorch no-grad fwd ms",
-         "spikelfp no-grad fwd ms", "LFP/BPTT", "LFP/fwd", "LFP peak MB", "BPTT peak MB",
-         "LFP/BPTT mem", "of LFP: isfinite(x) ms"], rows)
+        [
+            "net",
+            "T",
+            "B",
+            "LFP step ms",
+            "BPTT step ms",
+            "snntorch no-grad fwd ms",
+            "spikelfp no-grad fwd ms",
+            "LFP/BPTT",
+            "LFP/fwd",
+            "LFP peak MB",
+            "BPTT peak MB",
+            "LFP/BPTT mem",
+            "of LFP: isfinite(x) ms",
+        ],
+        rows,
+    )
 
     # ---- T-scaling -----------------------------------------------------------------------
     srows = []
@@ -297,49 +357,104 @@ def main(argv=None) -> int:
             entry = {"timing": timing, "repeats": reps}
             del fns
             if not args.no_memory:
-                entry["memory"] = {m: run_in_subprocess(
-                    "bench_step", "memory_probe",
-                    {"kind": kind, "method": m, "steps": steps, "density": args.density,
-                     "threads": args.threads}) for m in ("lfp", "bptt")}
+                entry["memory"] = {
+                    m: run_in_subprocess(
+                        "bench_step",
+                        "memory_probe",
+                        {
+                            "kind": kind,
+                            "method": m,
+                            "steps": steps,
+                            "density": args.density,
+                            "threads": args.threads,
+                        },
+                    )
+                    for m in ("lfp", "bptt")
+                }
             result["scaling"][kind][steps] = entry
             t = {k: v["median_s"] * 1e3 for k, v in timing.items()}
             mem = entry.get("memory")
-            srows.append([kind, steps, fmt(t["lfp"]), fmt(t["bptt"]),
-                          fmt(t["lfp"] / t["bptt"], 2),
-                          fmt(mem["lfp"]["peak_mb"]) if mem else "-",
-                          fmt(mem["bptt"]["peak_mb"]) if mem else "-",
-                          fmt(mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"], 2) if mem else "-"])
-            print(f"[{time.time() - started:.0f}s] scaling {kind} T={steps}: done",
-                  file=sys.stderr, flush=True)
+            srows.append(
+                [
+                    kind,
+                    steps,
+                    fmt(t["lfp"]),
+                    fmt(t["bptt"]),
+                    fmt(t["lfp"] / t["bptt"], 2),
+                    fmt(mem["lfp"]["peak_mb"]) if mem else "-",
+                    fmt(mem["bptt"]["peak_mb"]) if mem else "-",
+                    fmt(mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"], 2) if mem else "-",
+                ]
+            )
+            print(
+                f"[{time.time() - started:.0f}s] scaling {kind} T={steps}: done",
+                file=sys.stderr,
+                flush=True,
+            )
     scaling_table = markdown_table(
-        ["net", "T", "LFP ms", "BPTT ms", "LFP/BPTT", "LFP peak MB", "BPTT peak MB",
-         "LFP/BPTT mem"], srows)
+        [
+            "net",
+            "T",
+            "LFP ms",
+            "BPTT ms",
+            "LFP/BPTT",
+            "LFP peak MB",
+            "BPTT peak MB",
+            "LFP/BPTT mem",
+        ],
+        srows,
+    )
 
     # ---- sparsity ------------------------------------------------------------------------
     densities = [0.01, 0.03, 0.05] if args.quick else [0.01, 0.02, 0.03, 0.05]
     result["sparsity"] = sparse_first_layer(densities, repeats)
-    sp_rows = [[f"{r['density']:.0%}", fmt(r["dense_forward_ms"]), fmt(r["sparse_forward_ms"]),
-                fmt(r["dense_weight_feedback_ms"]), fmt(r["sparse_weight_feedback_ms"]),
-                fmt(r["to_csr_ms"] + r["csr_transpose_ms"]),
-                fmt(r["dense_total_ms"]), fmt(r["sparse_total_ms"]),
-                fmt(r["sparse_total_with_conversion_ms"])] for r in result["sparsity"]]
+    sp_rows = [
+        [
+            f"{r['density']:.0%}",
+            fmt(r["dense_forward_ms"]),
+            fmt(r["sparse_forward_ms"]),
+            fmt(r["dense_weight_feedback_ms"]),
+            fmt(r["sparse_weight_feedback_ms"]),
+            fmt(r["to_csr_ms"] + r["csr_transpose_ms"]),
+            fmt(r["dense_total_ms"]),
+            fmt(r["sparse_total_ms"]),
+            fmt(r["sparse_total_with_conversion_ms"]),
+        ]
+        for r in result["sparsity"]
+    ]
     sparse_table = markdown_table(
-        ["input density", "dense fwd ms", "CSR fwd ms", "dense n^T x ms", "CSR x^T n ms",
-         "dense->CSR of x and x^T ms", "dense total", "CSR total (input already CSR)",
-         "CSR total incl. conversion"], sp_rows)
+        [
+            "input density",
+            "dense fwd ms",
+            "CSR fwd ms",
+            "dense n^T x ms",
+            "CSR x^T n ms",
+            "dense->CSR of x and x^T ms",
+            "dense total",
+            "CSR total (input already CSR)",
+            "CSR total incl. conversion",
+        ],
+        sp_rows,
+    )
 
     result["load_average_after"] = os.getloadavg()
     result["wall_s"] = time.time() - started
     result["tables"] = {"main": main_table, "scaling": scaling_table, "sparsity": sparse_table}
     path = write_json(args.json, result)
-    print(f"## One training step, {args.threads} threads, input density {args.density:.0%}, "
-          f"median of {repeats}\n")
+    print(
+        f"## One training step, {args.threads} threads, input density {args.density:.0%}, "
+        f"median of {repeats}\n"
+    )
     print(main_table)
     print(f"\n## T-scaling (B as above)\n\n{scaling_table}")
-    print(f"\n## First Linear layer (3840 x 2312 @ 2312 x 256): does spike sparsity pay?\n\n"
-          f"{sparse_table}")
-    print(f"\nload average before {load_before[0]:.1f}, after {result['load_average_after'][0]:.1f}"
-          f"; {result['wall_s']:.0f} s; wrote {path}")
+    print(
+        f"\n## First Linear layer (3840 x 2312 @ 2312 x 256): does spike sparsity pay?\n\n"
+        f"{sparse_table}"
+    )
+    print(
+        f"\nload average before {load_before[0]:.1f}, after {result['load_average_after'][0]:.1f}"
+        f"; {result['wall_s']:.0f} s; wrote {path}"
+    )
     return 0
 
 

@@ -60,21 +60,30 @@ from _common import (  # noqa: E402
 
 #: What was found to work (tuning notes in docs/training_tips.md).
 NMNIST = {
-    "T": 30,                 # frames per recording (~10 ms each)
+    "T": 30,  # frames per recording (~10 ms each)
     "batch": 32,
     "epochs": 10,
-    "beta": 0.9,             # LIF decay per frame
+    "beta": 0.9,  # LIF decay per frame
     "threshold": 1.0,
-    "reset": "subtract",     # snntorch Leaky's defaults (delayed subtract reset)
+    "reset": "subtract",  # snntorch Leaky's defaults (delayed subtract reset)
     "reset_delay": True,
-    "init_rate": 0.1,        # hidden layers scaled to fire ~10 % at init
-    "shift": 0,              # random translation augmentation, pixels (hurt in 10 epochs)
-    "lr": {"lfp": 3e-3, "bptt": 2e-3},   # Adam, cosine decay to 0
+    "init_rate": 0.1,  # hidden layers scaled to fire ~10 % at init
+    "shift": 0,  # random translation augmentation, pixels (hurt in 10 epochs)
+    "lr": {"lfp": 3e-3, "bptt": 2e-3},  # Adam, cosine decay to 0
+    "reward": "softmax",  # LFP: spike_count_softmax_reward (BPTT: cross-entropy on counts)
     "n_val": 200,
 }
 DIGITS = {
-    "T": 20, "batch": 32, "epochs": 15, "hidden": 128, "beta": 0.9, "threshold": 1.0,
-    "init_rate": 0.1, "lr": {"lfp": 3e-3, "bptt": 3e-3}, "n_val": 360,
+    "T": 20,
+    "batch": 32,
+    "epochs": 15,
+    "hidden": 128,
+    "beta": 0.9,
+    "threshold": 1.0,
+    "init_rate": 0.1,
+    "lr": {"lfp": 3e-3, "bptt": 3e-3},
+    "reward": "softmax",
+    "n_val": 360,
 }
 STATIC = {"hidden": 256, "epochs": 30, "batch": 32, "lr": 1e-3}
 
@@ -83,16 +92,23 @@ STATIC = {"hidden": 256, "epochs": 30, "batch": 32, "lr": 1e-3}
 # training loops (one run = one method, one seed)
 # --------------------------------------------------------------------------------------------
 
-def _rate_reward(out, target):
-    from spikelfp.lfp import rate_coded_reward
 
-    return rate_coded_reward(out, target, 1.0 / out.shape[0])
+def _reward(name: str):
+    """The LFP reward: ``softmax`` (cross-entropy on spike counts, as BPTT's loss) or ``rate``."""
+    from spikelfp.lfp import rate_coded_reward, spike_count_softmax_reward
+
+    if name == "softmax":
+        return spike_count_softmax_reward
+    if name == "rate":
+        return lambda out, target: rate_coded_reward(out, target, 1.0 / out.shape[0])
+    raise ValueError(f"unknown reward {name!r}")
 
 
-def _train(model, method, batches, epochs, steps_per_epoch, lr, evaluate):
+def _train(model, method, batches, epochs, steps_per_epoch, lr, evaluate, reward="softmax"):
     """Adam + cosine schedule; LFP via ``lfp_step``, BPTT via cross-entropy on spike counts."""
     from spikelfp.lfp import lfp_step
 
+    reward_fn = _reward(reward)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     history = []
@@ -100,7 +116,7 @@ def _train(model, method, batches, epochs, steps_per_epoch, lr, evaluate):
         correct = total = 0
         for x, y in batches(epoch):
             if method == "lfp":
-                out = lfp_step(model, x, y, _rate_reward, opt).output
+                out = lfp_step(model, x, y, reward_fn, opt).output
             else:
                 opt.zero_grad(set_to_none=True)
                 out, _ = model(x)
@@ -123,12 +139,13 @@ def _shift(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     out = torch.empty_like(x)
     offsets = torch.randint(0, 2 * k + 1, (x.shape[1], 2), generator=gen).tolist()
     for j, (dy, dx) in enumerate(offsets):
-        out[:, j] = padded[:, j, :, dy:dy + h, dx:dx + w]
+        out[:, j] = padded[:, j, :, dy : dy + h, dx : dx + w]
     return out
 
 
-def nmnist_run(method: str, seed: int, data: str, epochs: int, threads: int = 1,
-               hp: dict | None = None) -> dict:
+def nmnist_run(
+    method: str, seed: int, data: str, epochs: int, threads: int = 1, hp: dict | None = None
+) -> dict:
     """Train the conv LIF net on N-MNIST with ``method`` (``lfp`` or ``bptt``) for one seed."""
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
@@ -142,35 +159,55 @@ def nmnist_run(method: str, seed: int, data: str, epochs: int, threads: int = 1,
         return frames[idx].transpose(0, 1).float(), labels[idx]
 
     torch.manual_seed(seed)
-    net = spikelfp_net(conv_layers(), beta=hp["beta"], threshold=hp["threshold"],
-                       reset=hp["reset"], reset_delay=hp["reset_delay"])
+    net = spikelfp_net(
+        conv_layers(),
+        beta=hp["beta"],
+        threshold=hp["threshold"],
+        reset=hp["reset"],
+        reset_delay=hp["reset_delay"],
+    )
     rates = calibrate_init(net, batch_of(train_idx[:64])[0], rate=hp["init_rate"])
     model = net
     if method == "bptt":
-        model = SnnTorchNet(conv_layers(), beta=hp["beta"], threshold=hp["threshold"],
-                            reset=hp["reset"], reset_delay=hp["reset_delay"])
+        model = SnnTorchNet(
+            conv_layers(),
+            beta=hp["beta"],
+            threshold=hp["threshold"],
+            reset=hp["reset"],
+            reset_delay=hp["reset_delay"],
+        )
         copy_synapses(net, model)
 
     def batches(epoch):
         perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
         for i in range(0, len(perm), hp["batch"]):
-            x, y = batch_of(perm[i:i + hp["batch"]])
+            x, y = batch_of(perm[i : i + hp["batch"]])
             yield _shift(x, hp["shift"], gen), y
 
     def evaluate():
         correct = 0
         with torch.no_grad():
             for i in range(0, len(val_idx), 100):
-                x, y = batch_of(val_idx[i:i + 100])
+                x, y = batch_of(val_idx[i : i + 100])
                 correct += (model(x)[0].sum(0).argmax(-1) == y).sum().item()
         return correct / len(val_idx)
 
     steps = math.ceil(len(train_idx) / hp["batch"])
-    history = _train(model, method, batches, epochs, steps, hp["lr"][method], evaluate)
-    return {"task": "nmnist", "method": method, "seed": seed, "val_acc": history[-1]["val_acc"],
-            "best_val_acc": max(h["val_acc"] for h in history), "history": history,
-            "init_rates": rates, "seconds": time.time() - started, "n_train": len(train_idx),
-            "n_val": len(val_idx)}
+    history = _train(
+        model, method, batches, epochs, steps, hp["lr"][method], evaluate, hp["reward"]
+    )
+    return {
+        "task": "nmnist",
+        "method": method,
+        "seed": seed,
+        "val_acc": history[-1]["val_acc"],
+        "best_val_acc": max(h["val_acc"] for h in history),
+        "history": history,
+        "init_rates": rates,
+        "seconds": time.time() - started,
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+    }
 
 
 def digits_run(method: str, seed: int, epochs: int, threads: int = 1) -> dict:
@@ -203,7 +240,7 @@ def digits_run(method: str, seed: int, epochs: int, threads: int = 1) -> dict:
     def batches(epoch):
         perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
         for i in range(0, len(perm), hp["batch"]):
-            idx = perm[i:i + hp["batch"]]
+            idx = perm[i : i + hp["batch"]]
             yield encode(idx, gen), labels[idx]
 
     def evaluate():
@@ -212,10 +249,19 @@ def digits_run(method: str, seed: int, epochs: int, threads: int = 1) -> dict:
         return (out.sum(0).argmax(-1) == labels[val_idx]).float().mean().item()
 
     steps = math.ceil(len(train_idx) / hp["batch"])
-    history = _train(model, method, batches, epochs, steps, hp["lr"][method], evaluate)
-    return {"task": "digits", "method": method, "seed": seed, "val_acc": history[-1]["val_acc"],
-            "best_val_acc": max(h["val_acc"] for h in history), "history": history,
-            "init_rates": rates, "seconds": time.time() - started}
+    history = _train(
+        model, method, batches, epochs, steps, hp["lr"][method], evaluate, hp["reward"]
+    )
+    return {
+        "task": "digits",
+        "method": method,
+        "seed": seed,
+        "val_acc": history[-1]["val_acc"],
+        "best_val_acc": max(h["val_acc"] for h in history),
+        "history": history,
+        "init_rates": rates,
+        "seconds": time.time() - started,
+    }
 
 
 def static_run(seed: int, data: str, threads: int = 1) -> dict:
@@ -229,21 +275,25 @@ def static_run(seed: int, data: str, threads: int = 1) -> dict:
     x = counts / counts[train_idx].max()
     x = x / x[train_idx].std()
     torch.manual_seed(seed)
-    mlp = nn.Sequential(nn.Linear(x.shape[1], hp["hidden"]), nn.ReLU(),
-                        nn.Linear(hp["hidden"], 10))
+    mlp = nn.Sequential(nn.Linear(x.shape[1], hp["hidden"]), nn.ReLU(), nn.Linear(hp["hidden"], 10))
     opt = torch.optim.Adam(mlp.parameters(), lr=hp["lr"])
     gen = torch.Generator().manual_seed(seed)
     for _ in range(hp["epochs"]):
         perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
         for i in range(0, len(perm), hp["batch"]):
-            idx = perm[i:i + hp["batch"]]
+            idx = perm[i : i + hp["batch"]]
             opt.zero_grad()
             F.cross_entropy(mlp(x[idx]), labels[idx]).backward()
             opt.step()
     with torch.no_grad():
         acc = (mlp(x[val_idx]).argmax(1) == labels[val_idx]).float().mean().item()
-    return {"task": "static", "method": "mlp", "seed": seed, "val_acc": acc,
-            "seconds": time.time() - started}
+    return {
+        "task": "static",
+        "method": "mlp",
+        "seed": seed,
+        "val_acc": acc,
+        "seconds": time.time() - started,
+    }
 
 
 def _job(spec: dict) -> dict:
@@ -254,17 +304,26 @@ def _job(spec: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------
 
+
 def summarize(runs: list[dict]) -> dict:
     accs = [r["val_acc"] for r in runs]
-    return {"mean": statistics.mean(accs), "min": min(accs), "max": max(accs),
-            "seeds": [r["seed"] for r in runs], "val_acc": accs,
-            "seconds": sum(r["seconds"] for r in runs)}
+    return {
+        "mean": statistics.mean(accs),
+        "min": min(accs),
+        "max": max(accs),
+        "seeds": [r["seed"] for r in runs],
+        "val_acc": accs,
+        "seconds": sum(r["seconds"] for r in runs),
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(default_data_root()),
-                    help="folder holding nmnist/NMNIST/Train (default $SPIKELFP_DATA)")
+    ap.add_argument(
+        "--data",
+        default=str(default_data_root()),
+        help="folder holding nmnist/NMNIST/Train (default $SPIKELFP_DATA)",
+    )
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 epochs (a smoke run)")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
     ap.add_argument("--epochs", type=int, default=None, help="N-MNIST epochs (default 10)")
@@ -272,8 +331,11 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-digits", action="store_true")
     ap.add_argument("--json", default="learn_nmnist.json", help="file name under results/")
     args = ap.parse_args(argv)
-    seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds else
-             ([0] if args.quick else [0, 1, 2]))
+    seeds = (
+        [int(s) for s in args.seeds.split(",")]
+        if args.seeds
+        else ([0] if args.quick else [0, 1, 2])
+    )
     epochs = args.epochs or (2 if args.quick else NMNIST["epochs"])
     digit_epochs = 3 if args.quick else DIGITS["epochs"]
     try:
@@ -283,15 +345,23 @@ def main(argv=None) -> int:
         return 2
 
     jobs = []
-    for seed in seeds:   # longest first
+    for seed in seeds:  # longest first
         for method in ("lfp", "bptt"):
-            jobs.append({"kind": "nmnist", "method": method, "seed": seed, "data": args.data,
-                         "epochs": epochs})
+            jobs.append(
+                {
+                    "kind": "nmnist",
+                    "method": method,
+                    "seed": seed,
+                    "data": args.data,
+                    "epochs": epochs,
+                }
+            )
     if not args.skip_digits:
         for seed in seeds:
             for method in ("lfp", "bptt"):
-                jobs.append({"kind": "digits", "method": method, "seed": seed,
-                             "epochs": digit_epochs})
+                jobs.append(
+                    {"kind": "digits", "method": method, "seed": seed, "epochs": digit_epochs}
+                )
     jobs += [{"kind": "static", "seed": s, "data": args.data} for s in seeds]
 
     started = time.time()
@@ -309,37 +379,74 @@ def main(argv=None) -> int:
         groups.setdefault((r["task"], r["method"]), []).append(r)
     summary = {f"{t}/{m}": summarize(rs) for (t, m), rs in groups.items()}
     rows = []
-    labels = [("static/mlp", "N-MNIST", "static count-image MLP (2312-256-10, ReLU)"),
-              ("nmnist/lfp", "N-MNIST", "conv LIF net, LFP"),
-              ("nmnist/bptt", "N-MNIST", "conv LIF net, snntorch BPTT"),
-              ("digits/lfp", "digits", "64-128-10 LIF MLP, LFP"),
-              ("digits/bptt", "digits", "64-128-10 LIF MLP, snntorch BPTT")]
+    labels = [
+        ("static/mlp", "N-MNIST", "static count-image MLP (2312-256-10, ReLU)"),
+        ("nmnist/lfp", "N-MNIST", "conv LIF net, LFP"),
+        ("nmnist/bptt", "N-MNIST", "conv LIF net, snntorch BPTT"),
+        ("digits/lfp", "digits", "64-128-10 LIF MLP, LFP"),
+        ("digits/bptt", "digits", "64-128-10 LIF MLP, snntorch BPTT"),
+    ]
     for key, task, what in labels:
         if key in summary:
             s = summary[key]
-            rows.append([task, what, f"{100 * s['mean']:.1f}", f"{100 * s['min']:.1f}",
-                         f"{100 * s['max']:.1f}", len(s["seeds"]), f"{s['seconds']:.0f}"])
-    table = markdown_table(["data", "model / training", "val acc % (mean)", "min", "max",
-                            "seeds", "run time s (sum over seeds)"], rows)
+            rows.append(
+                [
+                    task,
+                    what,
+                    f"{100 * s['mean']:.1f}",
+                    f"{100 * s['min']:.1f}",
+                    f"{100 * s['max']:.1f}",
+                    len(s["seeds"]),
+                    f"{s['seconds']:.0f}",
+                ]
+            )
+    table = markdown_table(
+        [
+            "data",
+            "model / training",
+            "val acc % (mean)",
+            "min",
+            "max",
+            "seeds",
+            "run time s (sum over seeds)",
+        ],
+        rows,
+    )
     checks = {}
     if "nmnist/lfp" in summary and "nmnist/bptt" in summary:
         lfp, bptt = summary["nmnist/lfp"]["mean"], summary["nmnist/bptt"]["mean"]
-        checks = {"lfp_at_least_88": lfp >= 0.88, "lfp_within_2_of_bptt": lfp >= bptt - 0.02,
-                  "lfp_minus_bptt_points": 100 * (lfp - bptt)}
-    payload = {"environment": environment(), "quick": args.quick, "seeds": seeds,
-               "epochs": epochs, "hyperparameters": {"nmnist": NMNIST, "digits": DIGITS,
-                                                     "static": STATIC},
-               "summary": summary, "checks": checks, "runs": runs, "wall_s": wall,
-               "workers": args.workers, "load_average_before": load_before,
-               "load_average_after": os.getloadavg(), "table": table}
+        checks = {
+            "lfp_at_least_88": lfp >= 0.88,
+            "lfp_within_2_of_bptt": lfp >= bptt - 0.02,
+            "lfp_minus_bptt_points": 100 * (lfp - bptt),
+        }
+    payload = {
+        "environment": environment(),
+        "quick": args.quick,
+        "seeds": seeds,
+        "epochs": epochs,
+        "hyperparameters": {"nmnist": NMNIST, "digits": DIGITS, "static": STATIC},
+        "summary": summary,
+        "checks": checks,
+        "runs": runs,
+        "wall_s": wall,
+        "workers": args.workers,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "table": table,
+    }
     path = write_json(args.json, payload)
     n_train = next((r["n_train"] for r in runs if r["task"] == "nmnist"), None)
-    print(f"## Validation accuracy (N-MNIST: {n_train} train / {NMNIST['n_val']} val recordings,"
-          f" T={NMNIST['T']}, {epochs} epochs; digits: {DIGITS['n_val']} val)\n")
+    print(
+        f"## Validation accuracy (N-MNIST: {n_train} train / {NMNIST['n_val']} val recordings,"
+        f" T={NMNIST['T']}, {epochs} epochs; digits: {DIGITS['n_val']} val)\n"
+    )
     print(table)
     if checks:
-        print(f"\nLFP >= 88 %: {checks['lfp_at_least_88']}; LFP within 2 points of BPTT: "
-              f"{checks['lfp_within_2_of_bptt']} ({checks['lfp_minus_bptt_points']:+.1f} points)")
+        print(
+            f"\nLFP >= 88 %: {checks['lfp_at_least_88']}; LFP within 2 points of BPTT: "
+            f"{checks['lfp_within_2_of_bptt']} ({checks['lfp_minus_bptt_points']:+.1f} points)"
+        )
     print(f"\n{wall:.0f} s wall with {args.workers} workers; wrote {path}")
     return 0
 

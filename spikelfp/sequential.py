@@ -48,7 +48,7 @@ def _chunked(module: nn.Module, flat: torch.Tensor, step: int) -> torch.Tensor:
     out = first.new_empty((flat.shape[0], *first.shape[1:]))
     out[: first.shape[0]] = first
     for i in range(first.shape[0], flat.shape[0], step):
-        out[i:i + step] = module(flat[i:i + step])
+        out[i : i + step] = module(flat[i : i + step])
     return out
 
 

@@ -43,6 +43,12 @@ def _cells():
         ),
         "LICell": lambda: nt.LICell(LIParameters(v_leak=_t(0.2))),
         "LIBoxCell": lambda: nt.LIBoxCell(),
+        "LICell-float-params": lambda: nt.LICell(
+            LIParameters(tau_syn_inv=150.0, tau_mem_inv=90.0, v_leak=_t(0.0))
+        ),
+        "LIFBoxCell-float-params": lambda: nt.LIFBoxCell(
+            LIFBoxParameters(tau_mem_inv=90.0, v_th=0.3, v_leak=_t(0.0), v_reset=0.0)
+        ),
     }
 
 
@@ -63,6 +69,7 @@ def test_cell_forward_is_bit_identical_to_norse(name, dtype):
     ref, ref_states = run()
     with norse_composite().context(cell):
         got, got_states = run()
+        got.backward(torch.ones_like(got))  # the reward reaches back through every step
     assert torch.equal(ref, got.detach())
     for a, b in zip(ref_states, got_states, strict=True):
         assert type(a) is type(b)

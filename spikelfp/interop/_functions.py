@@ -300,8 +300,17 @@ class NorseLFP(torch.autograd.Function):
                 v = v_dec
                 outs.append(v_dec)
         st = torch.stack
+
+        def tensor(x):  # norse parameters may be plain floats; the backward needs tensors
+            return (
+                x
+                if isinstance(x, torch.Tensor)
+                else torch.as_tensor(x, dtype=dtype, device=z.device)
+            )
+
+        a_m = tensor(a_m)
         beta = 1 - a_m
-        alpha = 1 + -dt * tau_syn_inv
+        alpha = tensor(1 + -dt * tau_syn_inv)
         saved = [z, st(u_prev), st(dens).reciprocal_(), beta, a_m, v0]
         if current:
             ip = st(i_prev)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 
 from ..neurons.alif import ALIF, ALIFState
-from ..neurons.base import check_time_first
+from ..neurons.base import broadcasts_to, check_time_first
 from ..neurons.cuba import CubaLIF, CubaLIFState
 from ..neurons.li import LI, LIState
 from ..neurons.lif import LIF, LIFState
@@ -87,10 +87,9 @@ def _lif_fast_ok(z, v0, beta, threshold) -> bool:
     for p in (v0, beta, threshold):
         if p.dtype != z.dtype or p.device != z.device:
             return False
-    try:
-        return torch.broadcast_shapes(step, beta.shape, threshold.shape) == step
-    except RuntimeError:
-        return False
+    return broadcasts_to(tuple(beta.shape), tuple(step)) and broadcasts_to(
+        tuple(threshold.shape), tuple(step)
+    )
 
 
 def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout, keep_mem):
@@ -121,7 +120,7 @@ def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout, keep_
         else:
             v, vp = mem[t % 2], mem[(t + 1) % 2]
         torch.mul(v, beta, out=vp)
-        vp.add_(z[t])                                   # V_t = β U_{t-1} + Z_t
+        vp.add_(z[t])  # V_t = β U_{t-1} + Z_t
         if readout:
             out[t].copy_(vp)
             continue
@@ -129,19 +128,19 @@ def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout, keep_
             # R_t = H(U_{t-1} - θ) is the previous step's spike S_{t-1}
             r = prev if t else torch.gt(v, threshold, out=out[0])
             if reset == "zero":
-                vp.mul_(torch.le(v, threshold, out=keep))     # V_t (1 - R_t)
+                vp.mul_(torch.le(v, threshold, out=keep))  # V_t (1 - R_t)
             elif reset == "subtract":
-                vp.addcmul_(r, threshold, value=-1)           # V_t - θ R_t
+                vp.addcmul_(r, threshold, value=-1)  # V_t - θ R_t
             prev = torch.gt(vp, threshold, out=out[t])
         else:
             s_t = torch.gt(vp, threshold, out=out[t])
             if reset == "zero":
-                vp.mul_(torch.le(vp, threshold, out=keep))    # V_t (1 - S_t)
+                vp.mul_(torch.le(vp, threshold, out=keep))  # V_t (1 - S_t)
             elif reset == "subtract":
-                vp.addcmul_(s_t, threshold, value=-1)         # V_t - θ S_t
+                vp.addcmul_(s_t, threshold, value=-1)  # V_t - θ S_t
     if keep_mem:
         return None, mem
-    return out, mem[steps % 2:steps % 2 + 1]
+    return out, mem[steps % 2 : steps % 2 + 1]
 
 
 class _Ring:
@@ -169,8 +168,9 @@ class _LIFLFP(torch.autograd.Function):
             # Only Z and U_0 are kept: the backward replays the (cheap, exact) forward
             # recursion for U_{t-1} and recomputes D_t, so the forward holds no full-length
             # membrane or denominator (the memory of a LIF layer is that of its input).
-            out, mem = _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout,
-                                         keep_mem=False)
+            out, mem = _lif_forward_fast(
+                z, v0, beta, threshold, reset, reset_delay, readout, keep_mem=False
+            )
             ctx.fast = True
             ctx.mode = (reset, reset_delay, readout)
             ctx.save_for_backward(z, v0, beta, threshold)
@@ -199,12 +199,21 @@ class _LIFLFP(torch.autograd.Function):
         if ctx.fast:
             z, v0, beta, threshold = ctx.saved_tensors
             reset, reset_delay, readout = ctx.mode
-            _, mem = _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout,
-                                       keep_mem=True)
+            _, mem = _lif_forward_fast(
+                z, v0, beta, threshold, reset, reset_delay, readout, keep_mem=True
+            )
             u_prev = mem[:-1]
             keep_n = need[2] or need[3]
-            rho, n, q0 = _lif_backward_fast(r, g_last, z, u_prev, beta, ctx.epsilon,
-                                            keep_n=keep_n, rho_out=None if keep_n else u_prev)
+            rho, n, q0 = _lif_backward_fast(
+                r,
+                g_last,
+                z,
+                u_prev,
+                beta,
+                ctx.epsilon,
+                keep_n=keep_n,
+                rho_out=None if keep_n else u_prev,
+            )
         else:
             z, u_prev, inv_d, beta, threshold = ctx.saved_tensors
             n, q0 = membrane_backward(r, g_last, u_prev, inv_d, beta)
@@ -230,15 +239,15 @@ def _lif_backward_fast(r, q, z, u_prev, beta, epsilon, keep_n, rho_out=None):
     q = q.expand_as(a) if q.shape != a.shape else q
     for t in range(steps - 1, -1, -1):
         u = u_prev[t]
-        torch.add(r[t], q, out=a)                       # r̃_t = r_t + q_t
-        torch.mul(u, beta, out=bu)                      # β U_{t-1}
+        torch.add(r[t], q, out=a)  # r̃_t = r_t + q_t
+        torch.mul(u, beta, out=bu)  # β U_{t-1}
         # D_t = |U_{t-1}| + |V_t - U_{t-1}| + ε, with V_t = β U_{t-1} + Z_t as in the forward
         torch.add(bu, z[t], out=inv_d)
         inv_d.sub_(u).abs_().add_(torch.abs(u, out=tmp)).add_(epsilon).reciprocal_()
         n = n_all[t] if keep_n else n_t
-        torch.mul(a, inv_d, out=n)                      # n_t = r̃_t / D_t
-        q = bu.mul_(inv_d).mul_(a)                      # q_{t-1} = (β U_{t-1} / D_t) r̃_t
-        torch.mul(n, z[t], out=rho[t])                  # ρ_t = n_t Z_t (may overwrite U_{t-1})
+        torch.mul(a, inv_d, out=n)  # n_t = r̃_t / D_t
+        q = bu.mul_(inv_d).mul_(a)  # q_{t-1} = (β U_{t-1} / D_t) r̃_t
+        torch.mul(n, z[t], out=rho[t])  # ρ_t = n_t Z_t (may overwrite U_{t-1})
         bu, tmp = tmp, bu
     return rho, n_all, q.clone()
 

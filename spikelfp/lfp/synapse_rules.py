@@ -88,8 +88,9 @@ class _SynapseLFP(torch.autograd.Function):
             if need_b:
                 grad_b = sum_to(n, bias.shape)
         else:
-            r_in, gw, grad_b = _conv_backward_chunked(rho, x, w2, zmod, ctx.conv, ctx.epsilon,
-                                                      need_x, need_w, need_b)
+            r_in, gw, grad_b = _conv_backward_chunked(
+                rho, x, w2, zmod, ctx.conv, ctx.epsilon, need_x, need_w, need_b
+            )
             if need_w:
                 grad_w = gw.mul_(w2.abs()).neg_()
         if need_b:
@@ -113,8 +114,9 @@ def _conv_chunked(x, weight, bias, c):
     """``_conv_forward`` over the batch in chunks written into one output tensor."""
     spatial = [
         (size + 2 * p - d * (k - 1) - 1) // s + 1
-        for size, k, s, p, d in zip(x.shape[2:], weight.shape[2:], c.stride, c.padding,
-                                    c.dilation, strict=True)
+        for size, k, s, p, d in zip(
+            x.shape[2:], weight.shape[2:], c.stride, c.padding, c.dilation, strict=True
+        )
     ]
     shape = (x.shape[0], weight.shape[0], *spatial)
     step = _chunk_size(x, math.prod(shape[1:]))
@@ -122,7 +124,7 @@ def _conv_chunked(x, weight, bias, c):
         return _conv_forward(x, weight, bias, c)
     out = x.new_empty(shape)
     for i in range(0, x.shape[0], step):
-        out[i:i + step] = _conv_forward(x[i:i + step], weight, bias, c)
+        out[i : i + step] = _conv_forward(x[i : i + step], weight, bias, c)
     return out
 
 
@@ -141,8 +143,17 @@ def _conv_backward_chunked(rho, x, w2, zmod, c, epsilon, need_x, need_w, need_b)
         sl = slice(i, i + step)
         n = _divide(rho[sl], zmod[sl], epsilon)
         gi, gw_c, _ = torch.ops.aten.convolution_backward(
-            n, x[sl], w2, None, c.stride, c.padding, c.dilation, False,
-            [0] * len(c.stride), c.groups, [need_x, need_w, False],
+            n,
+            x[sl],
+            w2,
+            None,
+            c.stride,
+            c.padding,
+            c.dilation,
+            False,
+            [0] * len(c.stride),
+            c.groups,
+            [need_x, need_w, False],
         )
         if need_x:
             if r_in is None:

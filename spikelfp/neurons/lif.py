@@ -117,8 +117,7 @@ def _inplace_ok(z: torch.Tensor, v: torch.Tensor, p: LIFParameters) -> bool:
     tensors = (z, v, p.beta, p.threshold)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    if v.shape != z.shape[1:] or any(t.dtype != z.dtype or t.device != z.device
-                                     for t in tensors):
+    if v.shape != z.shape[1:] or any(t.dtype != z.dtype or t.device != z.device for t in tensors):
         return False
     try:
         return torch.broadcast_shapes(v.shape, p.beta.shape, p.threshold.shape) == v.shape
