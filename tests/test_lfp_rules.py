@@ -284,3 +284,12 @@ def test_batchnorm_rule_updates_running_stats_like_torch(momentum):
     assert torch.allclose(bn.running_mean, ref.running_mean)
     assert torch.allclose(bn.running_var, ref.running_var)
     assert bn.num_batches_tracked == ref.num_batches_tracked
+
+
+def test_patched_forward_keeps_the_module_signature():
+    import inspect
+
+    net = _nets()[0]
+    before = inspect.signature(net[1].forward)
+    with default_composite().context(net):
+        assert inspect.signature(net[1].forward) == before

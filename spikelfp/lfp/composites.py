@@ -13,6 +13,7 @@ reward correctly (reshapes, max-pooling to the arg-max, identity).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Mapping
 
 from torch import nn
@@ -139,6 +140,8 @@ def _bind(rule, module):
     def forward(*args, **kwargs):
         return rule.forward(module, *args, **kwargs)
 
+    # Keep the module's signature: libraries (norse's SequentialState) inspect it.
+    forward.__signature__ = inspect.signature(module.forward)
     return forward
 
 

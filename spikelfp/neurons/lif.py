@@ -12,7 +12,9 @@ preceding Linear/Conv layer), decay :math:`\beta`, threshold :math:`\theta` and
     U_t = V_t - θ S_t                     reset="subtract"
     U_t = V_t                             reset="none"
 
-**Delayed reset** (``reset_delay=True``; snntorch ``Leaky``'s default, lfprop's model)::
+**Delayed reset** (``reset_delay=True``; with ``reset="subtract"`` this is snntorch ``Leaky``'s
+default and lfprop's model; snntorch's zero-reset ``Leaky`` spikes like the immediate reset
+above, its ``Synaptic``/``RLeaky`` zero reset like this delayed one)::
 
     R_t = H(U_{t-1} - θ)                  reset from the previous membrane
     V_t = β U_{t-1} + Z_t
@@ -163,7 +165,8 @@ class LIF(NeuronModule):
             :math:`\beta = e^{-dt/\tau}`).
         threshold: firing threshold :math:`\theta`.
         reset: ``"zero"`` (default), ``"subtract"`` or ``"none"``.
-        reset_delay: compute the reset from the previous membrane (snntorch ``Leaky``).
+        reset_delay: compute the reset from the previous membrane (snntorch ``Leaky`` with
+            subtract reset).
         shape: feature shape for per-neuron ``beta``/``threshold`` (e.g. ``(256,)`` or
             ``(C, 1, 1)``); ``None`` shares one value.
         learn_beta, learn_threshold: make them ``nn.Parameter`` s (LFP gives them feedback).
