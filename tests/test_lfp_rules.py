@@ -15,6 +15,7 @@ from spikelfp.lfp import (
     Composite,
     EpsilonRule,
     GammaRule,
+    MaxPoolRule,
     UnsupportedModuleError,
     ZPlusRule,
     default_composite,
@@ -90,6 +91,71 @@ def test_synapse_weight_feedback_formula():
     n = rho / nn.functional.linear(x, lin.weight, lin.bias)
     assert torch.allclose(-lin.weight.grad, lin.weight.abs() * (n.t() @ x))
     assert torch.allclose(-lin.bias.grad, lin.bias.abs() * n.sum(0))
+
+
+@pytest.mark.parametrize("mode", [EpsilonRule, ZPlusRule, GammaRule])
+@pytest.mark.parametrize("rows", [5, 700, 3000])
+def test_linear_rule_over_row_chunks_equals_one_matmul(mode, rows, monkeypatch):
+    """The chunked backward (several chunks at 3000 rows) equals the unchunked formulas."""
+    from spikelfp.lfp import synapse_rules
+
+    monkeypatch.setattr(synapse_rules, "_ROW_CHUNK_BYTES", 8 * 256 * 4)  # 256-row chunks
+    g = torch.Generator().manual_seed(rows)
+    lin = nn.Linear(9, 4).double()
+    rule = mode(epsilon=0.01)
+    x = (torch.rand(rows, 3, 9, generator=g, dtype=torch.float64) < 0.4).double()
+    x.requires_grad_(True)
+    rho = torch.randn(rows, 3, 4, generator=g, dtype=torch.float64)
+    rule.forward(lin, x).backward(rho)
+    w2 = {"epsilon": lin.weight, "zplus": lin.weight.clamp(min=0)}.get(rule.mode)
+    b2 = {"epsilon": lin.bias, "zplus": lin.bias.clamp(min=0)}.get(rule.mode)
+    if w2 is None:
+        w2 = lin.weight + rule.gamma * lin.weight.clamp(min=0)
+        b2 = lin.bias + rule.gamma * lin.bias.clamp(min=0)
+    zmod = nn.functional.linear(x.detach(), w2, b2)
+    n = rho / (zmod + rule.epsilon * torch.where(zmod >= 0, 1.0, -1.0).double())
+    xd = x.detach().reshape(-1, 9)
+    n2 = n.reshape(-1, 4)
+    assert torch.allclose(x.grad, x.detach() * (n @ w2), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(-lin.weight.grad, w2.detach().abs() * (n2.t() @ xd), rtol=1e-12)
+    assert torch.allclose(-lin.bias.grad, b2.detach().abs() * n2.sum(0), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "pool, shape",
+    [
+        (nn.MaxPool1d(3, stride=2, padding=1), (70, 3, 11)),
+        (nn.MaxPool2d(2), (70, 4, 6, 6)),
+        (nn.MaxPool2d(3, stride=2, padding=1, dilation=1, ceil_mode=True), (9, 2, 7, 7)),
+        (nn.MaxPool2d(2), (3, 6, 6)),  # unbatched
+        (nn.MaxPool3d(2), (20, 2, 4, 4, 4)),
+    ],
+)
+def test_maxpool_rule_equals_native_gradient(pool, shape, monkeypatch):
+    """Reward goes exactly where max-pooling's own gradient sends it (ties included)."""
+    from spikelfp.lfp import synapse_rules
+
+    monkeypatch.setattr(synapse_rules, "_CHUNK_BYTES", 600)  # force several chunks
+    g = torch.Generator().manual_seed(len(shape))
+    spikes = (torch.rand(shape, generator=g) < 0.3).double()  # binary: many ties
+    x1 = spikes.clone().requires_grad_(True)
+    x2 = spikes.clone().requires_grad_(True)
+    y1 = pool(x1)
+    y2 = MaxPoolRule().forward(pool, x2)
+    assert torch.equal(y1, y2)
+    rho = torch.randn(y1.shape, generator=g, dtype=torch.float64)
+    y1.backward(rho)
+    y2.backward(rho)
+    assert torch.equal(x1.grad, x2.grad)
+    assert torch.allclose(x2.grad.sum(), rho.sum())  # winner takes all: reward conserved
+
+
+def test_maxpool_rule_keeps_neither_input_nor_int64_indices():
+    x = torch.rand(4, 2, 8, 8, requires_grad=True)
+    y = MaxPoolRule().forward(nn.MaxPool2d(2), x)
+    offsets = y.grad_fn.saved_tensors[0]
+    assert offsets.dtype == torch.uint8 and offsets.shape == y.shape
+    assert not any(t.is_floating_point() for t in y.grad_fn.saved_tensors)
 
 
 def test_avgpool_rule_conserves():
@@ -268,6 +334,11 @@ def test_reward_validation():
         lfp_step(net, x, y, lambda o, t: o.sum(-1))
     with pytest.raises(TypeError, match="floating point"):
         lfp_step(net, x.long(), y, rate_coded_reward)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        xb = x.clone()
+        xb[2, 1, 3] = bad
+        with pytest.raises(ValueError, match="x contains NaN or inf"):
+            lfp_step(net, xb, y, rate_coded_reward)
     with pytest.raises(ValueError, match="labels must lie in"):
         rate_coded_reward(torch.zeros(5, 4, 3), torch.tensor([0, 1, 2, 3]))
 

@@ -17,6 +17,7 @@ from .synapse_rules import (
     DropoutRule,
     EpsilonRule,
     GammaRule,
+    MaxPoolRule,
     ZPlusRule,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "LIRule",
     "RLIFRule",
     "AvgPoolRule",
+    "MaxPoolRule",
     "BatchNormRule",
     "DropoutRule",
     "EpsilonRule",

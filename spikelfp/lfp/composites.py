@@ -7,7 +7,7 @@ subclass inherits its base's rule unless it has its own entry). Inside
 parameter left behind), even if the block raised.
 
 Modules mapped to :data:`NATIVE` keep their own forward: their ordinary gradient already routes
-reward correctly (reshapes, max-pooling to the arg-max, identity).
+reward correctly (reshapes, adaptive max-pooling to the arg-max, identity).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from ..neurons import ALIF, IF, LI, LIF, RLIF, CubaLIF
 from .neuron_rules import ALIFRule, CubaLIFRule, LIFRule, LIRule, RLIFRule
-from .synapse_rules import AvgPoolRule, BatchNormRule, DropoutRule, EpsilonRule
+from .synapse_rules import AvgPoolRule, BatchNormRule, DropoutRule, EpsilonRule, MaxPoolRule
 
 __all__ = ["Composite", "NATIVE", "UnsupportedModuleError", "default_composite"]
 
@@ -37,9 +37,6 @@ _NATIVE_TYPES = (
     nn.Flatten,
     nn.Unflatten,
     nn.Identity,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
     nn.AdaptiveMaxPool1d,
     nn.AdaptiveMaxPool2d,
     nn.AdaptiveMaxPool3d,
@@ -152,8 +149,9 @@ def default_composite(
 
     Synapses (Linear, Conv1d/2d/3d) get the ε-rule with ``synapse_epsilon`` (0: the neuron's
     rule already stabilises, reproducing lfprop exactly); neurons get their LFP rule with
-    ``neuron_epsilon``; pooling/batch norm/dropout their rules; reshapes and max-pooling
-    stay native.
+    ``neuron_epsilon``; pooling/batch norm/dropout their rules (max-pooling routes reward to
+    the arg-max like its gradient, without keeping indices); reshapes and adaptive
+    max-pooling stay native.
     """
     syn = synapse_rule if synapse_rule is not None else EpsilonRule(synapse_epsilon)
     rules: dict[type, object] = {t: NATIVE for t in _NATIVE_TYPES}
@@ -168,6 +166,9 @@ def default_composite(
             nn.AvgPool3d: AvgPoolRule(),
             nn.AdaptiveAvgPool1d: AvgPoolRule(),
             nn.AdaptiveAvgPool2d: AvgPoolRule(),
+            nn.MaxPool1d: MaxPoolRule(),
+            nn.MaxPool2d: MaxPoolRule(),
+            nn.MaxPool3d: MaxPoolRule(),
             nn.modules.batchnorm._BatchNorm: BatchNormRule(),
             nn.Dropout: DropoutRule(),
             nn.Dropout1d: DropoutRule(),

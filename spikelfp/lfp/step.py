@@ -70,8 +70,13 @@ def lfp_step(
         raise TypeError(f"x must be a tensor (T, B, ...), got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"x must be floating point (spikes as 0./1.), got {x.dtype}; use x.float()")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or inf values")
+    if x.numel():
+        # one pass, no input-sized temporary (isfinite(x) would allocate two); NaN propagates
+        lo, hi = torch.aminmax(x)
+        if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+            raise ValueError(
+                "x contains NaN or inf values; clean the input (e.g. torch.nan_to_num) first"
+            )
     composite = composite if composite is not None else default_composite()
     for p in model.parameters():
         p.grad = None

@@ -33,7 +33,15 @@ from torch import nn
 
 from ._tensor import stabilized_divide, sum_to
 
-__all__ = ["EpsilonRule", "ZPlusRule", "GammaRule", "AvgPoolRule", "BatchNormRule", "DropoutRule"]
+__all__ = [
+    "EpsilonRule",
+    "ZPlusRule",
+    "GammaRule",
+    "AvgPoolRule",
+    "MaxPoolRule",
+    "BatchNormRule",
+    "DropoutRule",
+]
 
 
 def _divide(num: torch.Tensor, den: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -79,14 +87,11 @@ class _SynapseLFP(torch.autograd.Function):
         need_b = need_b and bias is not None
         r_in = grad_w = grad_b = None
         if ctx.conv is None:
-            n = _divide(rho, zmod, ctx.epsilon)
-            if need_x:
-                r_in = (n @ w2).mul_(x)
+            r_in, gw, grad_b = _linear_backward_chunked(
+                rho, x, w2, zmod, ctx.epsilon, need_x, need_w, need_b
+            )
             if need_w:
-                gw = n.reshape(-1, n.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
                 grad_w = gw.mul_(w2.abs()).neg_()
-            if need_b:
-                grad_b = sum_to(n, bias.shape)
         else:
             r_in, gw, grad_b = _conv_backward_chunked(
                 rho, x, w2, zmod, ctx.conv, ctx.epsilon, need_x, need_w, need_b
@@ -96,6 +101,37 @@ class _SynapseLFP(torch.autograd.Function):
         if need_b:
             grad_b = -(_modified(bias, ctx.mode, ctx.gamma).abs() * grad_b)
         return r_in, grad_w, grad_b, None, None, None, None
+
+
+# Rows of a Linear's T·B samples are decomposed in chunks of about this many bytes of ``n``:
+# the full-size ``n = ρ / z'`` is never formed (the backward's peak memory is ρ, z' and x).
+_ROW_CHUNK_BYTES = 1 << 20
+
+
+def _linear_backward_chunked(rho, x, w2, zmod, epsilon, need_x, need_w, need_b):
+    """ε-rule backward of a Linear layer over row chunks of the ``T·B·...`` samples.
+
+    Per chunk: ``n = ρ / z'`` (stabilised), ``r_in = x · (n W')`` written into one output,
+    ``Σ nᵀ x`` and ``Σ n`` accumulated. Returns ``(r_in, Σ nᵀ x, Σ n)`` (``None`` where not
+    needed); ``Σ n`` has the shape of the bias.
+    """
+    n_out, n_in = w2.shape
+    rho2, z2, x2 = rho.reshape(-1, n_out), zmod.reshape(-1, n_out), x.reshape(-1, n_in)
+    rows = x2.shape[0]
+    step = max(256, _ROW_CHUNK_BYTES // max(1, n_out * rho2.element_size()))
+    r_in = torch.empty_like(x2) if need_x else None
+    gw = x2.new_zeros((n_out, n_in)) if need_w else None
+    gb = x2.new_zeros((n_out,)) if need_b else None
+    for i in range(0, rows, step):
+        sl = slice(i, i + step)
+        n = _divide(rho2[sl], z2[sl], epsilon)
+        if need_x:
+            torch.mm(n, w2, out=r_in[sl]).mul_(x2[sl])
+        if need_w:
+            gw.addmm_(n.t(), x2[sl])
+        if need_b:
+            gb.add_(n.sum(0))
+    return (r_in.reshape(x.shape) if need_x else None), gw, gb
 
 
 # Convolutions over all T·B samples run in chunks of about this many output bytes: a chunk's
@@ -284,6 +320,125 @@ class AvgPoolRule:
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return _LinearMapLFP.apply(x, type(module).forward.__get__(module), self.epsilon)
+
+
+def _window_starts(out_shape, in_shape, stride, padding) -> torch.Tensor:
+    """Flat input index (over the spatial dims) at which each output window starts."""
+    flat = torch.zeros((), dtype=torch.int64)
+    step = 1
+    for o, n, s, p in reversed(list(zip(out_shape, in_shape, stride, padding, strict=True))):
+        pos = torch.arange(o, dtype=torch.int64) * s - p
+        flat = flat.unsqueeze(0) + (pos * step).reshape((-1,) + (1,) * flat.dim())
+        step *= n
+    return flat
+
+
+def _offset_dtype(largest: int) -> torch.dtype:
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        if largest <= torch.iinfo(dtype).max:
+            return dtype
+    return torch.int64
+
+
+class _MaxPoolLFP(torch.autograd.Function):
+    """Max-pooling whose backward scatters the reward to each window's arg-max.
+
+    The forward keeps, per output, only the arg-max's offset inside its window in the smallest
+    integer type that holds it (``uint8`` for small kernels) instead of torch's ``int64``
+    index, and not the input at all; the backward rebuilds the indices and scatter-adds the
+    reward like max-pooling's own gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, dims, kernel, stride, padding, dilation, ceil_mode):
+        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
+        unbatched = x.dim() == dims + 1
+        xb = x.unsqueeze(0) if unbatched else x
+        spatial = xb.shape[2:]
+        per_sample = max(1, xb[0].numel() * xb.element_size()) if xb.shape[0] else 1
+        step = max(1, _CHUNK_BYTES // per_sample)
+        out = off = base = None
+        for i in range(0, max(1, xb.shape[0]), step):
+            y, idx = pool(xb[i : i + step], kernel, stride, padding, dilation, ceil_mode, True)
+            if base is None:
+                base = _window_starts(y.shape[2:], spatial, stride, padding)
+                extent = [(k - 1) * d for k, d in zip(kernel, dilation, strict=True)]
+                largest, mul = 0, 1
+                for e, n in reversed(list(zip(extent, spatial, strict=True))):
+                    largest += e * mul
+                    mul *= n
+                shape = (xb.shape[0], *y.shape[1:])
+                out = y if step >= xb.shape[0] else y.new_empty(shape)
+                off = torch.empty(shape, dtype=_offset_dtype(largest), device=y.device)
+            if out is not y:
+                out[i : i + step] = y
+            torch.sub(idx, base, out=idx)
+            off[i : i + step] = idx
+        y = out
+        ctx.save_for_backward(off, base)
+        ctx.in_shape, ctx.unbatched, ctx.step = tuple(xb.shape), unbatched, step
+        return y.squeeze(0) if unbatched else y
+
+    @staticmethod
+    def backward(ctx, rho):
+        off, base = ctx.saved_tensors
+        rho = rho.unsqueeze(0) if ctx.unbatched else rho
+        n, c = ctx.in_shape[:2]
+        r_in = rho.new_zeros((n, c, math.prod(ctx.in_shape[2:])))
+        flat_base = base.reshape(-1)
+        for i in range(0, n, ctx.step):
+            sl = slice(i, i + ctx.step)
+            idx = off[sl].flatten(2).to(torch.int64).add_(flat_base)
+            r_in[sl].scatter_add_(2, idx, rho[sl].flatten(2))
+        r_in = r_in.reshape(ctx.in_shape)
+        return (r_in.squeeze(0) if ctx.unbatched else r_in), None, None, None, None, None, None
+
+
+def _tuple(v, dims: int) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * dims
+
+
+class MaxPoolRule:
+    """Max-pooling (1d/2d/3d): the reward of a window goes to its arg-max (winner takes all).
+
+    Identical to max-pooling's ordinary gradient, with less memory: the input is not kept, and
+    the arg-max of each window is kept as a small offset (``uint8`` for small kernels) rather
+    than an ``int64`` index.
+
+    >>> pool = nn.MaxPool2d(2)
+    >>> x = torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]], requires_grad=True)
+    >>> MaxPoolRule().forward(pool, x).backward(torch.tensor([[[[2.0]]]]))
+    >>> x.grad.tolist()   # the first maximum (row-major) gets the whole reward
+    [[[[0.0, 2.0], [0.0, 0.0]]]]
+    """
+
+    def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        dims = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}.get(type(module))
+        if dims is None:
+            for cls, d in ((nn.MaxPool1d, 1), (nn.MaxPool2d, 2), (nn.MaxPool3d, 3)):
+                if isinstance(module, cls):
+                    dims = d
+        if dims is None or module.return_indices:
+            return type(module).forward(module, x)
+        if x.dim() not in (dims + 1, dims + 2):
+            raise ValueError(
+                f"{type(module).__name__} expects a {dims + 1}-D or {dims + 2}-D input "
+                f"((N, C, ...) with {dims} spatial dims), got shape {tuple(x.shape)}"
+            )
+        kernel = _tuple(module.kernel_size, dims)
+        stride = _tuple(module.stride if module.stride is not None else kernel, dims)
+        return _MaxPoolLFP.apply(
+            x,
+            dims,
+            kernel,
+            stride,
+            _tuple(module.padding, dims),
+            _tuple(module.dilation, dims),
+            module.ceil_mode,
+        )
+
+    def __repr__(self) -> str:
+        return "MaxPoolRule()"
 
 
 class _BatchNormLFP(torch.autograd.Function):
