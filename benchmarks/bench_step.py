@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_step.py            # full run (~15-25 min on 2 cores)
+    python benchmarks/bench_step.py            # full run (~6 min on 2 idle cores)
     python benchmarks/bench_step.py --quick    # smaller: 3 repeats, T-scaling at T=10,30 only
 
 Networks (the same architecture in spikelfp and in snntorch, same weights):
@@ -16,7 +16,10 @@ frames, which has 3.9 %). Neurons: LIF with beta=0.9, threshold 1, subtract rese
 one step (snntorch ``Leaky``'s defaults); weights are scaled so that the hidden layers fire
 at about 10 % (see ``_common.calibrate_init``).
 
-Methods, timed round-robin in the same process (``torch.set_num_threads(2)``):
+Methods, timed round-robin in the same process (``torch.set_num_threads(2)``), first with glibc's
+default malloc, then after ``spikelfp.reuse_freed_memory()`` (what ``spikelfp train`` uses: large
+tensors reuse freed heap memory instead of fresh, kernel-zeroed pages; minor page faults per call
+are recorded); the T-scaling runs with reuse on:
 
 * ``lfp``: ``spikelfp.lfp.lfp_step`` with ``rate_coded_reward`` (scale 1/T) and SGD(momentum);
 * ``bptt``: snntorch, per-step loop over ``snn.Leaky`` (fast-sigmoid surrogate),
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -62,11 +66,15 @@ from _common import (  # noqa: E402
     write_json,
 )
 
+from spikelfp.allocator import reuse_freed_memory  # noqa: E402
+
 CONFIGS = {
     "fc": {"batch": 128, "shape": (2312,), "layers": lambda: fc_layers([2312, 256, 10])},
     "conv": {"batch": 64, "shape": (2, 34, 34), "layers": conv_layers},
 }
 METHODS = ("lfp", "bptt", "fwd", "spikelfp_fwd")
+#: glibc's default malloc, then ``spikelfp.reuse_freed_memory()`` (what ``spikelfp train`` uses).
+MALLOC_MODES = ("default", "reuse")
 
 
 def build(kind: str, steps: int, density: float, seed: int = 0, batch: int | None = None):
@@ -273,64 +281,82 @@ def main(argv=None) -> int:
         "notes": [],
     }
 
-    # ---- main comparison at T=30 ---------------------------------------------------------
+    # ---- main comparison at T=30, glibc's default malloc, then with freed memory reused ----
     rows = []
-    for kind in CONFIGS:
-        fns, info = build(kind, 30, args.density)
-        timing = time_round_robin(fns, repeats)
-        entry = {"T": 30, "batch": CONFIGS[kind]["batch"], **info, "timing": timing}
-        t = {k: v["median_s"] * 1e3 for k, v in timing.items()}
-        entry["lfp_over_bptt"] = t["lfp"] / t["bptt"]
-        entry["lfp_over_fwd"] = t["lfp"] / t["fwd"]
-        if not args.no_memory:
-            mem = {
-                m: run_in_subprocess(
-                    "bench_step",
-                    "memory_probe",
-                    {
-                        "kind": kind,
-                        "method": m,
-                        "steps": 30,
-                        "density": args.density,
-                        "threads": args.threads,
-                    },
-                )
-                for m in ("lfp", "bptt", "fwd")
-            }
-            entry["memory"] = mem
-            entry["lfp_mem_over_bptt"] = mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"]
-        entry["input_check"] = input_check_cost(kind, 30, args.density, repeats)
-        result["main"][kind] = entry
-        del fns
-        mem_cells = (
-            [
-                fmt(entry["memory"]["lfp"]["peak_mb"]),
-                fmt(entry["memory"]["bptt"]["peak_mb"]),
-                fmt(entry["lfp_mem_over_bptt"], 2),
-            ]
-            if not args.no_memory
-            else ["-"] * 3
-        )
-        rows.append(
-            [
-                kind,
-                30,
-                CONFIGS[kind]["batch"],
-                fmt(t["lfp"]),
-                fmt(t["bptt"]),
-                fmt(t["fwd"]),
-                fmt(t["spikelfp_fwd"]),
-                fmt(entry["lfp_over_bptt"], 2),
-                fmt(entry["lfp_over_fwd"], 2),
-                *mem_cells,
-                fmt(entry["input_check"]["aminmax_ms"]),
-                fmt(entry["input_check"]["isfinite_all_ms"]),
-            ]
-        )
-        print(f"[{time.time() - started:.0f}s] {kind}: done", file=sys.stderr, flush=True)
+    memory = {}
+    for malloc in MALLOC_MODES:
+        if malloc == "reuse":
+            reuse_freed_memory()  # process-wide from here on (the T-scaling below, too)
+        result["main"][malloc] = {}
+        for kind in CONFIGS:
+            fns, info = build(kind, 30, args.density)
+            usage0 = resource.getrusage(resource.RUSAGE_SELF)
+            timing = time_round_robin(fns, repeats)
+            usage1 = resource.getrusage(resource.RUSAGE_SELF)
+            entry = {"T": 30, "batch": CONFIGS[kind]["batch"], **info, "timing": timing}
+            entry["minor_page_faults_per_call"] = (usage1.ru_minflt - usage0.ru_minflt) / (
+                (repeats + 1) * len(fns)
+            )
+            t = {k: v["median_s"] * 1e3 for k, v in timing.items()}
+            entry["lfp_over_bptt"] = t["lfp"] / t["bptt"]
+            entry["lfp_over_fwd"] = t["lfp"] / t["fwd"]
+            if not args.no_memory and kind not in memory:
+                memory[kind] = {
+                    m: run_in_subprocess(
+                        "bench_step",
+                        "memory_probe",
+                        {
+                            "kind": kind,
+                            "method": m,
+                            "steps": 30,
+                            "density": args.density,
+                            "threads": args.threads,
+                        },
+                    )
+                    for m in ("lfp", "bptt", "fwd")
+                }
+            if not args.no_memory:
+                mem = memory[kind]
+                entry["memory"] = mem
+                entry["lfp_mem_over_bptt"] = mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"]
+            entry["input_check"] = input_check_cost(kind, 30, args.density, repeats)
+            result["main"][malloc][kind] = entry
+            del fns
+            mem_cells = (
+                [
+                    fmt(entry["memory"]["lfp"]["peak_mb"]),
+                    fmt(entry["memory"]["bptt"]["peak_mb"]),
+                    fmt(entry["lfp_mem_over_bptt"], 2),
+                ]
+                if not args.no_memory
+                else ["-"] * 3
+            )
+            rows.append(
+                [
+                    kind,
+                    malloc,
+                    30,
+                    CONFIGS[kind]["batch"],
+                    fmt(t["lfp"]),
+                    fmt(t["bptt"]),
+                    fmt(t["fwd"]),
+                    fmt(t["spikelfp_fwd"]),
+                    fmt(entry["lfp_over_bptt"], 2),
+                    fmt(entry["lfp_over_fwd"], 2),
+                    *mem_cells,
+                    fmt(entry["input_check"]["aminmax_ms"]),
+                    fmt(entry["input_check"]["isfinite_all_ms"]),
+                ]
+            )
+            print(
+                f"[{time.time() - started:.0f}s] {kind} ({malloc} malloc): done",
+                file=sys.stderr,
+                flush=True,
+            )
     main_table = markdown_table(
         [
             "net",
+            "malloc",
             "T",
             "B",
             "LFP step ms",

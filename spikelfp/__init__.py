@@ -5,9 +5,21 @@ time along the spike trains; each parameter's share of the reward is its update.
 """
 
 from . import lfp, neurons
+from .allocator import reuse_freed_memory
 from .neurons import ALIF, IF, LI, LIF, RLIF, CubaLIF
 from .sequential import Sequential
 
 __version__ = "0.1.0"
 
-__all__ = ["ALIF", "IF", "LI", "LIF", "RLIF", "CubaLIF", "Sequential", "lfp", "neurons"]
+__all__ = [
+    "ALIF",
+    "IF",
+    "LI",
+    "LIF",
+    "RLIF",
+    "CubaLIF",
+    "Sequential",
+    "lfp",
+    "neurons",
+    "reuse_freed_memory",
+]
