@@ -17,9 +17,9 @@ one step (snntorch ``Leaky``'s defaults); weights are scaled so that the hidden 
 at about 10 % (see ``_common.calibrate_init``).
 
 Methods, timed round-robin in the same process (``torch.set_num_threads(2)``), first with glibc's
-default malloc, then after ``spikelfp.reuse_freed_memory()`` (what ``spikelfp train`` uses: large
-tensors reuse freed heap memory instead of fresh, kernel-zeroed pages; minor page faults per call
-are recorded); the T-scaling runs with reuse on:
+default malloc, then after the opt-in ``spikelfp.reuse_freed_memory()`` (large tensors reuse
+freed heap memory instead of fresh, kernel-zeroed pages; minor page faults per call are
+recorded); the T-scaling and sparsity parts run with the default malloc:
 
 * ``lfp``: ``spikelfp.lfp.lfp_step`` with ``rate_coded_reward`` (scale 1/T) and SGD(momentum);
 * ``bptt``: snntorch, per-step loop over ``snn.Leaky`` (fast-sigmoid surrogate),
@@ -73,7 +73,7 @@ CONFIGS = {
     "conv": {"batch": 64, "shape": (2, 34, 34), "layers": conv_layers},
 }
 METHODS = ("lfp", "bptt", "fwd", "spikelfp_fwd")
-#: glibc's default malloc, then ``spikelfp.reuse_freed_memory()`` (what ``spikelfp train`` uses).
+#: glibc's default malloc, then the opt-in ``spikelfp.reuse_freed_memory()``.
 MALLOC_MODES = ("default", "reuse")
 
 
@@ -281,12 +281,13 @@ def main(argv=None) -> int:
         "notes": [],
     }
 
-    # ---- main comparison at T=30, glibc's default malloc, then with freed memory reused ----
+    # ---- main comparison at T=30 (glibc's default malloc now, reuse of freed memory last) ---
     rows = []
     memory = {}
-    for malloc in MALLOC_MODES:
+
+    def main_comparison(malloc: str) -> None:
         if malloc == "reuse":
-            reuse_freed_memory()  # process-wide from here on (the T-scaling below, too)
+            reuse_freed_memory()  # process-wide: this runs last
         result["main"][malloc] = {}
         for kind in CONFIGS:
             fns, info = build(kind, 30, args.density)
@@ -353,26 +354,8 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    main_table = markdown_table(
-        [
-            "net",
-            "malloc",
-            "T",
-            "B",
-            "LFP step ms",
-            "BPTT step ms",
-            "snntorch no-grad fwd ms",
-            "spikelfp no-grad fwd ms",
-            "LFP/BPTT",
-            "LFP/fwd",
-            "LFP peak MB",
-            "BPTT peak MB",
-            "LFP/BPTT mem",
-            "of LFP: input check ms",
-            "(isfinite(x) would be ms)",
-        ],
-        rows,
-    )
+
+    main_comparison("default")
 
     # ---- T-scaling -----------------------------------------------------------------------
     srows = []
@@ -464,6 +447,29 @@ def main(argv=None) -> int:
             "CSR total incl. conversion",
         ],
         sp_rows,
+    )
+
+    # ---- main comparison again, with freed memory reused (process-wide from here on) ----
+    main_comparison("reuse")
+    main_table = markdown_table(
+        [
+            "net",
+            "malloc",
+            "T",
+            "B",
+            "LFP step ms",
+            "BPTT step ms",
+            "snntorch no-grad fwd ms",
+            "spikelfp no-grad fwd ms",
+            "LFP/BPTT",
+            "LFP/fwd",
+            "LFP peak MB",
+            "BPTT peak MB",
+            "LFP/BPTT mem",
+            "of LFP: input check ms",
+            "(isfinite(x) would be ms)",
+        ],
+        rows,
     )
 
     result["load_average_after"] = os.getloadavg()

@@ -48,6 +48,11 @@ Usage::
     python benchmarks/compare_peers.py            # full run (3 seeds, ~15 min on 2 cores)
     python benchmarks/compare_peers.py --quick    # smoke run (~1 min)
 
+One method at another size (BPTT at its best size on the tuning split), one command line::
+
+    python benchmarks/compare_peers.py --datasets nmnist --methods snntorch-bptt --hidden 1024
+        --lr 1e-3 --json benchmarks/results/compare_peers_bptt1024.json
+
 Writes ``benchmarks/results/compare_peers.json`` and prints a markdown table.
 """
 
@@ -65,7 +70,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -500,6 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "compare_peers.json"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--hidden", type=int, default=None, help="override the hidden size of every dataset"
+    )
+    ap.add_argument(
+        "--lr", type=float, default=None, help="override the learning rate of every method"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
@@ -515,6 +526,12 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     for ds in datasets:
         cfg = configs[ds]
+        if args.hidden is not None or args.lr is not None:
+            cfg = replace(
+                cfg,
+                hidden=args.hidden if args.hidden is not None else cfg.hidden,
+                lr=args.lr if args.lr is not None else cfg.lr,
+            )
         if ds in ("nmnist", "mnist") and (data_dir is None or not data_dir.is_dir()):
             print(
                 f"skipping {ds}: set SPIKELFP_DATA (or --data) to the shared data folder",
@@ -574,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             "before each run and after each validation)"
         ),
         "learning_rates": LEARNING_RATES,
+        "overrides": {"hidden": args.hidden, "lr": args.lr},
         "datasets": sources,
         "summary": rows,
         "runs": [asdict(r) for r in results],

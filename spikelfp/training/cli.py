@@ -199,16 +199,16 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 def _add_memory_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--no-reuse-memory",
+        "--reuse-memory",
         action="store_true",
-        help="leave glibc's malloc as it is (by default freed tensor memory is kept for the "
-        "next step: faster steps, resident memory stays near its peak; see "
-        "spikelfp.allocator)",
+        help="keep freed tensor memory in the process for the next step (glibc): faster "
+        "steps for nets with large whole-sequence tensors (conv), but resident memory stays "
+        "high and can exceed the step's peak need (see spikelfp.allocator)",
     )
 
 
 def _reuse_memory(args: argparse.Namespace) -> None:
-    if not getattr(args, "no_reuse_memory", False):
+    if getattr(args, "reuse_memory", False):
         from ..allocator import reuse_freed_memory
 
         reuse_freed_memory()
