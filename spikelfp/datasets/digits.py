@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._io import atomic_write
 from ._optional import require_sklearn_datasets
 from .errors import DatasetLayoutError
 from .nmnist import NMNIST
@@ -67,12 +68,8 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
 
 
 def _write_marker(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def _count_bins(folder: Path) -> int:

@@ -14,11 +14,11 @@ Writing lives here (tonic has no writer); reading uses tonic's own reader.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .._io import atomic_write
 from ._optional import require_tonic
 from .errors import CorruptRecordingError
 
@@ -96,20 +96,8 @@ def write_nmnist_bin(
     path = Path(path)
     data = encode_nmnist(events)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path, fsync=fsync) as tmp:
+        tmp.write_bytes(data)
     return path
 
 

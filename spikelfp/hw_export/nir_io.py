@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
-from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +46,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from .._io import atomic_write
 from ..neurons import IF, LI, LIF, RLIF, CubaLIF
 from ..sequential import Sequential
 from ._layers import SumPool2d, canonicalize, infer_shapes, kind_of
@@ -356,23 +355,18 @@ def write_nir(graph, path: str | os.PathLike) -> Path:
         )
     if not os.access(parent, os.W_OK):
         raise ExportWriteError(f"cannot write {path}: the folder {parent} is not writable")
+    created = False
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-        os.close(fd)
-    except OSError as err:
-        raise ExportWriteError(f"cannot create a temporary file next to {path}: {err}") from err
-    try:
-        nir.write(tmp, graph)
-        os.replace(tmp, path)
-    except BaseException as err:
-        with suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, Exception):
-            raise ExportWriteError(
-                f"writing {path} failed ({type(err).__name__}: {err}); nothing was written "
-                "under that name"
-            ) from err
-        raise
+        with atomic_write(path) as tmp:
+            created = True
+            nir.write(str(tmp), graph)
+    except Exception as err:
+        if not created:
+            raise ExportWriteError(f"cannot create a temporary file next to {path}: {err}") from err
+        raise ExportWriteError(
+            f"writing {path} failed ({type(err).__name__}: {err}); nothing was written "
+            "under that name"
+        ) from err
     return path
 
 

@@ -40,7 +40,7 @@ from torch import nn
 from ..lfp.composites import default_composite
 from ..neurons import LI, LIF, CubaLIF
 from ..sequential import Sequential
-from ._composite import InteropComposite
+from ._composite import STATELESS_LAYERS, InteropComposite
 from ._functions import NorseLFP
 
 __all__ = [
@@ -286,31 +286,6 @@ def norse_forward(net: nn.Module, x: torch.Tensor, state=None):
 # --------------------------------------------------------------------------------------------
 # Converters
 
-_STATELESS = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Identity,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.modules.batchnorm._BatchNorm,
-    nn.ReLU,
-)
-
 
 def _tensor(x, dtype=None) -> torch.Tensor:
     t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(x)
@@ -346,7 +321,7 @@ def to_norse(seq: nn.Sequential, dt: float = 1e-3):
     layers = []
     for idx, m in enumerate(seq):
         where = f"layer {idx} ({type(m).__name__})"
-        if isinstance(m, _STATELESS):
+        if isinstance(m, STATELESS_LAYERS):
             layers.append(copy.deepcopy(m))
             continue
         if not isinstance(m, (LIF, CubaLIF, LI)) or type(m).__name__ in ("ALIF", "RLIF"):
@@ -424,7 +399,7 @@ def from_norse(model: nn.Module) -> Sequential:
     layers = []
     for idx, m in enumerate(model):
         where = f"layer {idx} ({type(m).__name__})"
-        if isinstance(m, _STATELESS):
+        if isinstance(m, STATELESS_LAYERS):
             layers.append(copy.deepcopy(m))
             continue
         if type(m) in (nt.LICell, nt.LI):

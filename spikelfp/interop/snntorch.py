@@ -52,7 +52,7 @@ from ..lfp.composites import default_composite
 from ..neurons import LI, LIF, RLIF, CubaLIF
 from ..neurons.alif import ALIF
 from ..sequential import Sequential
-from ._composite import InteropComposite
+from ._composite import STATELESS_LAYERS, InteropComposite
 from ._functions import OneToOneLFP, SnnLeakyLFP, SnnSynapticLFP
 
 __all__ = [
@@ -343,31 +343,6 @@ def snntorch_forward(net: nn.Module, x: torch.Tensor):
 # Converters
 
 
-_STATELESS = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Identity,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.modules.batchnorm._BatchNorm,
-    nn.ReLU,
-)
-
 _QUIRK = (
     "snntorch's reset_delay=False with subtract reset tests a spike against M' = βM + Z - θR "
     "(R = 1 while the previous membrane, after its reset, is still above θ); spikelfp's "
@@ -446,7 +421,7 @@ def from_snntorch(model: nn.Module) -> Sequential:
                 raise ValueError(f"layer {idx} ({type(m).__name__}): {problem}")
             _unit_gain(m, f"layer {idx} ({type(m).__name__})")
             layers.append(_neuron_from_snntorch(snn, m, idx, layers))
-        elif isinstance(m, _STATELESS):
+        elif isinstance(m, STATELESS_LAYERS):
             layers.append(copy.deepcopy(m))
         else:
             raise ValueError(
@@ -558,7 +533,7 @@ def to_snntorch(seq: nn.Sequential, init_hidden: bool = True) -> nn.Sequential:
         if isinstance(m, (LIF, CubaLIF, RLIF, LI)):
             layers.append(_neuron_to_snntorch(snn, m, idx))
             neurons.append(layers[-1])
-        elif isinstance(m, _STATELESS):
+        elif isinstance(m, STATELESS_LAYERS):
             layers.append(copy.deepcopy(m))
         else:
             raise ValueError(f"layer {idx} ({type(m).__name__}) has no snntorch equivalent")
