@@ -150,6 +150,13 @@ def test_maxpool_rule_equals_native_gradient(pool, shape, monkeypatch):
     assert torch.allclose(x2.grad.sum(), rho.sum())  # winner takes all: reward conserved
 
 
+def test_maxpool_rule_refuses_other_modules_and_bad_shapes():
+    with pytest.raises(TypeError, match="MaxPoolRule handles MaxPool1d/2d/3d"):
+        MaxPoolRule().forward(nn.AvgPool2d(2), torch.rand(1, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"expects a 3-D or 4-D input"):
+        MaxPoolRule().forward(nn.MaxPool2d(2), torch.rand(4, 4))
+
+
 def test_maxpool_rule_keeps_neither_input_nor_int64_indices():
     x = torch.rand(4, 2, 8, 8, requires_grad=True)
     y = MaxPoolRule().forward(nn.MaxPool2d(2), x)

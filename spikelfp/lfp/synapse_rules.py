@@ -322,12 +322,12 @@ class AvgPoolRule:
         return _LinearMapLFP.apply(x, type(module).forward.__get__(module), self.epsilon)
 
 
-def _window_starts(out_shape, in_shape, stride, padding) -> torch.Tensor:
+def _window_starts(out_shape, in_shape, stride, padding, device) -> torch.Tensor:
     """Flat input index (over the spatial dims) at which each output window starts."""
-    flat = torch.zeros((), dtype=torch.int64)
+    flat = torch.zeros((), dtype=torch.int64, device=device)
     step = 1
     for o, n, s, p in reversed(list(zip(out_shape, in_shape, stride, padding, strict=True))):
-        pos = torch.arange(o, dtype=torch.int64) * s - p
+        pos = torch.arange(o, dtype=torch.int64, device=device) * s - p
         flat = flat.unsqueeze(0) + (pos * step).reshape((-1,) + (1,) * flat.dim())
         step *= n
     return flat
@@ -361,7 +361,7 @@ class _MaxPoolLFP(torch.autograd.Function):
         for i in range(0, max(1, xb.shape[0]), step):
             y, idx = pool(xb[i : i + step], kernel, stride, padding, dilation, ceil_mode, True)
             if base is None:
-                base = _window_starts(y.shape[2:], spatial, stride, padding)
+                base = _window_starts(y.shape[2:], spatial, stride, padding, y.device)
                 extent = [(k - 1) * d for k, d in zip(kernel, dilation, strict=True)]
                 largest, mul = 0, 1
                 for e, n in reversed(list(zip(extent, spatial, strict=True))):
@@ -394,6 +394,9 @@ class _MaxPoolLFP(torch.autograd.Function):
         return (r_in.squeeze(0) if ctx.unbatched else r_in), None, None, None, None, None, None
 
 
+_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+
 def _tuple(v, dims: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * dims
 
@@ -413,12 +416,10 @@ class MaxPoolRule:
     """
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        dims = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}.get(type(module))
+        dims = next((d for d, cls in enumerate(_MAX_POOLS, 1) if isinstance(module, cls)), None)
         if dims is None:
-            for cls, d in ((nn.MaxPool1d, 1), (nn.MaxPool2d, 2), (nn.MaxPool3d, 3)):
-                if isinstance(module, cls):
-                    dims = d
-        if dims is None or module.return_indices:
+            raise TypeError(f"MaxPoolRule handles MaxPool1d/2d/3d, not {module}")
+        if module.return_indices:
             return type(module).forward(module, x)
         if x.dim() not in (dims + 1, dims + 2):
             raise ValueError(
