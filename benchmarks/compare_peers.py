@@ -492,6 +492,14 @@ def default_data_dir() -> str | None:
     return str(guess) if guess.is_dir() else None
 
 
+def require_data_dir(path: str | None) -> Path | None:
+    """``path`` as a folder, or ``None`` after telling the user how to point at the data."""
+    if path and Path(path).is_dir():
+        return Path(path)
+    print("N-MNIST not available: set SPIKELFP_DATA or --data", file=sys.stderr)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny subsets, 1 seed, 1 epoch")

@@ -61,11 +61,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--json", default="static_nmnist.json", help="file name under results/")
     args = ap.parse_args(argv)
-    if not args.data or not Path(args.data).is_dir():
-        print("N-MNIST not available: set SPIKELFP_DATA or --data", file=sys.stderr)
+    data_dir = cp.require_data_dir(args.data)
+    if data_dir is None:
         return 2
     torch.set_num_threads(1)
-    data = cp.load_nmnist(Path(args.data), 30)
+    data = cp.load_nmnist(data_dir, 30)
     accs = [run(data, s) for s in range(args.seeds)]
     med = statistics.median(accs)
     path = write_json(

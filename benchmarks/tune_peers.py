@@ -63,8 +63,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="tune_peers.json", help="file name under results/")
     args = ap.parse_args(argv)
-    if not args.data or not Path(args.data).is_dir():
-        print("N-MNIST not available: set SPIKELFP_DATA or --data", file=sys.stderr)
+    data_dir = cp.require_data_dir(args.data)
+    if data_dir is None:
         return 2
     torch.set_num_threads(args.threads)
     grid = GRID
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         hidden = [int(h) for h in args.hidden.split(",")] if args.hidden else [512]
         lrs = [float(v) for v in args.lrs.split(",")] if args.lrs else [1e-3]
         grid = [(m, hidden, lrs) for m in methods]
-    data = tuning_split(cp.load_nmnist(Path(args.data), 30))
+    data = tuning_split(cp.load_nmnist(data_dir, 30))
     xv = cp.val_inputs(data)
     rows, points = [], []
     started = time.time()

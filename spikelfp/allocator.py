@@ -9,8 +9,8 @@ zeroing of about 400 MB per step costs ~25 % of the step (``benchmarks/bench_ste
 measures it; per-step BPTT's tensors are small enough to be recycled by malloc already).
 
 :func:`reuse_freed_memory` tells glibc to serve large requests from its heap and to keep freed
-memory for the next request: after a few steps no page is zeroed any more (the conv step of
-``bench_step.py`` goes from ~370 to ~335 ms). The price is memory: the process's resident
+memory for the next request: after a few steps no page is zeroed any more (``bench_step.py``'s
+conv step gets ~8-10 % faster). The price is memory: the process's resident
 memory no longer drops between steps, and glibc's heap fragments, so it can hold more than a
 step needs at its peak (the conv benchmark's heap settles at ~470 MB of free memory for a
 step that needs ~265 MB; a loop allocating one 100 MB tensor at a time settles at ~570 MB).
