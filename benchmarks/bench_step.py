@@ -22,6 +22,8 @@ freed heap memory instead of fresh, kernel-zeroed pages; minor page faults per c
 recorded); the T-scaling and sparsity parts run with the default malloc:
 
 * ``lfp``: ``spikelfp.lfp.lfp_step`` with ``rate_coded_reward`` (scale 1/T) and SGD(momentum);
+* ``lfp_eager``: the same step with the native kernels off (``spikelfp._native.disabled()``);
+  main comparison only, to show what the fused kernels bring;
 * ``bptt``: snntorch, per-step loop over ``snn.Leaky`` (fast-sigmoid surrogate),
   cross-entropy on the spike counts, ``loss.backward()``, SGD(momentum) step;
 * ``fwd``: the same snntorch network's forward under ``torch.no_grad()`` (the floor);
@@ -66,13 +68,14 @@ from _common import (  # noqa: E402
     write_json,
 )
 
+from spikelfp import _native as native  # noqa: E402
 from spikelfp.allocator import reuse_freed_memory  # noqa: E402
 
 CONFIGS = {
     "fc": {"batch": 128, "shape": (2312,), "layers": lambda: fc_layers([2312, 256, 10])},
     "conv": {"batch": 64, "shape": (2, 34, 34), "layers": conv_layers},
 }
-METHODS = ("lfp", "bptt", "fwd", "spikelfp_fwd")
+METHODS = ("lfp", "lfp_eager", "bptt", "fwd", "spikelfp_fwd")
 #: glibc's default malloc, then the opt-in ``spikelfp.reuse_freed_memory()``.
 MALLOC_MODES = ("default", "reuse")
 
@@ -99,6 +102,10 @@ def build(kind: str, steps: int, density: float, seed: int = 0, batch: int | Non
     def lfp():
         lfp_step(net, x, labels, reward, opt_lfp)
 
+    def lfp_eager():
+        with native.disabled():
+            lfp_step(net, x, labels, reward, opt_lfp)
+
     def bptt():
         opt_bptt.zero_grad(set_to_none=True)
         spikes, _ = snt(x)
@@ -113,7 +120,13 @@ def build(kind: str, steps: int, density: float, seed: int = 0, batch: int | Non
         with torch.no_grad():
             net(x)
 
-    fns = {"lfp": lfp, "bptt": bptt, "fwd": fwd, "spikelfp_fwd": spikelfp_fwd}
+    fns = {
+        "lfp": lfp,
+        "lfp_eager": lfp_eager,
+        "bptt": bptt,
+        "fwd": fwd,
+        "spikelfp_fwd": spikelfp_fwd,
+    }
     return fns, {"init_rates": rates, "input_density": x.mean().item()}
 
 
@@ -271,6 +284,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     result = {
         "environment": environment(),
+        "native_kernels": native.status().detail,
         "threads": args.threads,
         "density": args.density,
         "repeats": repeats,
@@ -339,6 +353,7 @@ def main(argv=None) -> int:
                     30,
                     CONFIGS[kind]["batch"],
                     fmt(t["lfp"]),
+                    fmt(t["lfp_eager"]),
                     fmt(t["bptt"]),
                     fmt(t["fwd"]),
                     fmt(t["spikelfp_fwd"]),
@@ -458,6 +473,7 @@ def main(argv=None) -> int:
             "T",
             "B",
             "LFP step ms",
+            "LFP eager ms",
             "BPTT step ms",
             "snntorch no-grad fwd ms",
             "spikelfp no-grad fwd ms",

@@ -21,6 +21,17 @@ It affects the whole process, so nothing in spikelfp turns it on by itself: call
 True
 >>> reuse_freed_memory(False) in (True, False)
 True
+
+The rules' own whole-sequence tensors come from :func:`empty_large`, which is on by default and
+changes nothing process-wide: a fresh CPU tensor of 4 MiB or more is marked for transparent
+huge pages (``madvise(MADV_HUGEPAGE)``, Linux) before anything touches it, so the kernel maps
+it in 2 MiB pages, one fault each instead of 512. Zeroing the pages still costs memory
+bandwidth, but an 83 MB tensor's first fill takes ~5 ms instead of ~16 ms (~4 ms when its
+pages are already mapped). Where transparent huge pages are off (``never``), the advice is
+ignored.
+
+>>> empty_large((3, 4)).shape
+torch.Size([3, 4])
 """
 
 from __future__ import annotations
@@ -30,7 +41,9 @@ import ctypes.util
 import functools
 import sys
 
-__all__ = ["reuse_freed_memory"]
+import torch
+
+__all__ = ["reuse_freed_memory", "empty_large", "empty_large_like"]
 
 # mallopt(3) parameters and glibc's defaults.
 _M_TRIM_THRESHOLD = -1
@@ -39,6 +52,50 @@ _DEFAULT_MMAP_MAX = 65536
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024
 #: With reuse on, free memory at the top of the heap above this is still given back.
 _KEPT_BYTES = 1 << 30
+
+
+_MADV_HUGEPAGE = 14
+_HUGE_PAGE = 1 << 21
+#: tensors at least this large get the huge-page advice
+_LARGE_BYTES = 1 << 22
+
+
+@functools.cache
+def _madvise():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def empty_large(
+    shape, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """``torch.empty``; a large CPU tensor is first advised into transparent huge pages.
+
+    Only the 2 MiB-aligned interior of the tensor's own memory is advised, and before its
+    first touch (the advice does not apply to pages already mapped).
+    """
+    t = torch.empty(shape, dtype=dtype, device=device)
+    nbytes = t.numel() * t.element_size()
+    if t.device.type == "cpu" and nbytes >= _LARGE_BYTES:
+        madvise = _madvise()
+        if madvise is not None:
+            start = (t.data_ptr() + _HUGE_PAGE - 1) & ~(_HUGE_PAGE - 1)
+            end = (t.data_ptr() + nbytes) & ~(_HUGE_PAGE - 1)
+            if end > start:
+                madvise(start, end - start, _MADV_HUGEPAGE)  # advice only: errors ignored
+    return t
+
+
+def empty_large_like(t: torch.Tensor, shape=None) -> torch.Tensor:
+    """:func:`empty_large` with ``t``'s dtype and device (and shape, unless given)."""
+    return empty_large(t.shape if shape is None else shape, dtype=t.dtype, device=t.device)
 
 
 @functools.cache

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import _native as native
+from ..allocator import empty_large_like
 from ..neurons.alif import ALIF, ALIFState
 from ..neurons.base import broadcasts_to, check_time_first
 from ..neurons.cuba import CubaLIF, CubaLIFState
@@ -103,7 +105,7 @@ def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout, keep_
     ``V - θ·S`` and ``V·(1 - S)`` are exact selections; up to the sign of a zero).
     """
     steps = z.shape[0]
-    mem = z.new_empty(((steps + 1) if keep_mem else 2,) + tuple(z.shape[1:]))
+    mem = empty_large_like(z, ((steps + 1) if keep_mem else 2,) + tuple(z.shape[1:]))
     mem[0].copy_(v0)
     if keep_mem:
         if readout:
@@ -111,7 +113,7 @@ def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout, keep_
         ring = z.new_empty((2,) + tuple(z.shape[1:]))
         out = _Ring(ring)
     else:
-        out = torch.empty_like(z)
+        out = empty_large_like(z)
     keep = None if readout or reset != "zero" else torch.empty_like(v0)
     prev = None  # the previous step's spikes (delayed reset)
     for t in range(steps):
@@ -164,7 +166,17 @@ class _LIFLFP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, v0, beta, threshold, reset, reset_delay, epsilon, readout):
         ctx.epsilon = epsilon
-        if _lif_fast_ok(z, v0, beta, threshold):
+        fast = _lif_fast_ok(z, v0, beta, threshold)
+        ctx.mode = (reset, reset_delay, readout)
+        ctx.native = fast and native.usable(z, v0, beta, threshold)
+        if ctx.native:
+            # Fused kernels (spikelfp._native): the same arithmetic in one pass per block of
+            # neurons; like the eager path below, only Z and U_0 are kept.
+            ctx.fast = True
+            out, v_last = native.lif_forward(z, v0, beta, threshold, reset, reset_delay, readout)
+            ctx.save_for_backward(z, v0, beta, threshold)
+            return out, v_last
+        if fast:
             # Only Z and U_0 are kept: the backward replays the (cheap, exact) forward
             # recursion for U_{t-1} and recomputes D_t, so the forward holds no full-length
             # membrane or denominator (the memory of a LIF layer is that of its input).
@@ -172,7 +184,6 @@ class _LIFLFP(torch.autograd.Function):
                 z, v0, beta, threshold, reset, reset_delay, readout, keep_mem=False
             )
             ctx.fast = True
-            ctx.mode = (reset, reset_delay, readout)
             ctx.save_for_backward(z, v0, beta, threshold)
             return out, mem[-1].clone()
         ctx.fast = False
@@ -196,7 +207,12 @@ class _LIFLFP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, r, g_last):
         need = ctx.needs_input_grad
-        if ctx.fast:
+        if ctx.native:
+            z, v0, beta, threshold = ctx.saved_tensors
+            rho, q0, n, u_prev = native.lif_backward(
+                r, g_last, z, v0, beta, threshold, ctx.epsilon, *ctx.mode, need[2] or need[3]
+            )
+        elif ctx.fast:
             z, v0, beta, threshold = ctx.saved_tensors
             reset, reset_delay, readout = ctx.mode
             _, mem = _lif_forward_fast(
@@ -232,8 +248,8 @@ def _lif_backward_fast(r, q, z, u_prev, beta, epsilon, keep_n, rho_out=None):
     forward's (``D_t``) and :func:`membrane_backward`'s.
     """
     steps = z.shape[0]
-    rho = torch.empty_like(z) if rho_out is None else rho_out
-    n_all = torch.empty_like(z) if keep_n else None
+    rho = empty_large_like(z) if rho_out is None else rho_out
+    n_all = empty_large_like(z) if keep_n else None
     a = torch.empty_like(z[0])
     inv_d, tmp, bu, n_t = (torch.empty_like(a) for _ in range(4))
     q = q.expand_as(a) if q.shape != a.shape else q

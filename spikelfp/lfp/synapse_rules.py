@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _native as native
+from ..allocator import empty_large_like
 from ._tensor import stabilized_divide, sum_to
 
 __all__ = [
@@ -48,6 +50,8 @@ def _divide(num: torch.Tensor, den: torch.Tensor, epsilon: float) -> torch.Tenso
     """:func:`stabilized_divide` with fewer full-size temporaries (same values)."""
     if num.shape != den.shape or num.dtype != den.dtype:
         return stabilized_divide(num, den, epsilon)
+    if native.usable(num, den):
+        return native.divide(num, den, epsilon)
     if epsilon == 0:
         return torch.div(num, den).masked_fill_(den == 0, 0)
     return num / torch.where(den >= 0, den + epsilon, den - epsilon)
@@ -119,7 +123,7 @@ def _linear_backward_chunked(rho, x, w2, zmod, epsilon, need_x, need_w, need_b):
     rho2, z2, x2 = rho.reshape(-1, n_out), zmod.reshape(-1, n_out), x.reshape(-1, n_in)
     rows = x2.shape[0]
     step = max(256, _ROW_CHUNK_BYTES // max(1, n_out * rho2.element_size()))
-    r_in = torch.empty_like(x2) if need_x else None
+    r_in = empty_large_like(x2) if need_x else None
     gw = x2.new_zeros((n_out, n_in)) if need_w else None
     gb = x2.new_zeros((n_out,)) if need_b else None
     for i in range(0, rows, step):
@@ -137,7 +141,7 @@ def _linear_backward_chunked(rho, x, w2, zmod, epsilon, need_x, need_w, need_b):
 # Convolutions over all T·B samples run in chunks of about this many output bytes: a chunk's
 # output, its reward and the conv's own buffers then stay in cache, and no full-size scratch
 # tensor is allocated (on CPU, fresh large allocations cost page faults).
-_CHUNK_BYTES = 1 << 21
+_CHUNK_BYTES = 1 << 23
 
 
 def _chunk_size(x: torch.Tensor, per_sample_out: int) -> int:
@@ -158,7 +162,7 @@ def _conv_chunked(x, weight, bias, c):
     step = _chunk_size(x, math.prod(shape[1:]))
     if step >= x.shape[0] or min(spatial, default=1) <= 0:
         return _conv_forward(x, weight, bias, c)
-    out = x.new_empty(shape)
+    out = empty_large_like(x, shape)
     for i in range(0, x.shape[0], step):
         out[i : i + step] = _conv_forward(x[i : i + step], weight, bias, c)
     return out
@@ -173,7 +177,7 @@ def _conv_backward_chunked(rho, x, w2, zmod, c, epsilon, need_x, need_w, need_b)
     """
     total = x.shape[0]
     step = _chunk_size(x, zmod[0].numel()) if total else 1
-    r_in = torch.empty_like(x) if need_x and step < total else None
+    r_in = empty_large_like(x) if need_x and step < total else None
     gw = gb = gi_full = None
     for i in range(0, total, step):
         sl = slice(i, i + step)
@@ -340,6 +344,35 @@ def _offset_dtype(largest: int) -> torch.dtype:
     return torch.int64
 
 
+def _pool_out_size(size, k, s, p, d, ceil_mode) -> int:
+    """Output length of a max-pooling dimension (torch's formula)."""
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _native_pool_shape(xb, dims, kernel, stride, padding, dilation, ceil_mode):
+    """The output's spatial shape if the native 2-d kernel applies, else ``None``.
+
+    Unusual or invalid settings go to torch's own max-pooling (and its error messages).
+    """
+    if dims != 2 or xb.dim() != 4 or not native.usable(xb):
+        return None
+    if min(stride) < 1 or min(dilation) < 1 or min(kernel) < 1:
+        return None
+    if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
+        return None
+    extent = (kernel[0] - 1) * dilation[0] * xb.shape[3] + (kernel[1] - 1) * dilation[1]
+    if extent > 255:  # the offsets are kept as uint8
+        return None
+    out = tuple(
+        _pool_out_size(n, k, s, p, d, ceil_mode)
+        for n, k, s, p, d in zip(xb.shape[2:], kernel, stride, padding, dilation, strict=True)
+    )
+    return out if min(out) > 0 else None
+
+
 class _MaxPoolLFP(torch.autograd.Function):
     """Max-pooling whose backward scatters the reward to each window's arg-max.
 
@@ -355,6 +388,15 @@ class _MaxPoolLFP(torch.autograd.Function):
         unbatched = x.dim() == dims + 1
         xb = x.unsqueeze(0) if unbatched else x
         spatial = xb.shape[2:]
+        out_hw = _native_pool_shape(xb, dims, kernel, stride, padding, dilation, ceil_mode)
+        ctx.in_shape, ctx.unbatched, ctx.native = tuple(xb.shape), unbatched, out_hw is not None
+        if ctx.native:
+            y, off = native.maxpool2d_forward(
+                xb.contiguous(), out_hw, kernel, stride, padding, dilation
+            )
+            ctx.save_for_backward(off)
+            ctx.window = (kernel, stride, padding, dilation)
+            return y.squeeze(0) if unbatched else y
         per_sample = max(1, xb[0].numel() * xb.element_size()) if xb.shape[0] else 1
         step = max(1, _CHUNK_BYTES // per_sample)
         out = off = base = None
@@ -368,7 +410,7 @@ class _MaxPoolLFP(torch.autograd.Function):
                     largest += e * mul
                     mul *= n
                 shape = (xb.shape[0], *y.shape[1:])
-                out = y if step >= xb.shape[0] else y.new_empty(shape)
+                out = y if step >= xb.shape[0] else empty_large_like(y, shape)
                 off = torch.empty(shape, dtype=_offset_dtype(largest), device=y.device)
             if out is not y:
                 out[i : i + step] = y
@@ -376,15 +418,19 @@ class _MaxPoolLFP(torch.autograd.Function):
             off[i : i + step] = idx
         y = out
         ctx.save_for_backward(off, base)
-        ctx.in_shape, ctx.unbatched, ctx.step = tuple(xb.shape), unbatched, step
+        ctx.step = step
         return y.squeeze(0) if unbatched else y
 
     @staticmethod
     def backward(ctx, rho):
-        off, base = ctx.saved_tensors
         rho = rho.unsqueeze(0) if ctx.unbatched else rho
+        if ctx.native:
+            (off,) = ctx.saved_tensors
+            r_in = native.maxpool2d_backward(rho, off, ctx.in_shape, *ctx.window)
+            return (r_in.squeeze(0) if ctx.unbatched else r_in), None, None, None, None, None, None
+        off, base = ctx.saved_tensors
         n, c = ctx.in_shape[:2]
-        r_in = rho.new_zeros((n, c, math.prod(ctx.in_shape[2:])))
+        r_in = empty_large_like(rho, (n, c, math.prod(ctx.in_shape[2:]))).zero_()
         flat_base = base.reshape(-1)
         for i in range(0, n, ctx.step):
             sl = slice(i, i + ctx.step)
