@@ -16,10 +16,11 @@ frames, which has 3.9 %). Neurons: LIF with beta=0.9, threshold 1, subtract rese
 one step (snntorch ``Leaky``'s defaults); weights are scaled so that the hidden layers fire
 at about 10 % (see ``_common.calibrate_init``).
 
-Methods, timed round-robin in the same process (``torch.set_num_threads(2)``), first with glibc's
-default malloc, then after the opt-in ``spikelfp.reuse_freed_memory()`` (large tensors reuse
-freed heap memory instead of fresh, kernel-zeroed pages; minor page faults per call are
-recorded); the T-scaling and sparsity parts run with the default malloc:
+Methods, timed round-robin in the same process (``torch.set_num_threads(2)``), first with the
+default memory setting, then after the opt-in ``spikelfp.reuse_freed_memory()`` (the rules'
+freed large tensors are kept for the next step instead of fresh, kernel-zeroed pages; minor
+page faults per call are recorded). The T-scaling runs both settings; the sparsity part the
+default:
 
 * ``lfp``: ``spikelfp.lfp.lfp_step`` with ``rate_coded_reward`` (scale 1/T) and SGD(momentum);
 * ``lfp_eager``: the same step with the native kernels off (``spikelfp._native.disabled()``);
@@ -32,7 +33,8 @@ recorded); the T-scaling and sparsity parts run with the default malloc:
 Peak memory: each (network, method, T) in a fresh Python process (``MALLOC_MMAP_THRESHOLD_``
 fixed at 128 KiB so that freed tensors go back to the OS); after two warm-up steps the kernel's
 RSS high-water mark is reset (``/proc/self/clear_refs``) and one more step is run; the peak is
-``VmHWM - VmRSS before the step`` (what the step needs on top of model, data and optimizer).
+``VmHWM - VmRSS before the step`` (what the step needs on top of model, data and optimizer;
+with reuse on, the free blocks the pool kept from the warm-up steps count as the step's).
 
 Writes ``benchmarks/results/bench_step.json`` and prints markdown tables.
 """
@@ -76,8 +78,6 @@ CONFIGS = {
     "conv": {"batch": 64, "shape": (2, 34, 34), "layers": conv_layers},
 }
 METHODS = ("lfp", "lfp_eager", "bptt", "fwd", "spikelfp_fwd")
-#: glibc's default malloc, then the opt-in ``spikelfp.reuse_freed_memory()``.
-MALLOC_MODES = ("default", "reuse")
 
 
 def build(kind: str, steps: int, density: float, seed: int = 0, batch: int | None = None):
@@ -155,9 +155,13 @@ def time_round_robin(fns: dict, repeats: int, warmup: int = 1) -> dict:
     return out
 
 
-def memory_probe(kind: str, method: str, steps: int, density: float, threads: int = 2) -> dict:
+def memory_probe(
+    kind: str, method: str, steps: int, density: float, threads: int = 2, reuse: bool = False
+) -> dict:
     """Peak memory of one step of ``method`` (run in a fresh process by the benchmark)."""
     torch.set_num_threads(threads)
+    if reuse:
+        reuse_freed_memory()
     warnings.filterwarnings("ignore")
     fns, _ = build(kind, steps, density)
     fn = fns[method]
@@ -295,14 +299,27 @@ def main(argv=None) -> int:
         "notes": [],
     }
 
-    # ---- main comparison at T=30 (glibc's default malloc now, reuse of freed memory last) ---
+    def probe(kind: str, method: str, steps: int, reuse: bool = False) -> dict:
+        return run_in_subprocess(
+            "bench_step",
+            "memory_probe",
+            {
+                "kind": kind,
+                "method": method,
+                "steps": steps,
+                "density": args.density,
+                "threads": args.threads,
+                "reuse": reuse,
+            },
+        )
+
+    # ---- main comparison at T=30 (default memory setting, then reuse of freed blocks) ----
     rows = []
     memory = {}
 
-    def main_comparison(malloc: str) -> None:
-        if malloc == "reuse":
-            reuse_freed_memory()  # process-wide: this runs last
-        result["main"][malloc] = {}
+    def main_comparison(mode: str) -> None:
+        reuse_freed_memory(mode == "reuse")
+        result["main"][mode] = {}
         for kind in CONFIGS:
             fns, info = build(kind, 30, args.density)
             usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -315,27 +332,16 @@ def main(argv=None) -> int:
             t = {k: v["median_s"] * 1e3 for k, v in timing.items()}
             entry["lfp_over_bptt"] = t["lfp"] / t["bptt"]
             entry["lfp_over_fwd"] = t["lfp"] / t["fwd"]
-            if not args.no_memory and kind not in memory:
-                memory[kind] = {
-                    m: run_in_subprocess(
-                        "bench_step",
-                        "memory_probe",
-                        {
-                            "kind": kind,
-                            "method": m,
-                            "steps": 30,
-                            "density": args.density,
-                            "threads": args.threads,
-                        },
-                    )
-                    for m in ("lfp", "bptt", "fwd")
-                }
             if not args.no_memory:
-                mem = memory[kind]
+                if kind not in memory:
+                    memory[kind] = {m: probe(kind, m, 30) for m in ("lfp", "bptt", "fwd")}
+                mem = dict(memory[kind])
+                if mode == "reuse":
+                    mem["lfp"] = probe(kind, "lfp", 30, reuse=True)
                 entry["memory"] = mem
                 entry["lfp_mem_over_bptt"] = mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"]
             entry["input_check"] = input_check_cost(kind, 30, args.density, repeats)
-            result["main"][malloc][kind] = entry
+            result["main"][mode][kind] = entry
             del fns
             mem_cells = (
                 [
@@ -349,7 +355,7 @@ def main(argv=None) -> int:
             rows.append(
                 [
                     kind,
-                    malloc,
+                    mode,
                     30,
                     CONFIGS[kind]["batch"],
                     fmt(t["lfp"]),
@@ -365,39 +371,31 @@ def main(argv=None) -> int:
                 ]
             )
             print(
-                f"[{time.time() - started:.0f}s] {kind} ({malloc} malloc): done",
+                f"[{time.time() - started:.0f}s] {kind} ({mode} memory): done",
                 file=sys.stderr,
                 flush=True,
             )
+        reuse_freed_memory(False)
 
     main_comparison("default")
+    main_comparison("reuse")
 
-    # ---- T-scaling -----------------------------------------------------------------------
+    # ---- T-scaling (LFP with both memory settings) ---------------------------------------
     srows = []
     for kind in CONFIGS:
         result["scaling"][kind] = {}
         for steps in scaling:
             fns, _ = build(kind, steps, args.density)
-            fns = {k: fns[k] for k in ("lfp", "bptt")}
             reps = repeats if steps <= 100 else max(3, repeats // 2)
-            timing = time_round_robin(fns, reps)
+            timing = time_round_robin({k: fns[k] for k in ("lfp", "bptt")}, reps)
+            reuse_freed_memory(True)
+            timing["lfp_reuse"] = time_round_robin({"lfp": fns["lfp"]}, reps)["lfp"]
+            reuse_freed_memory(False)
             entry = {"timing": timing, "repeats": reps}
             del fns
             if not args.no_memory:
-                entry["memory"] = {
-                    m: run_in_subprocess(
-                        "bench_step",
-                        "memory_probe",
-                        {
-                            "kind": kind,
-                            "method": m,
-                            "steps": steps,
-                            "density": args.density,
-                            "threads": args.threads,
-                        },
-                    )
-                    for m in ("lfp", "bptt")
-                }
+                entry["memory"] = {m: probe(kind, m, steps) for m in ("lfp", "bptt")}
+                entry["memory"]["lfp_reuse"] = probe(kind, "lfp", steps, reuse=True)
             result["scaling"][kind][steps] = entry
             t = {k: v["median_s"] * 1e3 for k, v in timing.items()}
             mem = entry.get("memory")
@@ -406,11 +404,20 @@ def main(argv=None) -> int:
                     kind,
                     steps,
                     fmt(t["lfp"]),
+                    fmt(t["lfp_reuse"]),
                     fmt(t["bptt"]),
                     fmt(t["lfp"] / t["bptt"], 2),
-                    fmt(mem["lfp"]["peak_mb"]) if mem else "-",
-                    fmt(mem["bptt"]["peak_mb"]) if mem else "-",
-                    fmt(mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"], 2) if mem else "-",
+                    fmt(t["lfp_reuse"] / t["bptt"], 2),
+                    *(
+                        [
+                            fmt(mem["lfp"]["peak_mb"]),
+                            fmt(mem["lfp_reuse"]["peak_mb"]),
+                            fmt(mem["bptt"]["peak_mb"]),
+                            fmt(mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"], 2),
+                        ]
+                        if mem
+                        else ["-"] * 4
+                    ),
                 ]
             )
             print(
@@ -423,9 +430,12 @@ def main(argv=None) -> int:
             "net",
             "T",
             "LFP ms",
+            "LFP reuse ms",
             "BPTT ms",
             "LFP/BPTT",
+            "LFP reuse/BPTT",
             "LFP peak MB",
+            "LFP reuse peak MB",
             "BPTT peak MB",
             "LFP/BPTT mem",
         ],
@@ -464,12 +474,10 @@ def main(argv=None) -> int:
         sp_rows,
     )
 
-    # ---- main comparison again, with freed memory reused (process-wide from here on) ----
-    main_comparison("reuse")
     main_table = markdown_table(
         [
             "net",
-            "malloc",
+            "memory",
             "T",
             "B",
             "LFP step ms",

@@ -1,62 +1,61 @@
-"""Reuse of freed CPU memory for large tensors (glibc): an opt-in, process-wide setting.
+"""Memory for the rules' large CPU tensors: huge pages always, reuse of freed blocks opt-in.
 
 torch's CPU allocator hands every tensor to ``malloc``. glibc serves requests above its mmap
-threshold (at most 32 MiB) with fresh ``mmap`` pages and returns them on ``free``, so a
-training step that creates a tensor of, say, 80 MB creates it in new pages every time, and the
-kernel zeroes each page on first touch. Sequence-level LFP works on whole ``(T, B, ...)``
-tensors: for a conv layer over N-MNIST frames at ``T=30, B=64`` those are 83 MB each, and the
-zeroing of about 400 MB per step costs ~25 % of the step (``benchmarks/bench_step.py``
-measures it; per-step BPTT's tensors are small enough to be recycled by malloc already).
+threshold (at most 32 MiB) with fresh ``mmap`` pages and returns them on ``free``, and the
+kernel zeroes every fresh page on first touch. Sequence-level LFP works on whole
+``(T, B, ...)`` tensors: for a conv layer over N-MNIST frames at ``T=30, B=64`` they are 83 MB
+each, about 1.6 GB of fresh memory per step at ``T=100`` (per-step BPTT's tensors are small
+enough for malloc to recycle).
 
-:func:`reuse_freed_memory` tells glibc to serve large requests from its heap and to keep freed
-memory for the next request: after a few steps no page is zeroed any more (``bench_step.py``'s
-conv step gets ~8-10 % faster). The price is memory: the process's resident
-memory no longer drops between steps, and glibc's heap fragments, so it can hold more than a
-step needs at its peak (the conv benchmark's heap settles at ~470 MB of free memory for a
-step that needs ~265 MB; a loop allocating one 100 MB tensor at a time settles at ~570 MB).
-It affects the whole process, so nothing in spikelfp turns it on by itself: call it, or pass
-``--reuse-memory`` to ``spikelfp train`` / ``spikelfp demo``.
+The rules allocate these tensors (4 MiB or more, CPU) with :func:`empty_large`:
 
->>> reuse_freed_memory() in (True, False)   # False where the C library is not glibc
+* **Always**: the memory is advised into transparent huge pages (``madvise(MADV_HUGEPAGE)``,
+  Linux) before its first touch, so the kernel maps it with one fault per 2 MiB instead of one
+  per 4 KiB. An 83 MB tensor's first fill then takes ~7 ms instead of ~16 ms. Nothing is kept:
+  memory goes back to the system when the tensor is freed, as before.
+* **Opt-in**, :func:`reuse_freed_memory` (``--reuse-memory`` on the CLI): freed blocks are kept
+  in a pool and handed to the next request of the same size. A training step's tensors have the
+  same sizes every step, so after the first step no page is zeroed any more (``bench_step.py``:
+  the conv step at ``T=100`` takes ~0.67 s instead of ~0.9 s). The price is memory: the pool
+  holds free blocks between steps and while other sizes are in use, so the process needs more
+  than the step's live peak (conv net, ``T=30``: ~437 MB instead of ~248 MB; see the
+  benchmark's ``reuse`` rows). The pool keeps at most ``max_bytes`` of free blocks (least
+  recently freed dropped first) and only affects spikelfp's own large tensors.
+
+A block returns to the pool when torch frees the last tensor on it (the tensor's storage holds
+the block's only reference), never earlier.
+
+>>> reuse_freed_memory()
 True
->>> reuse_freed_memory(False) in (True, False)
+>>> t = empty_large((2048, 1024))        # 8 MiB
+>>> t.shape, t.dtype
+(torch.Size([2048, 1024]), torch.float32)
+>>> del t; pooled_bytes() >= 8 << 20     # its block is kept for the next request
 True
-
-The rules' own whole-sequence tensors come from :func:`empty_large`, which is on by default and
-changes nothing process-wide: a fresh CPU tensor of 4 MiB or more is marked for transparent
-huge pages (``madvise(MADV_HUGEPAGE)``, Linux) before anything touches it, so the kernel maps
-it in 2 MiB pages, one fault each instead of 512. Zeroing the pages still costs memory
-bandwidth, but an 83 MB tensor's first fill takes ~5 ms instead of ~16 ms (~4 ms when its
-pages are already mapped). Where transparent huge pages are off (``never``), the advice is
-ignored.
-
->>> empty_large((3, 4)).shape
-torch.Size([3, 4])
+>>> reuse_freed_memory(False); pooled_bytes()
+True
+0
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
-import ctypes.util
 import functools
+import math
+import os
 import sys
+import threading
+import weakref
 
+import numpy as np
 import torch
 
-__all__ = ["reuse_freed_memory", "empty_large", "empty_large_like"]
-
-# mallopt(3) parameters and glibc's defaults.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-_DEFAULT_MMAP_MAX = 65536
-_DEFAULT_TRIM_THRESHOLD = 128 * 1024
-#: With reuse on, free memory at the top of the heap above this is still given back.
-_KEPT_BYTES = 1 << 30
-
+__all__ = ["reuse_freed_memory", "pooled_bytes", "empty_large", "empty_large_like"]
 
 _MADV_HUGEPAGE = 14
 _HUGE_PAGE = 1 << 21
-#: tensors at least this large get the huge-page advice
+#: tensors at least this large come from the pool
 _LARGE_BYTES = 1 << 22
 
 
@@ -73,24 +72,99 @@ def _madvise():
     return fn
 
 
+def _initial_limit() -> int:
+    env = os.environ.get("SPIKELFP_POOL_BYTES", "").strip()
+    if not env:
+        return 0
+    try:
+        return max(0, int(float(env)))
+    except ValueError:
+        raise ValueError(
+            f"SPIKELFP_POOL_BYTES must be a number of bytes (0: no reuse), got {env!r}"
+        ) from None
+
+
+def _default_limit() -> int:
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        ram = 16 << 30
+    return min(8 << 30, ram // 4)
+
+
+class _Pool:
+    """Free blocks of whole huge pages, by size; see the module docstring."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.free: dict[int, list[np.ndarray]] = {}
+        self.order: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self.free_bytes = 0
+        self.lock = threading.RLock()  # a finalizer may run inside a locked section
+
+    @staticmethod
+    def _fresh(size: int) -> np.ndarray:
+        raw = np.empty(size + _HUGE_PAGE, dtype=np.uint8)
+        start = (-raw.ctypes.data) % _HUGE_PAGE
+        block = raw[start : start + size]
+        madvise = _madvise()
+        if madvise is not None:
+            madvise(block.ctypes.data, size, _MADV_HUGEPAGE)  # advice only: errors ignored
+        return block
+
+    def take(self, nbytes: int) -> np.ndarray:
+        size = -(-nbytes // _HUGE_PAGE) * _HUGE_PAGE
+        block = None
+        with self.lock:
+            blocks = self.free.get(size)
+            if blocks:
+                block = blocks.pop()
+                self.free_bytes -= size
+                self.order.pop(id(block), None)
+        if block is None:
+            block = self._fresh(size)
+        view = block[:nbytes]
+        weakref.finalize(view, self._give_back, block).atexit = False
+        return view
+
+    def _give_back(self, block: np.ndarray) -> None:
+        size = block.nbytes
+        with self.lock:
+            if size > self.limit:
+                return
+            self.free.setdefault(size, []).append(block)
+            self.order[id(block)] = size
+            self.free_bytes += size
+            self.trim()
+
+    def trim(self) -> None:
+        """Drop the least recently freed blocks until the free bytes are within the limit."""
+        with self.lock:
+            while self.free_bytes > self.limit:
+                key, size = self.order.popitem(last=False)
+                blocks = self.free[size]
+                del blocks[next(i for i, b in enumerate(blocks) if id(b) == key)]
+                self.free_bytes -= size
+
+
+_POOL = _Pool(_initial_limit())
+
+
 def empty_large(
     shape, dtype: torch.dtype | None = None, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """``torch.empty``; a large CPU tensor is first advised into transparent huge pages.
+    """``torch.empty``; a large CPU tensor in huge pages, from the pool if reuse is on.
 
-    Only the 2 MiB-aligned interior of the tensor's own memory is advised, and before its
-    first touch (the advice does not apply to pages already mapped).
+    The values are uninitialised, as with ``torch.empty`` (a reused block holds old data).
     """
-    t = torch.empty(shape, dtype=dtype, device=device)
-    nbytes = t.numel() * t.element_size()
-    if t.device.type == "cpu" and nbytes >= _LARGE_BYTES:
-        madvise = _madvise()
-        if madvise is not None:
-            start = (t.data_ptr() + _HUGE_PAGE - 1) & ~(_HUGE_PAGE - 1)
-            end = (t.data_ptr() + nbytes) & ~(_HUGE_PAGE - 1)
-            if end > start:
-                madvise(start, end - start, _MADV_HUGEPAGE)  # advice only: errors ignored
-    return t
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    device = torch.device("cpu") if device is None else torch.device(device)
+    shape = tuple(shape)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if device.type != "cpu" or nbytes < _LARGE_BYTES:
+        return torch.empty(shape, dtype=dtype, device=device)
+    view = _POOL.take(nbytes)
+    return torch.from_numpy(view).view(dtype).view(shape)
 
 
 def empty_large_like(t: torch.Tensor, shape=None) -> torch.Tensor:
@@ -98,39 +172,21 @@ def empty_large_like(t: torch.Tensor, shape=None) -> torch.Tensor:
     return empty_large(t.shape if shape is None else shape, dtype=t.dtype, device=t.device)
 
 
-@functools.cache
-def _mallopt():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        gnu = libc.gnu_get_libc_version  # present only in glibc
-    except (OSError, AttributeError):
-        return None
-    gnu.restype = ctypes.c_char_p
-    fn = libc.mallopt
-    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return fn
+def reuse_freed_memory(enable: bool = True, *, max_bytes: int | None = None) -> bool:
+    """Keep the rules' freed large tensors for reuse (on), or give them back at once (off).
 
-
-def reuse_freed_memory(enable: bool = True) -> bool:
-    """Keep freed memory in the process for the next large tensor (glibc only; process-wide).
-
-    ``enable=True``: large allocations come from malloc's heap (``M_MMAP_MAX = 0``) and up to
-    1 GiB of free memory at its top is kept (``M_TRIM_THRESHOLD``); glibc still falls back to
-    ``mmap`` where the heap cannot grow. ``enable=False`` restores glibc's default limits
-    (not its dynamic threshold, which any ``mallopt`` call switches off).
-
-    Returns whether the setting was applied (``False`` on other platforms and C libraries,
-    where it does nothing).
+    ``max_bytes``: the most free memory the pool keeps (default: a quarter of the physical
+    memory, at most 8 GiB). ``enable=False`` empties the pool. The initial setting comes
+    from ``$SPIKELFP_POOL_BYTES`` (a byte count; unset or 0: off). Returns ``True`` (the
+    setting applies on every platform).
     """
-    mallopt = _mallopt()
-    if mallopt is None:
-        return False
-    if enable:
-        ok = mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, _KEPT_BYTES)
-    else:
-        ok = mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX) and mallopt(
-            _M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD
-        )
-    return bool(ok)
+    if max_bytes is not None and max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    _POOL.limit = (_default_limit() if max_bytes is None else int(max_bytes)) if enable else 0
+    _POOL.trim()
+    return True
+
+
+def pooled_bytes() -> int:
+    """Bytes of free blocks the pool keeps for reuse (resident, but in no tensor)."""
+    return _POOL.free_bytes

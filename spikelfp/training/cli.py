@@ -201,9 +201,9 @@ def _add_memory_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reuse-memory",
         action="store_true",
-        help="keep freed tensor memory in the process for the next step (glibc): faster "
-        "steps for nets with large whole-sequence tensors (conv), but resident memory stays "
-        "high and can exceed the step's peak need (see spikelfp.allocator)",
+        help="keep the LFP rules' freed large tensors for the next step: faster steps for "
+        "nets with large whole-sequence tensors (conv, long T), but the process holds more "
+        "memory than a step's peak need (see spikelfp.allocator)",
     )
 
 
