@@ -17,10 +17,10 @@ one step (snntorch ``Leaky``'s defaults); weights are scaled so that the hidden 
 at about 10 % (see ``_common.calibrate_init``).
 
 Methods, timed round-robin in the same process (``torch.set_num_threads(2)``), first with the
-default memory setting, then after the opt-in ``spikelfp.reuse_freed_memory()`` (the rules'
-freed large tensors are kept for the next step instead of fresh, kernel-zeroed pages; minor
-page faults per call are recorded). The T-scaling runs both settings; the sparsity part the
-default:
+default memory setting (the rules' freed large tensors are reused next step, see
+``spikelfp.allocator``), then with ``spikelfp.reuse_freed_memory(False)`` (``release``: they go
+back to the system and every step gets fresh, kernel-zeroed pages); minor page faults per call
+are recorded. The T-scaling runs both settings; the sparsity part the default:
 
 * ``lfp``: ``spikelfp.lfp.lfp_step`` with ``rate_coded_reward`` (scale 1/T) and SGD(momentum);
 * ``lfp_eager``: the same step with the native kernels off (``spikelfp._native.disabled()``);
@@ -34,7 +34,7 @@ Peak memory: each (network, method, T) in a fresh Python process (``MALLOC_MMAP_
 fixed at 128 KiB so that freed tensors go back to the OS); after two warm-up steps the kernel's
 RSS high-water mark is reset (``/proc/self/clear_refs``) and one more step is run; the peak is
 ``VmHWM - VmRSS before the step`` (what the step needs on top of model, data and optimizer;
-with reuse on, the free blocks the pool kept from the warm-up steps count as the step's).
+the free blocks the pool kept from the warm-up steps count as the step's).
 
 Writes ``benchmarks/results/bench_step.json`` and prints markdown tables.
 """
@@ -156,12 +156,11 @@ def time_round_robin(fns: dict, repeats: int, warmup: int = 1) -> dict:
 
 
 def memory_probe(
-    kind: str, method: str, steps: int, density: float, threads: int = 2, reuse: bool = False
+    kind: str, method: str, steps: int, density: float, threads: int = 2, release: bool = False
 ) -> dict:
     """Peak memory of one step of ``method`` (run in a fresh process by the benchmark)."""
     torch.set_num_threads(threads)
-    if reuse:
-        reuse_freed_memory()
+    reuse_freed_memory(not release)
     warnings.filterwarnings("ignore")
     fns, _ = build(kind, steps, density)
     fn = fns[method]
@@ -299,7 +298,7 @@ def main(argv=None) -> int:
         "notes": [],
     }
 
-    def probe(kind: str, method: str, steps: int, reuse: bool = False) -> dict:
+    def probe(kind: str, method: str, steps: int, release: bool = False) -> dict:
         return run_in_subprocess(
             "bench_step",
             "memory_probe",
@@ -309,16 +308,16 @@ def main(argv=None) -> int:
                 "steps": steps,
                 "density": args.density,
                 "threads": args.threads,
-                "reuse": reuse,
+                "release": release,
             },
         )
 
-    # ---- main comparison at T=30 (default memory setting, then reuse of freed blocks) ----
+    # ---- main comparison at T=30 (default memory setting, then freed blocks released) ----
     rows = []
     memory = {}
 
     def main_comparison(mode: str) -> None:
-        reuse_freed_memory(mode == "reuse")
+        reuse_freed_memory(mode != "release")
         result["main"][mode] = {}
         for kind in CONFIGS:
             fns, info = build(kind, 30, args.density)
@@ -336,8 +335,8 @@ def main(argv=None) -> int:
                 if kind not in memory:
                     memory[kind] = {m: probe(kind, m, 30) for m in ("lfp", "bptt", "fwd")}
                 mem = dict(memory[kind])
-                if mode == "reuse":
-                    mem["lfp"] = probe(kind, "lfp", 30, reuse=True)
+                if mode == "release":
+                    mem["lfp"] = probe(kind, "lfp", 30, release=True)
                 entry["memory"] = mem
                 entry["lfp_mem_over_bptt"] = mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"]
             entry["input_check"] = input_check_cost(kind, 30, args.density, repeats)
@@ -375,10 +374,10 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        reuse_freed_memory(False)
+        reuse_freed_memory(True)
 
     main_comparison("default")
-    main_comparison("reuse")
+    main_comparison("release")
 
     # ---- T-scaling (LFP with both memory settings) ---------------------------------------
     srows = []
@@ -388,14 +387,14 @@ def main(argv=None) -> int:
             fns, _ = build(kind, steps, args.density)
             reps = repeats if steps <= 100 else max(3, repeats // 2)
             timing = time_round_robin({k: fns[k] for k in ("lfp", "bptt")}, reps)
-            reuse_freed_memory(True)
-            timing["lfp_reuse"] = time_round_robin({"lfp": fns["lfp"]}, reps)["lfp"]
             reuse_freed_memory(False)
+            timing["lfp_release"] = time_round_robin({"lfp": fns["lfp"]}, reps)["lfp"]
+            reuse_freed_memory(True)
             entry = {"timing": timing, "repeats": reps}
             del fns
             if not args.no_memory:
                 entry["memory"] = {m: probe(kind, m, steps) for m in ("lfp", "bptt")}
-                entry["memory"]["lfp_reuse"] = probe(kind, "lfp", steps, reuse=True)
+                entry["memory"]["lfp_release"] = probe(kind, "lfp", steps, release=True)
             result["scaling"][kind][steps] = entry
             t = {k: v["median_s"] * 1e3 for k, v in timing.items()}
             mem = entry.get("memory")
@@ -404,14 +403,14 @@ def main(argv=None) -> int:
                     kind,
                     steps,
                     fmt(t["lfp"]),
-                    fmt(t["lfp_reuse"]),
+                    fmt(t["lfp_release"]),
                     fmt(t["bptt"]),
                     fmt(t["lfp"] / t["bptt"], 2),
-                    fmt(t["lfp_reuse"] / t["bptt"], 2),
+                    fmt(t["lfp_release"] / t["bptt"], 2),
                     *(
                         [
                             fmt(mem["lfp"]["peak_mb"]),
-                            fmt(mem["lfp_reuse"]["peak_mb"]),
+                            fmt(mem["lfp_release"]["peak_mb"]),
                             fmt(mem["bptt"]["peak_mb"]),
                             fmt(mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"], 2),
                         ]
@@ -430,12 +429,12 @@ def main(argv=None) -> int:
             "net",
             "T",
             "LFP ms",
-            "LFP reuse ms",
+            "LFP release ms",
             "BPTT ms",
             "LFP/BPTT",
-            "LFP reuse/BPTT",
+            "LFP release/BPTT",
             "LFP peak MB",
-            "LFP reuse peak MB",
+            "LFP release peak MB",
             "BPTT peak MB",
             "LFP/BPTT mem",
         ],

@@ -1,40 +1,40 @@
-"""Memory for the rules' large CPU tensors: huge pages always, reuse of freed blocks opt-in.
+"""Memory for the rules' large CPU tensors: huge pages, and reuse of freed blocks.
 
 torch's CPU allocator hands every tensor to ``malloc``. glibc serves requests above its mmap
 threshold (at most 32 MiB) with fresh ``mmap`` pages and returns them on ``free``, and the
-kernel zeroes every fresh page on first touch. Sequence-level LFP works on whole
-``(T, B, ...)`` tensors: for a conv layer over N-MNIST frames at ``T=30, B=64`` they are 83 MB
-each, about 1.6 GB of fresh memory per step at ``T=100`` (per-step BPTT's tensors are small
-enough for malloc to recycle).
+kernel zeroes every fresh page on first touch (on a VM, the host may have to back it first).
+Sequence-level LFP works on whole ``(T, B, ...)`` tensors: for a conv layer over N-MNIST
+frames at ``T=30, B=64`` they are 83 MB each, about 1.6 GB of fresh memory per step at
+``T=100`` (per-step BPTT's tensors are small enough for malloc to recycle).
 
 The rules allocate these tensors (4 MiB or more, CPU) with :func:`empty_large`:
 
-* **Always**: the memory is advised into transparent huge pages (``madvise(MADV_HUGEPAGE)``,
-  Linux) before its first touch, so the kernel maps it with one fault per 2 MiB instead of one
-  per 4 KiB. An 83 MB tensor's first fill then takes ~7 ms instead of ~16 ms. Nothing is kept:
-  memory goes back to the system when the tensor is freed, as before.
-* **Opt-in**, :func:`reuse_freed_memory` (``--reuse-memory`` on the CLI): freed blocks are kept
-  in a pool and handed to the next request of the same size. A training step's tensors have the
-  same sizes every step, so after the first step no page is zeroed any more (``bench_step.py``:
-  the conv step at ``T=100`` takes ~0.67 s instead of ~0.9 s). The price is memory: the pool
-  holds free blocks between steps and while other sizes are in use, so the process needs more
-  than the step's live peak (conv net, ``T=30``: ~437 MB instead of ~248 MB; see the
-  benchmark's ``reuse`` rows). The pool keeps at most ``max_bytes`` of free blocks (least
-  recently freed dropped first) and only affects spikelfp's own large tensors.
+* The memory is advised into transparent huge pages (``madvise(MADV_HUGEPAGE)``, Linux) before
+  its first touch: one fault per 2 MiB instead of one per 4 KiB.
+* Freed blocks are kept in a pool and handed to the next request of the same size; a training
+  step's tensors have the same sizes every step, so most of them reuse last step's pages.
+  The pool never holds more than the high-water mark of its blocks in use, minus those in use:
+  when a request needs a new block, the least recently freed blocks are given back first. So
+  reuse does not raise the memory peak of a step (``benchmarks/bench_step.py`` measures it),
+  but between steps the process keeps up to that peak resident. ``max_bytes`` caps the free
+  blocks further.
 
-A block returns to the pool when torch frees the last tensor on it (the tensor's storage holds
-the block's only reference), never earlier.
+:func:`reuse_freed_memory` turns the pool off (``False``: every block goes back to the system
+when its tensor is freed) or on again; ``SPIKELFP_POOL_BYTES`` sets the cap at start-up (``0``:
+off). A block returns to the pool only when torch frees the last tensor on it (the tensor's
+storage holds the block's only reference), so a tensor saved for a backward pass or kept by the
+user is never overwritten.
 
->>> reuse_freed_memory()
-True
 >>> t = empty_large((2048, 1024))        # 8 MiB
 >>> t.shape, t.dtype
 (torch.Size([2048, 1024]), torch.float32)
->>> del t; pooled_bytes() >= 8 << 20     # its block is kept for the next request
+>>> del t; pooled_bytes() > 0            # its block is kept for the next request
 True
 >>> reuse_freed_memory(False); pooled_bytes()
 True
 0
+>>> reuse_freed_memory()
+True
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _madvise():
 def _initial_limit() -> int:
     env = os.environ.get("SPIKELFP_POOL_BYTES", "").strip()
     if not env:
-        return 0
+        return _default_limit()
     try:
         return max(0, int(float(env)))
     except ValueError:
@@ -100,6 +100,8 @@ class _Pool:
         self.free: dict[int, list[np.ndarray]] = {}
         self.order: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.free_bytes = 0
+        self.live_bytes = 0  # bytes of blocks in use
+        self.high_bytes = 0  # the most bytes of blocks ever in use at once
         self.lock = threading.RLock()  # a finalizer may run inside a locked section
 
     @staticmethod
@@ -121,6 +123,10 @@ class _Pool:
                 block = blocks.pop()
                 self.free_bytes -= size
                 self.order.pop(id(block), None)
+            self.live_bytes += size
+            self.high_bytes = max(self.high_bytes, self.live_bytes)
+            if block is None:
+                self.trim()  # make room: blocks in use + free ones stay within the high-water
         if block is None:
             block = self._fresh(size)
         view = block[:nbytes]
@@ -130,7 +136,8 @@ class _Pool:
     def _give_back(self, block: np.ndarray) -> None:
         size = block.nbytes
         with self.lock:
-            if size > self.limit:
+            self.live_bytes -= size
+            if self.limit <= 0:
                 return
             self.free.setdefault(size, []).append(block)
             self.order[id(block)] = size
@@ -138,9 +145,11 @@ class _Pool:
             self.trim()
 
     def trim(self) -> None:
-        """Drop the least recently freed blocks until the free bytes are within the limit."""
+        """Drop the least recently freed blocks until the free ones fit the bounds: at most
+        ``limit`` bytes, and with the blocks in use at most the high-water of blocks in use."""
         with self.lock:
-            while self.free_bytes > self.limit:
+            bound = max(0, min(self.limit, self.high_bytes - self.live_bytes))
+            while self.free_bytes > bound:
                 key, size = self.order.popitem(last=False)
                 blocks = self.free[size]
                 del blocks[next(i for i, b in enumerate(blocks) if id(b) == key)]
@@ -173,17 +182,19 @@ def empty_large_like(t: torch.Tensor, shape=None) -> torch.Tensor:
 
 
 def reuse_freed_memory(enable: bool = True, *, max_bytes: int | None = None) -> bool:
-    """Keep the rules' freed large tensors for reuse (on), or give them back at once (off).
+    """Keep the rules' freed large tensors for reuse (the default), or give them back at once.
 
-    ``max_bytes``: the most free memory the pool keeps (default: a quarter of the physical
-    memory, at most 8 GiB). ``enable=False`` empties the pool. The initial setting comes
-    from ``$SPIKELFP_POOL_BYTES`` (a byte count; unset or 0: off). Returns ``True`` (the
-    setting applies on every platform).
+    ``max_bytes``: the most free memory the pool may keep (default: a quarter of the physical
+    memory, at most 8 GiB; it never keeps more than its high-water mark of blocks in use
+    allows, see the module docstring). ``enable=False`` empties the pool. Either call starts
+    the high-water mark afresh. Returns ``True`` (the setting applies on every platform).
     """
     if max_bytes is not None and max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
-    _POOL.limit = (_default_limit() if max_bytes is None else int(max_bytes)) if enable else 0
-    _POOL.trim()
+    with _POOL.lock:
+        _POOL.limit = (_default_limit() if max_bytes is None else int(max_bytes)) if enable else 0
+        _POOL.high_bytes = _POOL.live_bytes
+        _POOL.trim()
     return True
 
 

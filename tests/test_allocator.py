@@ -1,4 +1,4 @@
-"""spikelfp.allocator: huge-page tensors, and the opt-in pool that reuses freed blocks."""
+"""spikelfp.allocator: huge-page tensors, and the pool that reuses freed blocks."""
 
 import gc
 import subprocess
@@ -15,10 +15,11 @@ MB = 1 << 20
 
 @pytest.fixture
 def pool():
-    """Reuse on with a known limit; off and empty again afterwards."""
+    """An empty pool with a known cap and a fresh high-water mark; the default afterwards."""
+    reuse_freed_memory(False)
     reuse_freed_memory(max_bytes=64 * MB)
     yield
-    reuse_freed_memory(False)
+    reuse_freed_memory()
 
 
 def test_small_and_non_cpu_requests_are_plain_tensors():
@@ -39,12 +40,23 @@ def test_large_tensors_have_the_requested_shape_and_dtype(dtype):
     assert like.shape == (1024, 5120) and like.dtype == dtype
 
 
-def test_without_reuse_nothing_is_kept():
+def test_without_reuse_nothing_is_kept(pool):
     reuse_freed_memory(False)
     t = empty_large((8 * MB,), dtype=torch.uint8)
     del t
     gc.collect()
     assert pooled_bytes() == 0
+
+
+def test_free_blocks_never_raise_the_high_water_mark_of_blocks_in_use(pool):
+    a = empty_large((8 * MB,), dtype=torch.uint8)
+    del a  # kept: 8 MiB free, 0 in use, high-water 8 MiB
+    assert pooled_bytes() == 8 * MB
+    b = empty_large((10 * MB,), dtype=torch.uint8)  # new size: the free 8 MiB go back first
+    assert pooled_bytes() == 0
+    c = empty_large((8 * MB,), dtype=torch.uint8)  # in use 18 MiB now: the high-water mark
+    del b, c
+    assert pooled_bytes() == 18 * MB
 
 
 def test_a_freed_block_serves_the_next_request_of_its_size(pool):
@@ -106,6 +118,9 @@ def test_switching_reuse_off_empties_the_pool_and_checks_its_argument(pool):
     assert pooled_bytes() > 0
     assert reuse_freed_memory(False) is True
     assert pooled_bytes() == 0
+    t = empty_large((8 * MB,), dtype=torch.uint8)
+    del t
+    assert pooled_bytes() == 0
     with pytest.raises(ValueError, match="max_bytes must be >= 0"):
         reuse_freed_memory(max_bytes=-1)
 
@@ -149,12 +164,14 @@ def test_the_environment_variable_must_be_a_number(monkeypatch):
         allocator._initial_limit()
     monkeypatch.setenv("SPIKELFP_POOL_BYTES", "1e9")
     assert allocator._initial_limit() == 10**9
+    monkeypatch.delenv("SPIKELFP_POOL_BYTES")
+    assert allocator._initial_limit() == allocator._default_limit() > 0
 
 
-def test_cli_train_and_demo_take_reuse_memory():
+def test_cli_train_and_demo_take_release_memory():
     from spikelfp.training.cli import build_parser
 
     parser = build_parser()
-    assert parser.parse_args(["train", "--reuse-memory"]).reuse_memory
-    assert not parser.parse_args(["train"]).reuse_memory
-    assert parser.parse_args(["demo", "--reuse-memory"]).reuse_memory
+    assert parser.parse_args(["train", "--release-memory"]).release_memory
+    assert not parser.parse_args(["train"]).release_memory
+    assert parser.parse_args(["demo", "--release-memory"]).release_memory

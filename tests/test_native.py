@@ -229,3 +229,32 @@ def test_lfp_step_trains_the_same_with_and_without_kernels(eager):
     assert any(not torch.equal(a, b) for a, b in zip(start, trained, strict=True))  # it learned
     for a, b in zip(trained, ref, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if not m[2]], ids=str)
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_lif_module_forward_without_grad_equals_eager(mode, per_neuron, eager):
+    from spikelfp import LIF
+
+    reset, delay, _ = mode
+    shape = (12, 1, 1) if per_neuron else None
+    lif = LIF(beta=0.85, threshold=0.4, reset=reset, reset_delay=delay, shape=shape)
+    x = torch.randn(20, 3, 12, 5, 5, generator=torch.Generator().manual_seed(5)) * 0.5
+    with torch.no_grad():
+        fast = lif(x)
+        eager(True)
+        ref = lif(x)
+    assert 0 < fast[0].mean() < 1
+    assert torch.equal(fast[0], ref[0]) and torch.equal(fast[1].v, ref[1].v)
+
+
+def test_empty_sequences_and_batches():
+    z = torch.zeros(0, 4, 3, requires_grad=True)
+    s, v = _LIFLFP.apply(z, torch.zeros(4, 3), torch.tensor(0.9), torch.tensor(1.0),
+                         "zero", False, 1e-6, False)  # fmt: skip
+    assert s.shape == (0, 4, 3) and torch.equal(v, torch.zeros(4, 3))
+    z = torch.zeros(5, 0, 3, requires_grad=True)
+    s, v = _LIFLFP.apply(z, torch.zeros(0, 3), torch.tensor(0.9), torch.tensor(1.0),
+                         "zero", False, 1e-6, False)  # fmt: skip
+    s.sum().backward()
+    assert z.grad.shape == (5, 0, 3)

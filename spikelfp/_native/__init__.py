@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -239,7 +240,7 @@ def _param(p: torch.Tensor, step_shape: tuple) -> tuple[torch.Tensor, int]:
 def lif_forward(z, v0, beta, theta, reset, delay, readout):
     """The LIF recursion over ``z`` (``(T, ...)``, contiguous) -> ``(outputs, final membrane)``."""
     fns, _ = _library()
-    steps, n = z.shape[0], z[0].numel()
+    steps, n = z.shape[0], math.prod(z.shape[1:])
     b, b_full = _param(beta, z.shape[1:])
     th, th_full = _param(theta, z.shape[1:])
     v0 = v0.detach().contiguous()
@@ -258,7 +259,7 @@ def lif_forward(z, v0, beta, theta, reset, delay, readout):
 def lif_backward(r, q_last, z, v0, beta, theta, epsilon, reset, delay, readout, keep_n):
     """The LIF rule's backward -> ``(ρ, q_0, n or None, U_{t-1} or None)``."""
     fns, _ = _library()
-    steps, n = z.shape[0], z[0].numel()
+    steps, n = z.shape[0], math.prod(z.shape[1:])
     b, b_full = _param(beta, z.shape[1:])
     th, th_full = _param(theta, z.shape[1:])
     r = r.contiguous()

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import _native as native
 from .base import NeuronModule, check_time_first, heaviside, make_parameter, resolve_beta
 
 __all__ = ["LIF", "IF", "LIFParameters", "LIFState", "lif_step", "lif_sequence", "RESETS"]
@@ -130,8 +131,12 @@ def _inplace_ok(z: torch.Tensor, v: torch.Tensor, p: LIFParameters) -> bool:
 def _lif_sequence_inplace(z: torch.Tensor, v0: torch.Tensor, p: LIFParameters):
     """:func:`lif_sequence` without autograd: outputs preallocated, the membrane updated in place.
 
-    Bit-identical to :func:`lif_update` (a spike is 0 or 1, so the resets are exact).
+    Bit-identical to :func:`lif_update` (a spike is 0 or 1, so the resets are exact); on CPU
+    the fused native kernel does the same arithmetic in one pass (``spikelfp._native``).
     """
+    if z.is_contiguous() and native.usable(z, v0, p.beta, p.threshold):
+        out, v = native.lif_forward(z, v0, p.beta, p.threshold, p.reset, p.reset_delay, False)
+        return out, LIFState(v)
     out = torch.empty_like(z)
     v = v0.clone()
     keep = torch.empty_like(v) if p.reset == "zero" else None

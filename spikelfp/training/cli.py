@@ -199,19 +199,19 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 def _add_memory_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--reuse-memory",
+        "--release-memory",
         action="store_true",
-        help="keep the LFP rules' freed large tensors for the next step: faster steps for "
-        "nets with large whole-sequence tensors (conv, long T), but the process holds more "
-        "memory than a step's peak need (see spikelfp.allocator)",
+        help="give the LFP rules' large tensors back to the system as soon as they are freed "
+        "instead of reusing them next step: slower steps for nets with large whole-sequence "
+        "tensors (conv, long T), less memory held between steps (see spikelfp.allocator)",
     )
 
 
-def _reuse_memory(args: argparse.Namespace) -> None:
-    if getattr(args, "reuse_memory", False):
+def _memory_setting(args: argparse.Namespace) -> None:
+    if getattr(args, "release_memory", False):
         from ..allocator import reuse_freed_memory
 
-        reuse_freed_memory()
+        reuse_freed_memory(False)
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -347,7 +347,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .trainer import Trainer
 
     overrides = _train_overrides(args)
-    _reuse_memory(args)
+    _memory_setting(args)
     if args.resume and (args.config or args.overwrite):
         raise UsageError(
             "spikelfp train: --resume continues a run with its own config; "
@@ -702,7 +702,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DEMO_CONFIG
     from .trainer import Trainer
 
-    _reuse_memory(args)
+    _memory_setting(args)
     t0 = time.perf_counter()
     settings = dict(DEMO_CONFIG)
     settings["out"] = args.out
