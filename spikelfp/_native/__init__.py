@@ -19,7 +19,8 @@ The library is built with the system C compiler (``$CC``, else ``cc``/``gcc``/``
 in well under a second; later imports load the cached file. Without a compiler the rules run
 eagerly (correct, slower) and a warning says why. ``SPIKELFP_NATIVE=0`` turns the kernels off.
 
->>> status().available in (True, False)
+>>> import spikelfp
+>>> spikelfp.native_kernels().available in (True, False)
 True
 """
 
@@ -188,7 +189,10 @@ def _library() -> tuple[dict | None, str]:
 
 
 def status() -> NativeStatus:
-    """Build or load the kernels if that has not happened yet, and say whether they are used."""
+    """Build or load the kernels if that has not happened yet, and say whether they are used.
+
+    Public as ``spikelfp.native_kernels()``.
+    """
     fns, detail = _library()
     return NativeStatus(fns is not None, detail)
 
