@@ -16,15 +16,16 @@ frames, which has 3.9 %). Neurons: LIF with beta=0.9, threshold 1, subtract rese
 one step (snntorch ``Leaky``'s defaults); weights are scaled so that the hidden layers fire
 at about 10 % (see ``_common.calibrate_init``).
 
-Methods, timed round-robin in the same process (``torch.set_num_threads(2)``), first with the
-default memory setting (the rules' freed large tensors are reused next step, see
-``spikelfp.allocator``), then with ``spikelfp.reuse_freed_memory(False)`` (``release``: they go
-back to the system and every step gets fresh, kernel-zeroed pages); minor page faults per call
-are recorded. The T-scaling runs both settings; the sparsity part the default:
+Methods, timed round-robin in the same process (``torch.set_num_threads(2)``), once per setting
+of ``spikelfp.reuse_freed_memory`` (see ``spikelfp.allocator``): ``peak`` (the default: freed
+large tensors are reused within the step's memory peak), ``all`` (every freed block is
+kept) and ``off`` (every step gets fresh, kernel-zeroed pages); minor page faults per call are
+recorded. The T-scaling runs ``peak`` and ``all``; the sparsity part the default:
 
 * ``lfp``: ``spikelfp.lfp.lfp_step`` with ``rate_coded_reward`` (scale 1/T) and SGD(momentum);
 * ``lfp_eager``: the same step with the native kernels off (``spikelfp._native.disabled()``);
-  main comparison only, to show what the fused kernels bring;
+  main comparison only, timed on its own after the others, to show what the fused kernels
+  bring;
 * ``bptt``: snntorch, per-step loop over ``snn.Leaky`` (fast-sigmoid surrogate),
   cross-entropy on the spike counts, ``loss.backward()``, SGD(momentum) step;
 * ``fwd``: the same snntorch network's forward under ``torch.no_grad()`` (the floor);
@@ -71,7 +72,7 @@ from _common import (  # noqa: E402
 )
 
 from spikelfp import _native as native  # noqa: E402
-from spikelfp.allocator import reuse_freed_memory  # noqa: E402
+from spikelfp.allocator import REUSE_MODES, reuse_freed_memory  # noqa: E402
 
 CONFIGS = {
     "fc": {"batch": 128, "shape": (2312,), "layers": lambda: fc_layers([2312, 256, 10])},
@@ -156,11 +157,11 @@ def time_round_robin(fns: dict, repeats: int, warmup: int = 1) -> dict:
 
 
 def memory_probe(
-    kind: str, method: str, steps: int, density: float, threads: int = 2, release: bool = False
+    kind: str, method: str, steps: int, density: float, threads: int = 2, reuse: str = "peak"
 ) -> dict:
     """Peak memory of one step of ``method`` (run in a fresh process by the benchmark)."""
     torch.set_num_threads(threads)
-    reuse_freed_memory(not release)
+    reuse_freed_memory(reuse)
     warnings.filterwarnings("ignore")
     fns, _ = build(kind, steps, density)
     fn = fns[method]
@@ -298,7 +299,7 @@ def main(argv=None) -> int:
         "notes": [],
     }
 
-    def probe(kind: str, method: str, steps: int, release: bool = False) -> dict:
+    def probe(kind: str, method: str, steps: int, reuse: str = "peak") -> dict:
         return run_in_subprocess(
             "bench_step",
             "memory_probe",
@@ -308,22 +309,27 @@ def main(argv=None) -> int:
                 "steps": steps,
                 "density": args.density,
                 "threads": args.threads,
-                "release": release,
+                "reuse": reuse,
             },
         )
 
-    # ---- main comparison at T=30 (default memory setting, then freed blocks released) ----
+    # ---- main comparison at T=30, once per memory setting -------------------------------
     rows = []
     memory = {}
 
     def main_comparison(mode: str) -> None:
-        reuse_freed_memory(mode != "release")
+        reuse_freed_memory(mode)
         result["main"][mode] = {}
         for kind in CONFIGS:
             fns, info = build(kind, 30, args.density)
+            eager = fns.pop("lfp_eager")
             usage0 = resource.getrusage(resource.RUSAGE_SELF)
             timing = time_round_robin(fns, repeats)
             usage1 = resource.getrusage(resource.RUSAGE_SELF)
+            # the eager step on its own (its larger tensors would otherwise raise the pool's
+            # high-water mark for the native step)
+            reuse_freed_memory(mode)
+            timing["lfp_eager"] = time_round_robin({"lfp_eager": eager}, repeats)["lfp_eager"]
             entry = {"T": 30, "batch": CONFIGS[kind]["batch"], **info, "timing": timing}
             entry["minor_page_faults_per_call"] = (usage1.ru_minflt - usage0.ru_minflt) / (
                 (repeats + 1) * len(fns)
@@ -335,8 +341,8 @@ def main(argv=None) -> int:
                 if kind not in memory:
                     memory[kind] = {m: probe(kind, m, 30) for m in ("lfp", "bptt", "fwd")}
                 mem = dict(memory[kind])
-                if mode == "release":
-                    mem["lfp"] = probe(kind, "lfp", 30, release=True)
+                if mode != "peak":
+                    mem["lfp"] = probe(kind, "lfp", 30, reuse=mode)
                 entry["memory"] = mem
                 entry["lfp_mem_over_bptt"] = mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"]
             entry["input_check"] = input_check_cost(kind, 30, args.density, repeats)
@@ -374,10 +380,10 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        reuse_freed_memory(True)
+        reuse_freed_memory()
 
-    main_comparison("default")
-    main_comparison("release")
+    for mode in REUSE_MODES:
+        main_comparison(mode)
 
     # ---- T-scaling (LFP with both memory settings) ---------------------------------------
     srows = []
@@ -388,16 +394,16 @@ def main(argv=None) -> int:
             reps = repeats if steps <= 100 else max(3, repeats // 2)
             pair = {k: fns[k] for k in ("lfp", "bptt")}
             timing = time_round_robin(pair, reps)
-            # released: timed against BPTT again, in its own round-robin (same conditions)
-            reuse_freed_memory(False)
-            released = time_round_robin(pair, reps)
-            reuse_freed_memory(True)
-            timing["lfp_release"], timing["bptt_release_run"] = released["lfp"], released["bptt"]
+            # "all": timed against BPTT again, in its own round-robin (same conditions)
+            reuse_freed_memory("all")
+            kept = time_round_robin(pair, reps)
+            reuse_freed_memory()
+            timing["lfp_all"], timing["bptt_all_run"] = kept["lfp"], kept["bptt"]
             entry = {"timing": timing, "repeats": reps}
             del fns
             if not args.no_memory:
                 entry["memory"] = {m: probe(kind, m, steps) for m in ("lfp", "bptt")}
-                entry["memory"]["lfp_release"] = probe(kind, "lfp", steps, release=True)
+                entry["memory"]["lfp_all"] = probe(kind, "lfp", steps, reuse="all")
             result["scaling"][kind][steps] = entry
             t = {k: v["median_s"] * 1e3 for k, v in timing.items()}
             mem = entry.get("memory")
@@ -406,14 +412,14 @@ def main(argv=None) -> int:
                     kind,
                     steps,
                     fmt(t["lfp"]),
-                    fmt(t["lfp_release"]),
+                    fmt(t["lfp_all"]),
                     fmt(t["bptt"]),
                     fmt(t["lfp"] / t["bptt"], 2),
-                    fmt(t["lfp_release"] / t["bptt_release_run"], 2),
+                    fmt(t["lfp_all"] / t["bptt_all_run"], 2),
                     *(
                         [
                             fmt(mem["lfp"]["peak_mb"]),
-                            fmt(mem["lfp_release"]["peak_mb"]),
+                            fmt(mem["lfp_all"]["peak_mb"]),
                             fmt(mem["bptt"]["peak_mb"]),
                             fmt(mem["lfp"]["peak_mb"] / mem["bptt"]["peak_mb"], 2),
                         ]
@@ -432,12 +438,12 @@ def main(argv=None) -> int:
             "net",
             "T",
             "LFP ms",
-            "LFP release ms",
+            "LFP all ms",
             "BPTT ms",
             "LFP/BPTT",
-            "LFP release/BPTT",
+            "LFP all/BPTT",
             "LFP peak MB",
-            "LFP release peak MB",
+            "LFP all peak MB",
             "BPTT peak MB",
             "LFP/BPTT mem",
         ],

@@ -12,25 +12,27 @@ The rules allocate these tensors (4 MiB or more, CPU) with :func:`empty_large`:
 * The memory is advised into transparent huge pages (``madvise(MADV_HUGEPAGE)``, Linux) before
   its first touch: one fault per 2 MiB instead of one per 4 KiB.
 * Freed blocks are kept in a pool and handed to the next request of the same size; a training
-  step's tensors have the same sizes every step, so most of them reuse last step's pages.
-  The pool never holds more than the high-water mark of its blocks in use, minus those in use:
-  when a request needs a new block, the least recently freed blocks are given back first. So
-  reuse does not raise the memory peak of a step (``benchmarks/bench_step.py`` measures it),
-  but between steps the process keeps up to that peak resident. ``max_bytes`` caps the free
-  blocks further.
+  step's tensors have the same sizes every step. By default (``"peak"``) the pool keeps no
+  more free memory than the high-water mark of its blocks in use minus those in use: when a
+  request needs a new block, the least recently freed blocks are given back first. So reuse
+  does not raise the memory peak of a step (``benchmarks/bench_step.py`` measures it), but
+  between steps the process keeps up to that peak resident, and only part of the fresh pages
+  are saved (conv benchmark net at ``T=30``: 340 of 608 MB per step still fresh).
 
-:func:`reuse_freed_memory` turns the pool off (``False``: every block goes back to the system
-when its tensor is freed) or on again; ``SPIKELFP_POOL_BYTES`` sets the cap at start-up (``0``:
-off). A block returns to the pool only when torch frees the last tensor on it (the tensor's
-storage holds the block's only reference), so a tensor saved for a backward pass or kept by the
-user is never overwritten.
+:func:`reuse_freed_memory` chooses ``"peak"``, ``"all"`` (keep every freed block: no fresh
+pages after the first step, but more memory than the step's peak) or ``"off"``;
+``SPIKELFP_POOL_BYTES`` caps the pool's free memory at start-up (``0``: off).
+
+A block returns to the pool only when torch frees the last tensor on it (the tensor's storage
+holds the block's only reference), so a tensor saved for a backward pass or kept by the user is
+never overwritten.
 
 >>> t = empty_large((2048, 1024))        # 8 MiB
 >>> t.shape, t.dtype
 (torch.Size([2048, 1024]), torch.float32)
 >>> del t; pooled_bytes() > 0            # its block is kept for the next request
 True
->>> reuse_freed_memory(False); pooled_bytes()
+>>> reuse_freed_memory("off"); pooled_bytes()
 True
 0
 >>> reuse_freed_memory()
@@ -51,7 +53,13 @@ import weakref
 import numpy as np
 import torch
 
-__all__ = ["reuse_freed_memory", "pooled_bytes", "empty_large", "empty_large_like"]
+__all__ = [
+    "REUSE_MODES",
+    "reuse_freed_memory",
+    "pooled_bytes",
+    "empty_large",
+    "empty_large_like",
+]
 
 _MADV_HUGEPAGE = 14
 _HUGE_PAGE = 1 << 21
@@ -102,6 +110,7 @@ class _Pool:
         self.free_bytes = 0
         self.live_bytes = 0  # bytes of blocks in use
         self.high_bytes = 0  # the most bytes of blocks ever in use at once
+        self.within_peak = True  # keep free blocks only within the high-water of those in use
         self.lock = threading.RLock()  # a finalizer may run inside a locked section
 
     @staticmethod
@@ -146,9 +155,13 @@ class _Pool:
 
     def trim(self) -> None:
         """Drop the least recently freed blocks until the free ones fit the bounds: at most
-        ``limit`` bytes, and with the blocks in use at most the high-water of blocks in use."""
+        ``limit`` bytes and, ``within_peak``, with the blocks in use at most the high-water of
+        blocks in use."""
         with self.lock:
-            bound = max(0, min(self.limit, self.high_bytes - self.live_bytes))
+            bound = self.limit
+            if self.within_peak:
+                bound = min(bound, self.high_bytes - self.live_bytes)
+            bound = max(0, bound)
             while self.free_bytes > bound:
                 key, size = self.order.popitem(last=False)
                 blocks = self.free[size]
@@ -181,18 +194,32 @@ def empty_large_like(t: torch.Tensor, shape=None) -> torch.Tensor:
     return empty_large(t.shape if shape is None else shape, dtype=t.dtype, device=t.device)
 
 
-def reuse_freed_memory(enable: bool = True, *, max_bytes: int | None = None) -> bool:
-    """Keep the rules' freed large tensors for reuse (the default), or give them back at once.
+#: the settings of :func:`reuse_freed_memory`
+REUSE_MODES = ("peak", "all", "off")
 
-    ``max_bytes``: the most free memory the pool may keep (default: a quarter of the physical
-    memory, at most 8 GiB; it never keeps more than its high-water mark of blocks in use
-    allows, see the module docstring). ``enable=False`` empties the pool. Either call starts
+
+def reuse_freed_memory(mode: str = "peak", *, max_bytes: int | None = None) -> bool:
+    """How the rules' freed large tensors are reused (see the module docstring).
+
+    * ``"peak"`` (the default): freed blocks are kept for the next request of their size, but
+      only as many as fit under the high-water mark of blocks in use: a step's memory peak does
+      not rise, and most of its fresh pages are still saved.
+    * ``"all"``: every freed block is kept (up to ``max_bytes``): no fresh pages at all after
+      the first step, the fastest setting, but the process holds more than a step's peak.
+    * ``"off"``: every block goes back to the system when its tensor is freed.
+
+    ``max_bytes``: the most free memory the pool keeps (default: a quarter of the physical
+    memory, at most 8 GiB). Every call empties what the new setting does not allow and starts
     the high-water mark afresh. Returns ``True`` (the setting applies on every platform).
     """
+    if mode not in REUSE_MODES:
+        raise ValueError(f"mode must be one of {REUSE_MODES}, got {mode!r}")
     if max_bytes is not None and max_bytes < 0:
         raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
     with _POOL.lock:
-        _POOL.limit = (_default_limit() if max_bytes is None else int(max_bytes)) if enable else 0
+        limit = _default_limit() if max_bytes is None else int(max_bytes)
+        _POOL.limit = 0 if mode == "off" else limit
+        _POOL.within_peak = mode == "peak"
         _POOL.high_bytes = _POOL.live_bytes
         _POOL.trim()
     return True

@@ -16,8 +16,8 @@ MB = 1 << 20
 @pytest.fixture
 def pool():
     """An empty pool with a known cap and a fresh high-water mark; the default afterwards."""
-    reuse_freed_memory(False)
-    reuse_freed_memory(max_bytes=64 * MB)
+    reuse_freed_memory("off")
+    reuse_freed_memory("all", max_bytes=64 * MB)
     yield
     reuse_freed_memory()
 
@@ -41,7 +41,7 @@ def test_large_tensors_have_the_requested_shape_and_dtype(dtype):
 
 
 def test_without_reuse_nothing_is_kept(pool):
-    reuse_freed_memory(False)
+    reuse_freed_memory("off")
     t = empty_large((8 * MB,), dtype=torch.uint8)
     del t
     gc.collect()
@@ -49,6 +49,7 @@ def test_without_reuse_nothing_is_kept(pool):
 
 
 def test_free_blocks_never_raise_the_high_water_mark_of_blocks_in_use(pool):
+    reuse_freed_memory("peak", max_bytes=64 * MB)
     a = empty_large((8 * MB,), dtype=torch.uint8)
     del a  # kept: 8 MiB free, 0 in use, high-water 8 MiB
     assert pooled_bytes() == 8 * MB
@@ -99,7 +100,7 @@ def test_autograd_saved_tensors_keep_their_block(pool):
 
 
 def test_the_pool_keeps_at_most_its_limit_least_recently_freed_dropped_first(pool):
-    reuse_freed_memory(max_bytes=20 * MB)
+    reuse_freed_memory("all", max_bytes=20 * MB)
     a = empty_large((8 * MB,), dtype=torch.uint8)
     b = empty_large((10 * MB,), dtype=torch.uint8)
     c = empty_large((6 * MB,), dtype=torch.uint8)
@@ -116,13 +117,15 @@ def test_switching_reuse_off_empties_the_pool_and_checks_its_argument(pool):
     t = empty_large((8 * MB,), dtype=torch.uint8)
     del t
     assert pooled_bytes() > 0
-    assert reuse_freed_memory(False) is True
+    assert reuse_freed_memory("off") is True
     assert pooled_bytes() == 0
     t = empty_large((8 * MB,), dtype=torch.uint8)
     del t
     assert pooled_bytes() == 0
     with pytest.raises(ValueError, match="max_bytes must be >= 0"):
         reuse_freed_memory(max_bytes=-1)
+    with pytest.raises(ValueError, match=r"mode must be one of \('peak', 'all', 'off'\)"):
+        reuse_freed_memory(True)
 
 
 CODE = """
@@ -168,10 +171,21 @@ def test_the_environment_variable_must_be_a_number(monkeypatch):
     assert allocator._initial_limit() == allocator._default_limit() > 0
 
 
-def test_cli_train_and_demo_take_release_memory():
-    from spikelfp.training.cli import build_parser
+def test_all_keeps_blocks_beyond_the_high_water_mark(pool):
+    a = empty_large((8 * MB,), dtype=torch.uint8)
+    del a
+    b = empty_large((10 * MB,), dtype=torch.uint8)  # "all": the free 8 MiB stay
+    assert pooled_bytes() == 8 * MB
+    del b
+    assert pooled_bytes() == 18 * MB
+
+
+def test_cli_train_and_demo_take_reuse_memory():
+    from spikelfp.training.cli import UsageError, build_parser
 
     parser = build_parser()
-    assert parser.parse_args(["train", "--release-memory"]).release_memory
-    assert not parser.parse_args(["train"]).release_memory
-    assert parser.parse_args(["demo", "--release-memory"]).release_memory
+    assert parser.parse_args(["train"]).reuse_memory == "peak"
+    assert parser.parse_args(["train", "--reuse-memory", "all"]).reuse_memory == "all"
+    assert parser.parse_args(["demo", "--reuse-memory", "off"]).reuse_memory == "off"
+    with pytest.raises(UsageError, match="invalid choice: 'lots'"):
+        parser.parse_args(["train", "--reuse-memory", "lots"])

@@ -199,19 +199,21 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 def _add_memory_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--release-memory",
-        action="store_true",
-        help="give the LFP rules' large tensors back to the system as soon as they are freed "
-        "instead of reusing them next step: slower steps for nets with large whole-sequence "
-        "tensors (conv, long T), less memory held between steps (see spikelfp.allocator)",
+        "--reuse-memory",
+        choices=("peak", "all", "off"),
+        default="peak",
+        help="reuse of the LFP rules' freed large tensors (spikelfp.reuse_freed_memory): "
+        "'peak' (default) keeps them only within a step's memory peak; 'all' keeps every one "
+        "(fastest for conv nets and long T, more memory); 'off' gives them back at once",
     )
 
 
 def _memory_setting(args: argparse.Namespace) -> None:
-    if getattr(args, "release_memory", False):
+    mode = getattr(args, "reuse_memory", "peak")
+    if mode != "peak":
         from ..allocator import reuse_freed_memory
 
-        reuse_freed_memory(False)
+        reuse_freed_memory(mode)
 
 
 def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
