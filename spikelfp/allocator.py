@@ -11,13 +11,14 @@ The rules allocate these tensors (4 MiB or more, CPU) with :func:`empty_large`:
 
 * The memory is advised into transparent huge pages (``madvise(MADV_HUGEPAGE)``, Linux) before
   its first touch: one fault per 2 MiB instead of one per 4 KiB.
-* Freed blocks are kept in a pool and handed to the next request of the same size; a training
-  step's tensors have the same sizes every step. By default (``"peak"``) the pool keeps no
-  more free memory than the high-water mark of its blocks in use minus those in use: when a
-  request needs a new block, the least recently freed blocks are given back first. So reuse
-  does not raise the memory peak of a step (``benchmarks/bench_step.py`` measures it), but
-  between steps the process keeps up to that peak resident, and only part of the fresh pages
-  are saved (conv benchmark net at ``T=30``: 340 of 608 MB per step still fresh).
+* Freed blocks are kept in a pool and handed to the next request of their size (else the
+  smallest larger free block serves it); a training step's tensors have the same sizes every
+  step. By default (``"peak"``) the pool never holds more than the same tensors would need
+  without it (the high-water mark of the requested sizes in use): when a request needs a new
+  block, the least recently freed blocks are given back first. So reuse does not raise the
+  memory peak of a step (``benchmarks/bench_step.py`` measures it), but between steps the
+  process keeps up to that peak resident, and only part of the fresh pages are saved (conv
+  benchmark net at ``T=30``: 256 of 608 MB per step are still fresh).
 
 :func:`reuse_freed_memory` chooses ``"peak"``, ``"all"`` (keep every freed block: no fresh
 pages after the first step, but more memory than the step's peak) or ``"off"``;
@@ -101,16 +102,24 @@ def _default_limit() -> int:
 
 
 class _Pool:
-    """Free blocks of whole huge pages, by size; see the module docstring."""
+    """Free blocks of whole huge pages, by size; see the module docstring.
+
+    ``used_bytes``: the (rounded) sizes requested by the tensors in use, what the process
+    would hold without a pool; ``high_bytes`` its high-water mark. ``held_bytes``: the sizes
+    of the blocks in use (a request may get a larger free block). With ``within_peak``,
+    ``held_bytes + free_bytes <= high_bytes`` holds after every call: the pool's memory never
+    exceeds what the same tensors would need without it.
+    """
 
     def __init__(self, limit: int):
         self.limit = limit
         self.free: dict[int, list[np.ndarray]] = {}
         self.order: collections.OrderedDict[int, int] = collections.OrderedDict()
         self.free_bytes = 0
-        self.live_bytes = 0  # bytes of blocks in use
-        self.high_bytes = 0  # the most bytes of blocks ever in use at once
-        self.within_peak = True  # keep free blocks only within the high-water of those in use
+        self.used_bytes = 0
+        self.held_bytes = 0
+        self.high_bytes = 0
+        self.within_peak = True
         self.lock = threading.RLock()  # a finalizer may run inside a locked section
 
     @staticmethod
@@ -123,44 +132,47 @@ class _Pool:
             madvise(block.ctypes.data, size, _MADV_HUGEPAGE)  # advice only: errors ignored
         return block
 
+    def _pop(self, size: int) -> np.ndarray:
+        block = self.free[size].pop()
+        self.free_bytes -= size
+        self.order.pop(id(block), None)
+        return block
+
     def take(self, nbytes: int) -> np.ndarray:
         size = -(-nbytes // _HUGE_PAGE) * _HUGE_PAGE
-        block = None
         with self.lock:
-            blocks = self.free.get(size)
-            if blocks:
-                block = blocks.pop()
-                self.free_bytes -= size
-                self.order.pop(id(block), None)
-            self.live_bytes += size
-            self.high_bytes = max(self.high_bytes, self.live_bytes)
+            self.used_bytes += size
+            self.high_bytes = max(self.high_bytes, self.used_bytes)
+            # the same size, else the smallest larger free block (it is resident already)
+            fit = min((k for k, v in self.free.items() if v and k >= size), default=None)
+            block = self._pop(fit) if fit is not None else None
+            self.held_bytes += size if block is None else fit
             if block is None:
-                self.trim()  # make room: blocks in use + free ones stay within the high-water
+                self.trim()  # room for the fresh block within the bounds
         if block is None:
             block = self._fresh(size)
         view = block[:nbytes]
-        weakref.finalize(view, self._give_back, block).atexit = False
+        weakref.finalize(view, self._give_back, block, size).atexit = False
         return view
 
-    def _give_back(self, block: np.ndarray) -> None:
-        size = block.nbytes
+    def _give_back(self, block: np.ndarray, size: int) -> None:
         with self.lock:
-            self.live_bytes -= size
+            self.used_bytes -= size
+            self.held_bytes -= block.nbytes
             if self.limit <= 0:
                 return
-            self.free.setdefault(size, []).append(block)
-            self.order[id(block)] = size
-            self.free_bytes += size
+            self.free.setdefault(block.nbytes, []).append(block)
+            self.order[id(block)] = block.nbytes
+            self.free_bytes += block.nbytes
             self.trim()
 
     def trim(self) -> None:
-        """Drop the least recently freed blocks until the free ones fit the bounds: at most
-        ``limit`` bytes and, ``within_peak``, with the blocks in use at most the high-water of
-        blocks in use."""
+        """Give back the least recently freed blocks until the free ones fit the bounds: at
+        most ``limit`` bytes and, ``within_peak``, ``held + free <= high``."""
         with self.lock:
             bound = self.limit
             if self.within_peak:
-                bound = min(bound, self.high_bytes - self.live_bytes)
+                bound = min(bound, self.high_bytes - self.held_bytes)
             bound = max(0, bound)
             while self.free_bytes > bound:
                 key, size = self.order.popitem(last=False)
@@ -220,7 +232,7 @@ def reuse_freed_memory(mode: str = "peak", *, max_bytes: int | None = None) -> b
         limit = _default_limit() if max_bytes is None else int(max_bytes)
         _POOL.limit = 0 if mode == "off" else limit
         _POOL.within_peak = mode == "peak"
-        _POOL.high_bytes = _POOL.live_bytes
+        _POOL.high_bytes = _POOL.used_bytes
         _POOL.trim()
     return True
 

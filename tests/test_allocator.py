@@ -71,6 +71,16 @@ def test_a_freed_block_serves_the_next_request_of_its_size(pool):
     assert other.data_ptr() != ptr
 
 
+def test_a_larger_free_block_serves_a_smaller_request(pool):
+    big = empty_large((12 * MB,), dtype=torch.uint8)
+    ptr = big.data_ptr()
+    del big
+    small = empty_large((6 * MB,), dtype=torch.uint8)
+    assert small.data_ptr() == ptr and pooled_bytes() == 0
+    del small
+    assert pooled_bytes() == 12 * MB  # the whole block comes back
+
+
 def test_a_block_is_not_reused_while_any_tensor_still_uses_it(pool):
     t = empty_large((8 * MB,), dtype=torch.uint8)
     view = t[MB:]  # e.g. a slice that autograd saved
@@ -104,13 +114,13 @@ def test_the_pool_keeps_at_most_its_limit_least_recently_freed_dropped_first(poo
     a = empty_large((8 * MB,), dtype=torch.uint8)
     b = empty_large((10 * MB,), dtype=torch.uint8)
     c = empty_large((6 * MB,), dtype=torch.uint8)
-    pc = c.data_ptr()
+    pb, pc = b.data_ptr(), c.data_ptr()
     del a, b, c  # 8 + 10 + 6 > 20: the 8 MiB block (freed first) is dropped
     assert pooled_bytes() == 16 * MB
     c2 = empty_large((6 * MB,), dtype=torch.uint8)
     assert c2.data_ptr() == pc and pooled_bytes() == 10 * MB
-    a2 = empty_large((8 * MB,), dtype=torch.uint8)  # not in the pool any more: a fresh block
-    assert pooled_bytes() == 10 * MB and a2.shape == (8 * MB,)
+    a2 = empty_large((8 * MB,), dtype=torch.uint8)  # its block is gone: the 10 MiB one serves
+    assert pooled_bytes() == 0 and a2.data_ptr() == pb
 
 
 def test_switching_reuse_off_empties_the_pool_and_checks_its_argument(pool):
