@@ -49,7 +49,7 @@ __all__ = ["NativeStatus", "status", "disabled", "usable"]
 
 _HERE = Path(__file__).resolve().parent
 _SOURCES = ("kernels.c", "kernels_impl.h")
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 _RESET_CODES = {"zero": 0, "subtract": 1, "none": 2}
 #: below this many elements a kernel runs on one thread (thread start-up would dominate)
 _PARALLEL_MIN = 1 << 15
@@ -150,7 +150,7 @@ def _bind(lib: ctypes.CDLL) -> dict:
             + [i64, i64, i32, i32, i32, i32],
             "divide": [p, p, real, p, i64, i32],
             "maxpool2d_forward": [p, p, p] + [i64] * 13 + [i32],
-            "maxpool2d_backward": [p, p, p] + [i64] * 13 + [i32],
+            "maxpool2d_backward": [p, p, p] + [i64] * 9 + [i32],
         }
         for name, args in sigs.items():
             fn = getattr(lib, f"spikelfp_{name}_{suf}")
@@ -310,7 +310,7 @@ def maxpool2d_forward(x, out_hw, kernel, stride, padding, dilation):
     return y, off
 
 
-def maxpool2d_backward(rho, off, in_shape, kernel, stride, padding, dilation):
+def maxpool2d_backward(rho, off, in_shape, stride, padding):
     """Reward of each window to its arg-max: ``(N, C, H, W)`` reward on the input."""
     fns, _ = _library()
     rho = rho.contiguous()
@@ -318,7 +318,7 @@ def maxpool2d_backward(rho, off, in_shape, kernel, stride, padding, dilation):
     oh, ow = rho.shape[-2:]
     r_in = empty_large_like(rho, in_shape)
     fns[("maxpool2d_backward", rho.dtype)](
-        rho.data_ptr(), off.data_ptr(), r_in.data_ptr(), nb * c, h, w, oh, ow, *kernel,
-        *stride, *padding, *dilation, _threads(r_in.numel()),
+        rho.data_ptr(), off.data_ptr(), r_in.data_ptr(), nb * c, h, w, oh, ow, *stride,
+        *padding, _threads(r_in.numel()),
     )  # fmt: skip
     return r_in

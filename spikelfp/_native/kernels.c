@@ -28,4 +28,4 @@
 #undef SUF
 #undef FABS
 
-int spikelfp_abi_version(void) { return 3; }
+int spikelfp_abi_version(void) { return 4; }

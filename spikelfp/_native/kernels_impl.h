@@ -48,6 +48,30 @@ static inline void FN(load_param_)(REAL *restrict dst, const REAL *restrict src,
     for (int64_t j = 0; j < len; ++j) dst[j] = per_neuron ? src[i0 + j] : src[0];
 }
 
+/* A thread's scratch buffer of `count` values; sets *failed if it cannot be allocated. */
+static REAL *FN(thread_buffer_)(size_t count, int *failed)
+{
+    REAL *buf = (REAL *)malloc(sizeof(REAL) * count);
+    if (!buf) {
+#pragma omp atomic write
+        *failed = 1;
+    }
+    return buf;
+}
+
+/* A block's start: its parameters into b and th, its initial membrane into v; returns its
+ * length (the last block may be partial). */
+static inline int64_t FN(block_start_)(REAL *v, REAL *b, REAL *th, const REAL *v0,
+                                       const REAL *beta, int64_t beta_full, const REAL *theta,
+                                       int64_t theta_full, int64_t i0, int64_t n, int64_t block)
+{
+    const int64_t len = (n - i0) < block ? (n - i0) : block;
+    FN(load_param_)(b, beta, beta_full, i0, len);
+    FN(load_param_)(th, theta, theta_full, i0, len);
+    for (int64_t j = 0; j < len; ++j) v[j] = v0[i0 + j];
+    return len;
+}
+
 /* Forward of the LIF recursion over T steps for n neurons (z: T x n, row-major).
  * out: T x n outputs; v_last: n final membranes. Returns -1 if a buffer cannot be allocated. */
 int FN(spikelfp_lif_forward_)(const REAL *z, const REAL *v0, const REAL *beta, int64_t beta_full,
@@ -60,20 +84,14 @@ int FN(spikelfp_lif_forward_)(const REAL *z, const REAL *v0, const REAL *beta, i
     int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        REAL *buf = (REAL *)malloc(sizeof(REAL) * 3 * (size_t)block);
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        }
+        REAL *buf = FN(thread_buffer_)(3 * (size_t)block, &failed);
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < nblocks; ++blk) {
             if (!buf) continue;
             REAL *v = buf, *b = buf + block, *th = buf + 2 * block;
             const int64_t i0 = blk * block;
-            const int64_t len = (n - i0) < block ? (n - i0) : block;
-            FN(load_param_)(b, beta, beta_full, i0, len);
-            FN(load_param_)(th, theta, theta_full, i0, len);
-            for (int64_t j = 0; j < len; ++j) v[j] = v0[i0 + j];
+            const int64_t len = FN(block_start_)(v, b, th, v0, beta, beta_full, theta,
+                                                 theta_full, i0, n, block);
             for (int64_t t = 0; t < steps; ++t)
                 FN(lif_step_)(v, z + t * n + i0, b, th, out + t * n + i0, len, reset, delay,
                               readout);
@@ -102,21 +120,15 @@ int FN(spikelfp_lif_backward_)(const REAL *r, const REAL *q_last, const REAL *z,
     int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        REAL *buf = (REAL *)malloc(sizeof(REAL) * (size_t)((steps > 0 ? steps : 1) + 4) * block);
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        }
+        REAL *buf = FN(thread_buffer_)((size_t)((steps > 0 ? steps : 1) + 4) * block, &failed);
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < nblocks; ++blk) {
             if (!buf) continue;
             REAL *v = buf, *b = buf + block, *th = buf + 2 * block, *q = buf + 3 * block;
             REAL *ubuf = buf + 4 * block;
             const int64_t i0 = blk * block;
-            const int64_t len = (n - i0) < block ? (n - i0) : block;
-            FN(load_param_)(b, beta, beta_full, i0, len);
-            FN(load_param_)(th, theta, theta_full, i0, len);
-            for (int64_t j = 0; j < len; ++j) v[j] = v0[i0 + j];
+            const int64_t len = FN(block_start_)(v, b, th, v0, beta, beta_full, theta,
+                                                 theta_full, i0, n, block);
             for (int64_t t = 0; t < steps; ++t) {
                 REAL *u = ubuf + t * block;
                 for (int64_t j = 0; j < len; ++j) u[j] = v[j];
@@ -250,8 +262,7 @@ void FN(spikelfp_maxpool2d_forward_)(const REAL *x, REAL *y, uint8_t *off, int64
  * (the order of max-pooling's own gradient, so ties of overlapping windows add up the same). */
 void FN(spikelfp_maxpool2d_backward_)(const REAL *rho, const uint8_t *off, REAL *r_in,
                                       int64_t planes, int64_t H, int64_t W, int64_t OH,
-                                      int64_t OW, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                                      int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                      int64_t OW, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                                       int threads)
 {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)

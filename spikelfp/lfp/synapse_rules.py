@@ -395,7 +395,7 @@ class _MaxPoolLFP(torch.autograd.Function):
                 xb.contiguous(), out_hw, kernel, stride, padding, dilation
             )
             ctx.save_for_backward(off)
-            ctx.window = (kernel, stride, padding, dilation)
+            ctx.window = (stride, padding)
             return y.squeeze(0) if unbatched else y
         per_sample = max(1, xb[0].numel() * xb.element_size()) if xb.shape[0] else 1
         step = max(1, _CHUNK_BYTES // per_sample)
