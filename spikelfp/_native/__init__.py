@@ -123,17 +123,9 @@ def _build(cc: str) -> tuple[Path | None, str]:
             return target, f"built {target} ({' '.join(flags)})"
         if proc is not None:
             errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
-        with _suppress():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
     return None, "the C compiler failed: " + " | ".join(errors)
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], OSError)
 
 
 _F32 = (ctypes.c_float, torch.float32, "f32")
