@@ -18,8 +18,9 @@ The rules allocate these tensors (4 MiB or more, CPU) with :func:`empty_large`:
   first. So the pool's memory never exceeds the high-water mark of its tensors, and a step's
   memory peak rises only where other memory peaks at another moment (``bench_step.py``: conv
   net at ``T=30``, 262 MB vs 252 MB without reuse); between steps the process keeps up to
-  that peak resident, and only part of the fresh pages are saved (conv benchmark net at ``T=30``: 340 of 608 MB per step are still
-  fresh). With ``"all"`` a request may also take the smallest larger free block.
+  that peak resident, and only part of the fresh pages are saved (same net: 340 of 608 MB
+  per step are still fresh). With ``"all"`` a request may also take the smallest larger free
+  block.
 
 :func:`reuse_freed_memory` chooses ``"peak"``, ``"all"`` (keep every freed block: no fresh
 pages after the first step, but more memory than the step's peak) or ``"off"``;
