@@ -172,7 +172,6 @@ class _LIFLFP(torch.autograd.Function):
         if ctx.native:
             # Fused kernels (spikelfp._native): the same arithmetic in one pass per block of
             # neurons; like the eager path below, only Z and U_0 are kept.
-            ctx.fast = True
             out, v_last = native.lif_forward(z, v0, beta, threshold, reset, reset_delay, readout)
             ctx.save_for_backward(z, v0, beta, threshold)
             return out, v_last
