@@ -139,7 +139,7 @@ def _linear_backward_chunked(rho, x, w2, zmod, epsilon, need_x, need_w, need_b):
 
 
 # Convolutions over all T·B samples run in chunks of about this many output bytes: large
-# enough for oneDNN to run at full speed (2 MiB chunks were ~25 % slower on the benchmark
+# enough for oneDNN to run at full speed (2 MiB chunks were 15-35 % slower on the benchmark
 # net's layers), small enough that no full-size scratch tensor is allocated (on CPU, fresh
 # large allocations cost page faults).
 _CHUNK_BYTES = 1 << 23
