@@ -233,46 +233,48 @@ def _param(p: torch.Tensor, step_shape: tuple) -> tuple[torch.Tensor, int]:
     return p.expand(step_shape).contiguous(), 1
 
 
+def _lif_inputs(z, v0, beta, theta):
+    """``(steps, neurons, v0, beta, beta per neuron?, theta, theta per neuron?)`` for a kernel."""
+    b, b_full = _param(beta, z.shape[1:])
+    th, th_full = _param(theta, z.shape[1:])
+    return z.shape[0], math.prod(z.shape[1:]), v0.detach().contiguous(), b, b_full, th, th_full
+
+
+def _check(failed: int, what: str) -> None:
+    if failed:
+        raise MemoryError(f"spikelfp: the native LIF {what} could not allocate its block buffer")
+
+
 def lif_forward(z, v0, beta, theta, reset, delay, readout):
     """The LIF recursion over ``z`` (``(T, ...)``, contiguous) -> ``(outputs, final membrane)``."""
     fns, _ = _library()
-    steps, n = z.shape[0], math.prod(z.shape[1:])
-    b, b_full = _param(beta, z.shape[1:])
-    th, th_full = _param(theta, z.shape[1:])
-    v0 = v0.detach().contiguous()
+    steps, n, v0, b, b_full, th, th_full = _lif_inputs(z, v0, beta, theta)
     out = empty_large_like(z)
     v_last = empty_large_like(v0)
-    failed = fns[("lif_forward", z.dtype)](
+    _check(fns[("lif_forward", z.dtype)](
         z.data_ptr(), v0.data_ptr(), b.data_ptr(), b_full, th.data_ptr(), th_full,
         out.data_ptr(), v_last.data_ptr(), steps, n, _RESET_CODES[reset], int(delay),
         int(readout), _threads(steps * n),
-    )  # fmt: skip
-    if failed:
-        raise MemoryError("spikelfp: the native LIF forward could not allocate its block buffer")
+    ), "forward")  # fmt: skip
     return out, v_last
 
 
 def lif_backward(r, q_last, z, v0, beta, theta, epsilon, reset, delay, readout, keep_n):
     """The LIF rule's backward -> ``(ρ, q_0, n or None, U_{t-1} or None)``."""
     fns, _ = _library()
-    steps, n = z.shape[0], math.prod(z.shape[1:])
-    b, b_full = _param(beta, z.shape[1:])
-    th, th_full = _param(theta, z.shape[1:])
+    steps, n, v0, b, b_full, th, th_full = _lif_inputs(z, v0, beta, theta)
     r = r.contiguous()
     q_last = q_last.expand(z.shape[1:]).contiguous()
-    v0 = v0.detach().contiguous()
     rho = empty_large_like(z)
     q0 = empty_large_like(v0)
     n_all = empty_large_like(z) if keep_n else None
     u_all = empty_large_like(z) if keep_n else None
-    failed = fns[("lif_backward", z.dtype)](
+    _check(fns[("lif_backward", z.dtype)](
         r.data_ptr(), q_last.data_ptr(), z.data_ptr(), v0.data_ptr(), b.data_ptr(), b_full,
         th.data_ptr(), th_full, epsilon, rho.data_ptr(), q0.data_ptr(),
         n_all.data_ptr() if keep_n else None, u_all.data_ptr() if keep_n else None,
         steps, n, _RESET_CODES[reset], int(delay), int(readout), _threads(steps * n),
-    )  # fmt: skip
-    if failed:
-        raise MemoryError("spikelfp: the native LIF backward could not allocate its block buffer")
+    ), "backward")  # fmt: skip
     return rho, q0, n_all, u_all
 
 

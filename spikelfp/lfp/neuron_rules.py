@@ -166,26 +166,20 @@ class _LIFLFP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, v0, beta, threshold, reset, reset_delay, epsilon, readout):
         ctx.epsilon = epsilon
-        fast = _lif_fast_ok(z, v0, beta, threshold)
         ctx.mode = (reset, reset_delay, readout)
-        ctx.native = fast and native.usable(z, v0, beta, threshold)
-        if ctx.native:
-            # Fused kernels (spikelfp._native): the same arithmetic in one pass per block of
-            # neurons; like the eager path below, only Z and U_0 are kept.
-            out, v_last = native.lif_forward(z, v0, beta, threshold, reset, reset_delay, readout)
-            ctx.save_for_backward(z, v0, beta, threshold)
-            return out, v_last
-        if fast:
+        ctx.fast = _lif_fast_ok(z, v0, beta, threshold)
+        ctx.native = ctx.fast and native.usable(z, v0, beta, threshold)
+        if ctx.fast:
             # Only Z and U_0 are kept: the backward replays the (cheap, exact) forward
             # recursion for U_{t-1} and recomputes D_t, so the forward holds no full-length
             # membrane or denominator (the memory of a LIF layer is that of its input).
+            ctx.save_for_backward(z, v0, beta, threshold)
+            if ctx.native:  # fused kernels (spikelfp._native): the same arithmetic, one pass
+                return native.lif_forward(z, v0, beta, threshold, reset, reset_delay, readout)
             out, mem = _lif_forward_fast(
                 z, v0, beta, threshold, reset, reset_delay, readout, keep_mem=False
             )
-            ctx.fast = True
-            ctx.save_for_backward(z, v0, beta, threshold)
             return out, mem[-1].clone()
-        ctx.fast = False
         v = v0
         u_prev, dens, outs = [], [], []
         for z_t in z.unbind(0):
@@ -206,29 +200,26 @@ class _LIFLFP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, r, g_last):
         need = ctx.needs_input_grad
-        if ctx.native:
+        if ctx.fast:
             z, v0, beta, threshold = ctx.saved_tensors
-            rho, q0, n, u_prev = native.lif_backward(
-                r, g_last, z, v0, beta, threshold, ctx.epsilon, *ctx.mode, need[2] or need[3]
-            )
-        elif ctx.fast:
-            z, v0, beta, threshold = ctx.saved_tensors
-            reset, reset_delay, readout = ctx.mode
-            _, mem = _lif_forward_fast(
-                z, v0, beta, threshold, reset, reset_delay, readout, keep_mem=True
-            )
-            u_prev = mem[:-1]
             keep_n = need[2] or need[3]
-            rho, n, q0 = _lif_backward_fast(
-                r,
-                g_last,
-                z,
-                u_prev,
-                beta,
-                ctx.epsilon,
-                keep_n=keep_n,
-                rho_out=None if keep_n else u_prev,
-            )
+            if ctx.native:
+                rho, q0, n, u_prev = native.lif_backward(
+                    r, g_last, z, v0, beta, threshold, ctx.epsilon, *ctx.mode, keep_n
+                )
+            else:
+                _, mem = _lif_forward_fast(z, v0, beta, threshold, *ctx.mode, keep_mem=True)
+                u_prev = mem[:-1]
+                rho, n, q0 = _lif_backward_fast(
+                    r,
+                    g_last,
+                    z,
+                    u_prev,
+                    beta,
+                    ctx.epsilon,
+                    keep_n=keep_n,
+                    rho_out=None if keep_n else u_prev,
+                )
         else:
             z, u_prev, inv_d, beta, threshold = ctx.saved_tensors
             n, q0 = membrane_backward(r, g_last, u_prev, inv_d, beta)
