@@ -338,6 +338,15 @@ def _window_starts(out_shape, in_shape, stride, padding, device) -> torch.Tensor
     return flat
 
 
+def _largest_offset(spatial, kernel, dilation) -> int:
+    """The largest flat offset of an element from its window's start."""
+    largest, mul = 0, 1
+    for n, k, d in reversed(list(zip(spatial, kernel, dilation, strict=True))):
+        largest += (k - 1) * d * mul
+        mul *= n
+    return largest
+
+
 def _offset_dtype(largest: int) -> torch.dtype:
     for dtype in (torch.uint8, torch.int16, torch.int32):
         if largest <= torch.iinfo(dtype).max:
@@ -364,8 +373,7 @@ def _native_pool_shape(xb, dims, kernel, stride, padding, dilation, ceil_mode):
         return None
     if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
         return None
-    extent = (kernel[0] - 1) * dilation[0] * xb.shape[3] + (kernel[1] - 1) * dilation[1]
-    if extent > 255:  # the offsets are kept as uint8
+    if _offset_dtype(_largest_offset(xb.shape[2:], kernel, dilation)) != torch.uint8:
         return None
     out = tuple(
         _pool_out_size(n, k, s, p, d, ceil_mode)
@@ -405,13 +413,9 @@ class _MaxPoolLFP(torch.autograd.Function):
             y, idx = pool(xb[i : i + step], kernel, stride, padding, dilation, ceil_mode, True)
             if base is None:
                 base = _window_starts(y.shape[2:], spatial, stride, padding, y.device)
-                extent = [(k - 1) * d for k, d in zip(kernel, dilation, strict=True)]
-                largest, mul = 0, 1
-                for e, n in reversed(list(zip(extent, spatial, strict=True))):
-                    largest += e * mul
-                    mul *= n
                 shape = (xb.shape[0], *y.shape[1:])
                 out = y if step >= xb.shape[0] else empty_large_like(y, shape)
+                largest = _largest_offset(spatial, kernel, dilation)
                 off = torch.empty(shape, dtype=_offset_dtype(largest), device=y.device)
             if out is not y:
                 out[i : i + step] = y
