@@ -8,7 +8,7 @@ setup:
 	$(PIP) -e ".[all]"
 
 # Runs the whole test suite (+ the lfprop golden check when SPIKELFP_GOLDEN is set).
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
 	$(PY) -m pytest -q --nbmake notebooks
 	@if [ -n "$$SPIKELFP_GOLDEN" ]; then $(PY) benchmarks/golden_lfprop.py --golden "$$SPIKELFP_GOLDEN"; fi

@@ -44,7 +44,7 @@ def test_sampler_matches_distributed_single_process_sampler():
 
 def test_config_validation_messages():
     with pytest.raises(ConfigError, match="unknown dataset"):
-        TrainConfig(dataset="mnist").validate()
+        TrainConfig(dataset="cifar").validate()
     with pytest.raises(ConfigError, match="batch-size must be >= 1"):
         TrainConfig.from_dict({"batch_size": 0})
     with pytest.raises(ConfigError, match="unknown configuration key 'lrate'"):

@@ -14,9 +14,9 @@ import copy
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..layers import SumPool2d  # re-exported: spikelfp.hw_export.SumPool2d
 from ..neurons import ALIF, IF, LI, LIF, RLIF, CubaLIF
 from ..neurons.base import NeuronModule
 from ..sequential import Sequential, apply_over_time
@@ -40,35 +40,6 @@ SYNAPSE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 NEURON_TYPES = (LIF, IF, CubaLIF, LI, RLIF)
 _DROPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
-
-
-class SumPool2d(nn.Module):
-    """Sum pooling (what integer hardware does instead of averaging): ``k²·AvgPool2d``.
-
-    Computed exactly (``divisor_override=1``), so integer inputs give integer outputs.
-
-    >>> SumPool2d(2)(torch.ones(1, 1, 4, 4))[0, 0].tolist()
-    [[4.0, 4.0], [4.0, 4.0]]
-    """
-
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride if stride is not None else kernel_size)
-        self.padding = _pair(padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(
-            x,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            count_include_pad=True,
-            divisor_override=1,
-        )
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 def _pair(v) -> tuple[int, int]:

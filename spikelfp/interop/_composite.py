@@ -71,7 +71,9 @@ class InteropComposite(Composite):
         self.leaf_types = tuple(leaf_types)
 
     def with_rules(self, rules) -> InteropComposite:
-        return InteropComposite({**self.rules, **rules}, self.leaf_types)
+        new = InteropComposite({**self.rules, **rules}, self.leaf_types)
+        new.names = dict(self.names)
+        return new
 
     def plan(self, model: nn.Module) -> list[tuple[str, nn.Module, object]]:
         """The ``(name, module, rule)`` to apply; raises one error listing every module that
@@ -79,7 +81,7 @@ class InteropComposite(Composite):
         plan, missing, problems = [], [], []
         for name, module in model.named_modules():
             label = f"{name or '<model>'} ({type(module).__name__})"
-            rule = self.rule_for(module)
+            rule = self.rule_for(module, name)
             if rule is None:
                 container = next(module.children(), None) is not None and not any(
                     True for _ in module.parameters(recurse=False)

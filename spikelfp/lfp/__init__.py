@@ -1,6 +1,7 @@
 """Layer-wise Feedback Propagation: rules, composites, rewards and the training step."""
 
 from .composites import NATIVE, Composite, UnsupportedModuleError, default_composite
+from .diagnostics import DIAGNOSTIC_COLUMNS, LFPDiagnostics
 from .neuron_rules import ALIFRule, CubaLIFRule, LIFRule, LIRule, RLIFRule
 from .rewards import (
     check_reward,
@@ -26,6 +27,8 @@ __all__ = [
     "Composite",
     "UnsupportedModuleError",
     "default_composite",
+    "DIAGNOSTIC_COLUMNS",
+    "LFPDiagnostics",
     "ALIFRule",
     "CubaLIFRule",
     "LIFRule",

@@ -13,11 +13,13 @@ reward correctly (reshapes, adaptive max-pooling to the arg-max, identity).
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from collections.abc import Iterator, Mapping
 
 from torch import nn
 
+from ..layers import SumPool2d
 from ..neurons import ALIF, IF, LI, LIF, RLIF, CubaLIF
 from .neuron_rules import ALIFRule, CubaLIFRule, LIFRule, LIRule, RLIFRule
 from .synapse_rules import AvgPoolRule, BatchNormRule, DropoutRule, EpsilonRule, MaxPoolRule
@@ -67,18 +69,40 @@ class Composite:
     False
     """
 
-    def __init__(self, rules: Mapping[type, object]):
+    def __init__(self, rules: Mapping[type, object], names: Mapping[str, object] | None = None):
         for key in rules:
             if not isinstance(key, type):
                 raise TypeError(f"composite keys must be module types, got {key!r}")
+        for key in names or {}:
+            if not isinstance(key, str):
+                raise TypeError(f"composite names must be module names (str), got {key!r}")
         self.rules = dict(rules)
+        self.names = dict(names or {})
 
     def with_rules(self, rules: Mapping[type, object]) -> Composite:
         """A new composite with ``rules`` added to (and taking precedence over) these."""
-        return Composite({**self.rules, **rules})
+        return Composite({**self.rules, **rules}, self.names)
 
-    def rule_for(self, module: nn.Module):
-        """The rule for ``module`` (``NATIVE`` or a rule), or ``None`` if it has none."""
+    def with_names(self, names: Mapping[str, object]) -> Composite:
+        """A new composite where the modules called ``names`` (as in ``named_modules()``) get
+        their own rule, before any rule by type: the way to use different rules at different
+        depths (e.g. z⁺ in the first convolutions, ε above them, as LRP does for CNNs).
+
+        >>> from spikelfp.lfp.synapse_rules import ZPlusRule
+        >>> comp = default_composite().with_names({"0": ZPlusRule()})
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+        >>> comp.rule_for(net[0], "0"), comp.rule_for(net[1], "1")
+        (ZPlusRule(epsilon=0.0), EpsilonRule(epsilon=0.0))
+        """
+        new = copy.copy(self)  # subclasses (interop composites) keep their own settings
+        new.names = {**self.names, **names}
+        return new
+
+    def rule_for(self, module: nn.Module, name: str | None = None):
+        """The rule for ``module`` (``NATIVE`` or a rule), or ``None`` if it has none.
+        ``name`` (the module's name in the model) is looked up first."""
+        if name is not None and name in self.names:
+            return self.names[name]
         for cls in type(module).__mro__:
             if cls in self.rules:
                 return self.rules[cls]
@@ -90,8 +114,15 @@ class Composite:
     def plan(self, model: nn.Module) -> list[tuple[str, nn.Module, object]]:
         """The ``(name, module, rule)`` to apply; raises if a module has no rule."""
         plan, missing = [], []
-        for name, module in model.named_modules():
-            rule = self.rule_for(module)
+        modules = dict(model.named_modules())
+        unknown = sorted(set(self.names) - set(modules))
+        if unknown:
+            raise UnsupportedModuleError(
+                f"the composite names module(s) {', '.join(unknown)} that the model does not "
+                f"have; its modules are {', '.join(n for n in modules if n) or '(none)'}"
+            )
+        for name, module in modules.items():
+            rule = self.rule_for(module, name)
             if rule is None:
                 if next(module.children(), None) is not None:
                     if any(True for _ in module.parameters(recurse=False)):
@@ -130,7 +161,10 @@ class Composite:
 
     def __repr__(self) -> str:
         body = ", ".join(f"{t.__name__}: {r!r}" for t, r in self.rules.items())
-        return f"Composite({{{body}}})"
+        if not self.names:
+            return f"Composite({{{body}}})"
+        names = ", ".join(f"{n!r}: {r!r}" for n, r in self.names.items())
+        return f"Composite({{{body}}}, names={{{names}}})"
 
 
 def _bind(rule, module):
@@ -152,6 +186,11 @@ def default_composite(
     ``neuron_epsilon``; pooling/batch norm/dropout their rules (max-pooling routes reward to
     the arg-max like its gradient, without keeping indices); reshapes and adaptive
     max-pooling stay native.
+
+    :class:`spikelfp.SumPool2d` gets the average-pooling rule: it runs the module's own forward
+    (the sum) and splits each output's reward over the window in proportion to the inputs,
+    ``r_i = x_i ρ_j / z_j``. Sum pooling is ``k²`` times average pooling, a factor that
+    cancels in ``x_i / z_j``, so both redistribute reward identically.
     """
     syn = synapse_rule if synapse_rule is not None else EpsilonRule(synapse_epsilon)
     rules: dict[type, object] = {t: NATIVE for t in _NATIVE_TYPES}
@@ -166,6 +205,7 @@ def default_composite(
             nn.AvgPool3d: AvgPoolRule(),
             nn.AdaptiveAvgPool1d: AvgPoolRule(),
             nn.AdaptiveAvgPool2d: AvgPoolRule(),
+            SumPool2d: AvgPoolRule(),
             nn.MaxPool1d: MaxPoolRule(),
             nn.MaxPool2d: MaxPoolRule(),
             nn.MaxPool3d: MaxPoolRule(),

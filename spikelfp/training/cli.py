@@ -50,7 +50,8 @@ def _bool_flag(parser, name: str, help_text: str) -> None:
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     """Training flags; defaults are SUPPRESSed so that only given flags override the config."""
-    from .config import DATASETS, METHODS, OPTIMIZERS, REWARDS
+    from .config import DATASETS, ENCODINGS, METHODS, OPTIMIZERS, REWARDS, SYNAPSE_RULES
+    from .models import MODELS
 
     S = argparse.SUPPRESS
     g = p.add_argument_group("data")
@@ -91,6 +92,39 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="split evaluated after every epoch (auto: val if held out, else test)",
     )
     g.add_argument(
+        "--bin-ms",
+        type=float,
+        default=S,
+        metavar="MS",
+        help="bin events by duration: --time-bins frames of MS milliseconds from each "
+        "recording's start (default: --time-bins frames over each recording's span)",
+    )
+    g.add_argument(
+        "--encoding",
+        choices=ENCODINGS,
+        default=S,
+        help="spike encoding of static images (mnist): direct current, rate (Bernoulli), "
+        "poisson or latency",
+    )
+    g.add_argument(
+        "--augment",
+        nargs="+",
+        default=S,
+        metavar="NAME=VALUE",
+        type=_augment_item,
+        help="augment the training frames: shift=PIXELS (random translation), drop=P "
+        "(drop spikes); 'none' turns the recipe's augmentation off",
+    )
+    _bool_flag(g, "download", "download the dataset if it is missing (needs internet)")
+    g.add_argument(
+        "--split-seed",
+        type=int,
+        default=S,
+        metavar="S",
+        help="seed of the --val-fraction hold-out (0); fixed across --seed, so runs with "
+        "different seeds are scored on the same recordings",
+    )
+    g.add_argument(
         "--input-clamp",
         type=float,
         default=S,
@@ -112,16 +146,27 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="evaluate on a stratified subset of N recordings",
     )
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=("mlp", "conv"), default=S, help="architecture (mlp)")
-    g.add_argument("--hidden", type=int, default=S, help="hidden neurons of mlp (256)")
+    g.add_argument(
+        "--model",
+        choices=MODELS,
+        default=S,
+        help="architecture from the zoo (spikelfp info --models lists them; default: the "
+        "dataset's recipe)",
+    )
+    g.add_argument("--hidden", type=int, default=S, help="hidden neurons of the dense layer")
     g.add_argument(
         "--channels",
         type=int,
-        nargs=2,
+        nargs="+",
         default=S,
-        metavar=("C1", "C2"),
-        help="channels of conv's two layers (12 24)",
+        metavar="C",
+        help="channels of the model's conv layers (default: the model's own)",
     )
+    g.add_argument(
+        "--neuron", choices=("lif", "if"), default=S, help="spiking neuron of every layer"
+    )
+    _bool_flag(g, "bias", "biases in the synapses (--no-bias for chips without them)")
+    _bool_flag(g, "batch-norm", "batch norm after each conv (folded into it at export)")
     g.add_argument("--beta", type=float, default=S, help="membrane decay of every LIF (0.9)")
     g.add_argument("--threshold", type=float, default=S, help="LIF threshold (1.0)")
     g.add_argument(
@@ -161,7 +206,33 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--surrogate-slope", type=float, default=S, help="BPTT fast-sigmoid surrogate slope (25)"
     )
+    g.add_argument(
+        "--synapse-rule",
+        choices=SYNAPSE_RULES,
+        default=S,
+        help="LRP rule of the Linear/Conv layers (epsilon)",
+    )
+    g.add_argument(
+        "--lower-rule",
+        choices=SYNAPSE_RULES,
+        default=S,
+        help="LRP rule of the first --lower-layers synapse layers (input side)",
+    )
+    g.add_argument(
+        "--lower-layers",
+        type=int,
+        default=S,
+        metavar="N",
+        help="how many synapse layers, from the input, use --lower-rule (0)",
+    )
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=S, help="adam (default) or sgd")
+    g.add_argument(
+        "--lr-scaling",
+        choices=("none", "weight"),
+        default=S,
+        help="per-layer learning rate: none, or weight (lr times the layer's initial mean "
+        "|weight|)",
+    )
     g.add_argument("--lr", type=float, default=S, help="learning rate (2e-3)")
     g.add_argument("--momentum", type=float, default=S, help="SGD momentum (0.9)")
     g.add_argument("--weight-decay", type=float, default=S, help="weight decay (0)")
@@ -197,6 +268,20 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _augment_item(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` of ``--augment`` (``none``: no augmentation)."""
+    if text == "none":
+        return ("none", None)
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. shift=2), got {text!r}")
+    try:
+        number = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: not a number: {value!r}") from None
+    return (name, number)
+
+
 def _add_memory_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reuse-memory",
@@ -220,11 +305,16 @@ def _train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     from .config import TrainConfig
 
     names = set(TrainConfig.field_names())
-    return {k: v for k, v in vars(args).items() if k in names}
+    out = {k: v for k, v in vars(args).items() if k in names}
+    if "augment" in out:  # [(name, value), ...] from --augment
+        items = out["augment"]
+        out["augment"] = {} if any(n == "none" for n, _ in items) else dict(items)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
+    from .config import DATASETS
 
     parser = _Parser(
         prog="spikelfp",
@@ -286,9 +376,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the export report as JSON")
     _add_data_options(p, accuracy=True)
 
-    p = sub.add_parser("info", help="show a checkpoint's config, epoch, metrics and size")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt or its run folder")
+    p = sub.add_parser(
+        "info",
+        help="show a checkpoint's config, epoch, metrics and size, or the model zoo",
+        description="Show a checkpoint (CHECKPOINT), or with --models the model zoo: "
+        "parameters, neurons and synaptic operations per sample of every model for a dataset.",
+    )
+    p.add_argument(
+        "checkpoint", nargs="?", metavar="CHECKPOINT", help="checkpoint.pt or its run folder"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--models", action="store_true", help="list the model zoo")
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="nmnist",
+        help="with --models: size the models for this dataset's frames (nmnist)",
+    )
 
     p = sub.add_parser(
         "demo",
@@ -345,7 +449,8 @@ def _add_data_options(p: argparse.ArgumentParser, accuracy: bool = False) -> Non
 # -- commands -------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from . import _parallel
-    from .config import TrainConfig, load_config_file
+    from .config import ConfigError, TrainConfig, load_config_file
+    from .recipes import resolve_config
     from .trainer import Trainer
 
     overrides = _train_overrides(args)
@@ -357,10 +462,13 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
     cfg = None
     if not args.resume:
-        base = TrainConfig()
-        if args.config:
-            base = TrainConfig.from_dict(load_config_file(args.config))
-        cfg = TrainConfig.from_dict(overrides, base=base)
+        file_settings = load_config_file(args.config) if args.config else None
+        if file_settings is not None:
+            try:  # check the file on its own first, so an error names it
+                TrainConfig.from_dict(file_settings)
+            except ConfigError as err:
+                raise ConfigError(f"{args.config}: {err}") from None
+        cfg = resolve_config(overrides, file_settings)
     nproc = cfg.nproc if cfg is not None else int(overrides.get("nproc", 1))
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         if cfg is not None:  # report bad input once, not from every worker
@@ -653,6 +761,12 @@ def checkpoint_info(ckpt: dict[str, Any]) -> dict[str, Any]:
 def cmd_info(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
 
+    if args.models:
+        return _info_models(args)
+    if args.checkpoint is None:
+        raise UsageError(
+            "spikelfp info: give a CHECKPOINT (checkpoint.pt or its run folder), or --models"
+        )
     info = checkpoint_info(load_checkpoint(args.checkpoint))
     if args.json:
         _print(json.dumps(info, indent=2))
@@ -688,6 +802,19 @@ def cmd_info(args: argparse.Namespace) -> int:
                 break_on_hyphens=False,
             )
         )
+    return 0
+
+
+def _info_models(args: argparse.Namespace) -> int:
+    from .data import DATASET_SHAPES
+    from .models import describe_models, models_table
+
+    shape, n_classes = DATASET_SHAPES[args.dataset]
+    if args.json:
+        _print(json.dumps(describe_models(shape, n_classes), indent=2))
+        return 0
+    _print(f"model zoo for {args.dataset} (frames {shape}, {n_classes} classes):")
+    _print(models_table(shape, n_classes))
     return 0
 
 

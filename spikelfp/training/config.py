@@ -26,13 +26,20 @@ __all__ = [
     "ConfigError",
     "DATASETS",
     "METHODS",
+    "ENCODINGS",
     "REWARDS",
     "OPTIMIZERS",
     "load_config_file",
     "default_data_dir",
 ]
 
-DATASETS = ("digits-events", "nmnist", "dvsgesture")
+DATASETS = ("digits-events", "nmnist", "dvsgesture", "mnist")
+#: spike encoders of static-image datasets (``spikelfp.datasets.ENCODERS``)
+ENCODINGS = ("direct", "rate", "poisson", "latency")
+NEURONS = ("lif", "if")
+SYNAPSE_RULES = ("epsilon", "zplus", "gamma")
+#: frame augmentations of the training split (``spikelfp.datasets.augment``) and their types
+AUGMENTATIONS = {"shift": int, "drop": float}
 METHODS = ("lfp", "bptt")
 REWARDS = ("rate", "softmax")
 OPTIMIZERS = ("sgd", "adam")
@@ -56,11 +63,19 @@ class TrainConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     eval_split: str = "auto"
+    split_seed: int = 0
     input_clamp: float | None = 1.0
+    bin_ms: float | None = None
+    encoding: str = "direct"
+    augment: dict[str, Any] = field(default_factory=dict)
+    download: bool = False
     # model
     model: str = "mlp"
     hidden: int = 256
-    channels: list[int] = field(default_factory=lambda: [12, 24])
+    channels: list[int] | None = None
+    neuron: str = "lif"
+    bias: bool = True
+    batch_norm: bool = False
     beta: float = 0.9
     threshold: float = 1.0
     reset: str = "zero"
@@ -68,8 +83,12 @@ class TrainConfig:
     # training
     method: str = "lfp"
     reward: str = "rate"
+    synapse_rule: str = "epsilon"
+    lower_rule: str = "epsilon"
+    lower_layers: int = 0
     optimizer: str = "adam"
     lr: float = 2e-3
+    lr_scaling: str = "none"
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
@@ -78,6 +97,8 @@ class TrainConfig:
     surrogate_slope: float = 25.0
     bptt_loss: str = "mse"
     seed: int = 0
+    #: the recipe the settings came from (``None``: none; provenance only)
+    recipe: str | None = None
     # runtime (may change when resuming)
     out: str = "runs/run"
     num_workers: int = 0
@@ -97,6 +118,7 @@ class TrainConfig:
         "cache_dir",
         "data_dir",
         "device",
+        "download",
     )
 
     # -- construction -----------------------------------------------------------------------
@@ -166,7 +188,14 @@ class TrainConfig:
         choice("method", METHODS)
         choice("reward", REWARDS)
         choice("optimizer", OPTIMIZERS)
-        choice("model", ("mlp", "conv"))
+        from .models import MODELS
+
+        choice("model", tuple(MODELS))
+        choice("encoding", ENCODINGS)
+        choice("neuron", NEURONS)
+        choice("synapse_rule", SYNAPSE_RULES)
+        choice("lower_rule", SYNAPSE_RULES)
+        choice("lr_scaling", ("none", "weight"))
         choice("reset", ("zero", "subtract", "none"))
         choice("lr_schedule", ("cosine", "none"))
         choice("bptt_loss", ("mse", "ce"))
@@ -176,6 +205,9 @@ class TrainConfig:
         number("batch_size", int, 1)
         number("hidden", int, 1)
         number("seed", int, 0)
+        number("split_seed", int, 0)
+        number("lower_layers", int, 0)
+        number("bin_ms", float, 0.0, allow_none=True, low_open=True)
         number("num_workers", int, 0)
         number("nproc", int, 1)
         number("threads", int, 1, allow_none=True)
@@ -195,9 +227,20 @@ class TrainConfig:
             raise ConfigError(f"beta must be in [0, 1], got {self.beta!r}")
         if self.eval_split == "val" and self.val_fraction <= 0:
             raise ConfigError("eval-split 'val' needs --val-fraction > 0")
-        if not isinstance(self.channels, (list, tuple)) or len(self.channels) != 2:
-            raise ConfigError(f"channels must be two integers, got {self.channels!r}")
-        self.channels = [int(c) for c in self.channels]
+        if self.channels is not None:
+            if not isinstance(self.channels, (list, tuple)) or not all(
+                _is_int(c) and int(c) >= 1 for c in self.channels
+            ):
+                raise ConfigError(
+                    f"channels must be a list of positive integers, got {self.channels!r}"
+                )
+            self.channels = [int(c) for c in self.channels]
+        for name in ("bias", "batch_norm", "download"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be true or false, got {getattr(self, name)!r}"
+                )
+        self.augment = _check_augment(self.augment)
         rates = self.init_rate
         if rates is not None:
             rates = [rates] if isinstance(rates, (int, float)) else list(rates)
@@ -220,6 +263,33 @@ class TrainConfig:
         if self.eval_split != "auto":
             return self.eval_split
         return "val" if self.val_fraction > 0 else "test"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_augment(value: Any) -> dict[str, Any]:
+    """``augment`` as a dict of known augmentations with values of the right type."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"augment must be a mapping such as {{shift: 2, drop: 0.1}}, got {value!r}"
+        )
+    out = {}
+    for key, v in value.items():
+        kind = AUGMENTATIONS.get(str(key))
+        if kind is None:
+            raise ConfigError(
+                f"unknown augmentation {key!r}; choose from {', '.join(AUGMENTATIONS)}"
+            )
+        ok = _is_int(v) if kind is int else isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not ok or v < 0 or (key == "drop" and not v < 1):
+            what = "an integer >= 0" if kind is int else "a number in [0, 1)"
+            raise ConfigError(f"augment {key} must be {what}, got {v!r}")
+        out[str(key)] = kind(v)
+    return out
 
 
 def _toml_module():

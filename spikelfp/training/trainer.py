@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .. import __version__
+from ..datasets.augment import make_augmentation
 from ..lfp import lfp_step, rate_coded_reward, spike_count_softmax_reward
 from . import _parallel
 from .bptt import BPTT_LOSSES, surrogate
@@ -55,7 +56,7 @@ from .data import collate, epoch_permutation, open_split
 from .evaluate import SpikeRecorder, evaluate, predict, prepare_input
 from .models import ModelSpec, build_model, calibrate_firing, neuron_layers
 
-__all__ = ["Trainer", "RunExistsError", "make_reward", "build_from_checkpoint"]
+__all__ = ["Trainer", "RunExistsError", "make_reward", "make_composite", "build_from_checkpoint"]
 
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.yaml"
@@ -77,11 +78,66 @@ def make_reward(name: str, time_bins: int) -> Callable[[torch.Tensor, torch.Tens
     raise ConfigError(f"unknown reward {name!r}")
 
 
+def make_composite(cfg: TrainConfig, model: nn.Module):
+    """The LFP composite of a config: ``synapse_rule`` for every Linear/Conv, except the first
+    ``lower_layers`` of them (input side), which get ``lower_rule`` (LRP's practice for CNNs:
+    z⁺ or γ near the input, ε above).
+
+    >>> from spikelfp import Sequential, LIF
+    >>> net = Sequential(nn.Linear(4, 4), LIF(), nn.Linear(4, 2), LIF())
+    >>> comp = make_composite(TrainConfig(lower_rule="zplus", lower_layers=1), net)
+    >>> comp.names
+    {'0': ZPlusRule(epsilon=0.0)}
+    """
+    from ..lfp import default_composite
+    from ..lfp.synapse_rules import EpsilonRule, GammaRule, ZPlusRule
+
+    rules = {"epsilon": EpsilonRule, "zplus": ZPlusRule, "gamma": GammaRule}
+    comp = default_composite(synapse_rule=rules[cfg.synapse_rule]())
+    synapses = [n for n, m in model.named_modules() if isinstance(m, _SYNAPSES)]
+    if cfg.lower_layers:
+        comp = comp.with_names({n: rules[cfg.lower_rule]() for n in synapses[: cfg.lower_layers]})
+    return comp
+
+
+_SYNAPSES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
+    """One group per synapse layer (its weight and bias, and a batch norm after it).
+
+    ``lr_scaling: weight`` gives each layer the learning rate ``lr · mean|W₀|`` (its initial
+    mean absolute weight after :func:`calibrate_firing`): Adam's step is about ``lr`` per
+    weight whatever the weight's size, so one global rate moves small-weight layers (wide
+    fan-in, or after sum pooling) far more, relative to their weights, than large-weight ones.
+    The scale is fixed at the start and stored with the optimizer's state.
+    """
+    groups: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    current: dict[str, Any] | None = None
+    for m in model.modules():
+        own = [p for p in m.parameters(recurse=False) if p.requires_grad and id(p) not in seen]
+        if not own:
+            continue
+        seen.update(id(p) for p in own)
+        if isinstance(m, _SYNAPSES) or current is None:
+            scale = 1.0
+            if cfg.lr_scaling == "weight" and isinstance(m, _SYNAPSES):
+                scale = float(m.weight.detach().abs().mean())
+            current = {"params": [], "lr": cfg.lr * scale}
+            groups.append(current)
+        current["params"].extend(own)
+    return groups
+
+
 def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.lr_scaling == "none":  # one group, as checkpoints before lr_scaling have
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    else:
+        groups = _param_groups(cfg, model)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -171,23 +227,32 @@ class Trainer:
                 input_shape=tuple(self.train_data.frame_shape),
                 n_classes=len(self.classes),
                 hidden=cfg.hidden,
-                channels=tuple(cfg.channels),
+                channels=None if cfg.channels is None else tuple(cfg.channels),
                 beta=cfg.beta,
                 threshold=cfg.threshold,
                 reset=cfg.reset,
+                neuron=cfg.neuron,
+                bias=cfg.bias,
+                batch_norm=cfg.batch_norm,
             )
-        self.model = build_model(self.spec).to(self.device)
-        self.optimizer = _make_optimizer(cfg, self.model)
-        self.scheduler = _make_scheduler(cfg, self.optimizer)
+        try:
+            self.model = build_model(self.spec).to(self.device)
+        except ValueError as err:  # e.g. channels that do not fit the model
+            raise ConfigError(" ".join(str(err).split())) from None
         self.reward_fn = make_reward(cfg.reward, cfg.time_bins)
+        self.composite = make_composite(cfg, self.model)
+        self.augmentation = make_augmentation(cfg.augment)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.calibration_gains: list[float] = []
-        if _checkpoint is not None:
-            self._load_state(_checkpoint)
-        elif cfg.init_rate:
+        if _checkpoint is None and cfg.init_rate:
             with _num_threads(cfg.threads):
                 self._calibrate()
+        # after calibration: lr_scaling reads the calibrated weights
+        self.optimizer = _make_optimizer(cfg, self.model)
+        self.scheduler = _make_scheduler(cfg, self.optimizer)
+        if _checkpoint is not None:
+            self._load_state(_checkpoint)
         _parallel.broadcast_parameters(self.model)
         self.reducer = _parallel.make_reducer(
             self.model, op="mean" if cfg.method == "bptt" else "sum"
@@ -295,7 +360,7 @@ class Trainer:
     def _train_step(self, x: torch.Tensor, y: torch.Tensor):
         cfg = self.config
         if cfg.method == "lfp":
-            res = lfp_step(self.model, x, y, self.reward_fn, optimizer=None)
+            res = lfp_step(self.model, x, y, self.reward_fn, composite=self.composite)
             out, reward = res.output, res.reward
             loss = nn.functional.cross_entropy(out.sum(0), y)
         else:
@@ -318,6 +383,15 @@ class Trainer:
         cfg = self.config
         self.model.train()
         self.sampler.set_epoch(epoch)
+        base = self.train_data.dataset
+        while hasattr(base, "dataset"):  # subsets and caches down to the dataset itself
+            base = base.dataset
+        if hasattr(base, "set_epoch"):  # MNIST: new rate-coded spikes every epoch
+            base.set_epoch(epoch)
+        # augmentation draws depend on (seed, epoch, rank) only: a resumed run draws the same
+        augment_rng = torch.Generator().manual_seed(
+            (cfg.seed * 1_000_003 + epoch) * 1009 + self.dist.rank
+        )
         loader = self._loader(self.train_data.dataset, self.sampler, train=True)
         sums = {"loss": 0.0, "reward": 0.0, "correct": 0.0, "n": 0.0}
         start = time.perf_counter()
@@ -333,7 +407,10 @@ class Trainer:
         )
         with SpikeRecorder(self.model) as rec, bar:
             for x, y in loader:
-                x = prepare_input(x, cfg.input_clamp).to(self.device)
+                x = prepare_input(x, cfg.input_clamp)
+                if self.augmentation is not None:
+                    x = self.augmentation(x, augment_rng)
+                x = x.to(self.device)
                 y = y.to(self.device)
                 out, loss, reward = self._train_step(x, y)
                 b = len(y)

@@ -1,0 +1,507 @@
+r"""Why deeper spiking conv nets learn slowly with LFP: per-layer diagnostics, epoch by epoch.
+
+Trains a spiking conv net on N-MNIST (the 1,000 real recordings under ``$SPIKELFP_DATA/nmnist``,
+16 time bins, 800 / 200 stratified split) or on the offline ``digits-events`` set with
+:func:`spikelfp.lfp.lfp_step` (rate-coded reward :math:`\times 1/T`, Adam, cosine schedule),
+after :func:`spikelfp.training.models.calibrate_firing` has scaled each synapse so its neurons
+fire at ``--target-rate`` on a batch of training data. Every epoch is wrapped in
+:class:`spikelfp.lfp.LFPDiagnostics` (accumulated over all of the epoch's training steps), which
+records per layer: the reward magnitude reaching it (relative to the reward put on the output),
+how it splits the reward (input / bias / membrane's past / absorbed), the fraction of units and
+weights that receive any feedback, dead and saturated neurons and the update/weight ratio
+:math:`\|\Delta w\| / \|w\|` of the real optimiser step.
+
+Models (``--model``), all ``spikelfp.Sequential`` with ``--neuron if|lif`` and ``--reset``:
+
+* ``deep``: Conv(2→16, k5, s2, p1) → N → Conv(16→16, k3, p1) → N → AvgPool2 → Conv(16→8, k3, p1)
+  → N → AvgPool2 → Flatten → Linear(128→256) → N → Linear(256→10) → N  (5 synapse layers)
+* ``shallow``: Conv(2→16, k5, s2, p1) → N → AvgPool4 → Flatten → Linear(256→256) → N →
+  Linear(256→10) → N  (3 synapse layers, for comparison)
+
+Variants (``--variant``, several to compare them on the same data and initial weights):
+
+* ``baseline``: the default composite (ε-rule synapses, LIF rule neurons).
+* ``renorm``: per-layer reward normalisation: the reward reaching each hidden neuron layer is
+  rescaled, per sample :math:`b`, to the L1 norm of the reward on the network's output,
+  :math:`R_{t,b,u} \leftarrow R_{t,b,u}\,\|R^{net}_{b}\|_1 / \|R_{b}\|_1` (a tensor hook on
+  the layer's spikes). With Adam a constant factor per layer would change nothing (Adam is
+  invariant to the scale of each parameter's feedback); the per-sample factor reweights the
+  samples whose reward decays or grows on its way down.
+* ``zplus`` / ``gamma``: the first two convolutions use :class:`~spikelfp.lfp.ZPlusRule`
+  / :class:`~spikelfp.lfp.GammaRule` (``γ = 0.25``) instead of the ε-rule (they are built as
+  ``EarlyConv2d``, a plain ``Conv2d`` subclass the composite maps to its own rule).
+
+Usage::
+
+    python benchmarks/learning_in_depth.py --epochs 3                          # N-MNIST
+    python benchmarks/learning_in_depth.py --dataset digits-events --epochs 1  # offline
+    python benchmarks/learning_in_depth.py --variant baseline renorm zplus --epochs 3
+
+Writes ``benchmarks/results/learning_in_depth.json`` (``--json``) and one PNG per variant plus
+an accuracy comparison under ``--out`` (default ``docs/img/learning_in_depth/``), and prints
+Markdown tables. One thread; about 20 s per epoch and variant of ``deep`` on N-MNIST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import spikelfp
+from spikelfp.lfp import (
+    Composite,
+    GammaRule,
+    LFPDiagnostics,
+    ZPlusRule,
+    default_composite,
+    lfp_step,
+    rate_coded_reward,
+)
+from spikelfp.neurons.base import NeuronModule
+from spikelfp.training.models import calibrate_firing
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MODELS = ("deep", "shallow")
+VARIANTS = ("baseline", "renorm", "zplus", "gamma")
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+class EarlyConv2d(nn.Conv2d):
+    """A plain ``Conv2d`` marking the early layers, so a composite can give them their own rule."""
+
+
+def build_model(
+    name: str, neuron: str = "if", reset: str = "zero", threshold: float = 1.0, beta: float = 0.9
+) -> spikelfp.Sequential:
+    """The ``deep`` or ``shallow`` conv net for 2×34×34 frames (see the module docstring)."""
+
+    def act() -> NeuronModule:
+        if neuron == "if":
+            return spikelfp.IF(threshold=threshold, reset=reset)
+        return spikelfp.LIF(beta=beta, threshold=threshold, reset=reset)
+
+    if name == "deep":
+        return spikelfp.Sequential(
+            EarlyConv2d(2, 16, 5, stride=2, padding=1),  # 34 -> 16
+            act(),
+            EarlyConv2d(16, 16, 3, padding=1),
+            act(),
+            nn.AvgPool2d(2),  # 16 -> 8
+            nn.Conv2d(16, 8, 3, padding=1),
+            act(),
+            nn.AvgPool2d(2),  # 8 -> 4
+            nn.Flatten(),
+            nn.Linear(8 * 4 * 4, 256),
+            act(),
+            nn.Linear(256, 10),
+            act(),
+        )
+    if name == "shallow":
+        return spikelfp.Sequential(
+            EarlyConv2d(2, 16, 5, stride=2, padding=1),
+            act(),
+            nn.AvgPool2d(4),  # 16 -> 4
+            nn.Flatten(),
+            nn.Linear(16 * 4 * 4, 256),
+            act(),
+            nn.Linear(256, 10),
+            act(),
+        )
+    raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
+
+
+def composite_for(variant: str) -> Composite:
+    """The composite of a variant (``zplus``/``gamma``: another rule for ``EarlyConv2d``)."""
+    base = default_composite()
+    if variant == "zplus":
+        return base.with_rules({EarlyConv2d: ZPlusRule()})
+    if variant == "gamma":
+        return base.with_rules({EarlyConv2d: GammaRule(gamma=0.25)})
+    return base
+
+
+class PerSampleRewardNorm:
+    r"""Rescale the reward on every hidden neuron layer's spikes, per sample, to the output's.
+
+    :math:`R_{t,b,u} \leftarrow R_{t,b,u} \|R^{net}_b\|_1 / \|R_b\|_1` (0 where
+    :math:`\|R_b\|_1 = 0`). A context manager of hooks, like the diagnostics; enter it *before*
+    :class:`LFPDiagnostics` so that the diagnostics see the rescaled reward at the neuron's
+    output (and the unscaled one at the input of the synapse above it).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.neurons = [m for m in model.modules() if isinstance(m, NeuronModule)][:-1]
+        self.handles: list = []
+        self.target: torch.Tensor | None = None
+
+    def __enter__(self) -> PerSampleRewardNorm:
+        self.handles.append(self.model.register_forward_hook(self._root))
+        for m in self.neurons:
+            self.handles.append(m.register_forward_hook(self._layer))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    @staticmethod
+    def _per_sample_l1(g: torch.Tensor) -> torch.Tensor:
+        return g.abs().sum(dim=[d for d in range(g.dim()) if d != 1])
+
+    def _root(self, module, args, output) -> None:
+        out = output[0] if isinstance(output, tuple) else output
+        if out.requires_grad:
+            out.register_hook(self._capture)
+
+    def _capture(self, g: torch.Tensor) -> None:
+        self.target = self._per_sample_l1(g)
+
+    def _layer(self, module, args, output) -> None:
+        out = output[0]
+        if out.requires_grad:
+            out.register_hook(self._rescale)
+
+    def _rescale(self, g: torch.Tensor) -> torch.Tensor | None:
+        if self.target is None:
+            return None
+        l1 = self._per_sample_l1(g)
+        scale = torch.where(l1 > 0, self.target / l1.clamp(min=1e-30), torch.zeros_like(l1))
+        return g * scale.view(1, -1, *([1] * (g.dim() - 2)))
+
+
+# -------------------------------------------------------------------------------------- data
+
+
+def load_data(dataset: str, data_dir: str | None, time_bins: int, n_val: int, n_train: int):
+    """``(x_train, y_train, x_val, y_val, source)``; frames ``(N, T, 2, 34, 34)`` uint8 spikes.
+
+    The 200 validation samples and the 800 training samples are stratified draws
+    (:func:`spikelfp.datasets.validation_split`, seed 0); counts are clipped to 1 (spikes).
+    """
+    from spikelfp.datasets import NMNIST, DigitsEvents, FrameSpec, validation_split
+
+    frames = FrameSpec(n_time_bins=time_bins)
+    if dataset == "nmnist":
+        root = Path(data_dir) / "nmnist" if data_dir else None
+        if root is None or not root.is_dir():
+            raise FileNotFoundError(
+                f"N-MNIST not found under {root} (expected <data-dir>/nmnist/NMNIST/Train); set "
+                "SPIKELFP_DATA or --data-dir, or use --dataset digits-events (offline)"
+            )
+        ds = NMNIST(root, split="train", frames=frames, progress=False)
+        source = f"{len(ds)} N-MNIST recordings from {root}"
+    elif dataset == "digits-events":
+        ds = DigitsEvents(data_dir, split="train", frames=frames, progress=False)
+        source = f"DigitsEvents ({len(ds)} training recordings)"
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}")
+    labels = np.asarray(ds.targets)
+    pool = np.arange(len(ds))
+    if n_train + n_val < len(ds):  # a stratified subset of n_train + n_val recordings
+        pool = np.sort(validation_split(labels, n_val=n_train + n_val, seed=0).val)
+    split = validation_split(labels[pool], n_val=n_val, seed=0)
+
+    def stack(idx) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [ds[int(pool[i])] for i in np.sort(idx)]
+        x = torch.stack([f.clamp(max=1).to(torch.uint8) for f, _ in items])
+        return x, torch.tensor([int(y) for _, y in items])
+
+    x_tr, y_tr = stack(split.train)
+    x_va, y_va = stack(split.val)
+    return x_tr, y_tr, x_va, y_va, source
+
+
+def time_first(x: torch.Tensor) -> torch.Tensor:
+    """``(B, T, ...)`` uint8 -> ``(T, B, ...)`` float."""
+    return x.transpose(0, 1).float().contiguous()
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def _reward(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return rate_coded_reward(out, y, scale=1.0 / out.shape[0])
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 100) -> float:
+    correct = 0
+    for i in range(0, len(y), batch):
+        out, _ = model(time_first(x[i : i + batch]))
+        correct += int((out.sum(0).argmax(-1) == y[i : i + batch]).sum())
+    return correct / max(len(y), 1)
+
+
+def train_variant(variant: str, data, args, log: Callable[[str], None]) -> dict:
+    """Train one variant from the seed's initial weights; per-epoch metrics and diagnostics."""
+    x_tr, y_tr, x_va, y_va = data
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, args.neuron, args.reset, args.threshold, args.beta)
+    probe = time_first(x_tr[: args.calibration_batch])
+    gains = calibrate_firing(model, probe, args.target_rate)
+    composite = composite_for(variant)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if args.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(args.epochs, 1))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+    diag = LFPDiagnostics(model, composite=composite)
+    gen = torch.Generator().manual_seed(args.seed)
+    epochs = []
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        perm = torch.randperm(len(y_tr), generator=gen)
+        correct = n = 0
+        reward = 0.0
+        diag.reset()
+        renorm = PerSampleRewardNorm(model) if variant == "renorm" else None
+        if renorm is not None:
+            renorm.__enter__()
+        try:
+            with diag:
+                for i in range(0, len(perm), args.batch_size):
+                    idx = perm[i : i + args.batch_size]
+                    x, y = time_first(x_tr[idx]), y_tr[idx]
+                    res = lfp_step(model, x, y, _reward, opt, composite=composite)
+                    correct += int((res.output.sum(0).argmax(-1) == y).sum())
+                    n += len(y)
+                    reward += float(
+                        res.reward.gather(2, y.view(1, -1, 1).expand(x.shape[0], -1, 1)).sum()
+                    )
+        finally:
+            if renorm is not None:
+                renorm.__exit__(None, None, None)
+        sched.step()
+        train_s = time.perf_counter() - start
+        val = accuracy(model, x_va, y_va)
+        layers = diag.summary()
+        epochs.append(
+            {
+                "epoch": epoch + 1,
+                "train_acc": correct / max(n, 1),
+                "val_acc": val,
+                "target_reward_per_sample": reward / max(n, 1),
+                "lr": lr,
+                "train_s": train_s,
+                "layers": layers,
+                "table": diag.to_table(),
+            }
+        )
+        log(
+            f"[{variant}] epoch {epoch + 1}/{args.epochs}: train {100 * correct / max(n, 1):.1f} %"
+            f", val {100 * val:.1f} %, {train_s:.1f} s"
+        )
+    return {"calibration_gains": gains, "epochs": epochs}
+
+
+# ------------------------------------------------------------------------------------ output
+
+#: (key, title, layer kind, log scale) of the plot panels
+PANELS = (
+    ("reward_out_rel", "‖R‖₁ at the layer's output / at the net's output", "synapse", True),
+    ("rewarded_frac", "units with non-zero reward", "neuron", False),
+    ("weight_nonzero_frac", "weights with non-zero feedback", "synapse", False),
+    ("update_ratio", "update / weight  ‖Δw‖/‖w‖", "synapse", True),
+    ("dead_frac", "dead neurons (silent on a batch)", "neuron", False),
+    ("saturated_frac", "saturated neurons (≥ 95 % of steps)", "neuron", False),
+    ("spike_rate", "mean spike rate", "neuron", False),
+)
+
+
+def plot_variant(result: dict, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [e["epoch"] for e in result["epochs"]]
+    names = [(r["name"], r["type"], r["kind"]) for r in result["epochs"][0]["layers"]]
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
+    for ax, (key, label, kind, log) in zip(axes.flat, PANELS, strict=False):
+        for j, (name, typ, k) in enumerate(names):
+            if k != kind:
+                continue
+            ys = [e["layers"][j][key] for e in result["epochs"]]
+            ys = [math.nan if v is None else v for v in ys]
+            ax.plot(epochs, ys, marker="o", label=f"{name} {typ}")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("epoch")
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax = axes.flat[-1]
+    ax.plot(epochs, [e["train_acc"] for e in result["epochs"]], marker="o", label="train")
+    ax.plot(epochs, [e["val_acc"] for e in result["epochs"]], marker="o", label="validation")
+    ax.set_title("accuracy", fontsize=10)
+    ax.set_xlabel("epoch")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_accuracy(results: dict[str, dict], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant, res in results.items():
+        ep = [e["epoch"] for e in res["epochs"]]
+        ax.plot(ep, [e["val_acc"] for e in res["epochs"]], marker="o", label=variant)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3g}" if v == 0 or abs(v) >= 1e-3 else f"{v:.2e}"
+    return str(v)
+
+
+def epoch_table(result: dict, keys: tuple[str, ...]) -> str:
+    """Per layer and epoch, a few diagnostics (Markdown)."""
+    header = ["epoch", "layer", *keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * len(keys)]
+    for e in result["epochs"]:
+        for r in e["layers"]:
+            cells = [str(e["epoch"]), f"{r['name']} {r['type']}"] + [_fmt(r.get(k)) for k in keys]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=("nmnist", "digits-events"), default="nmnist")
+    ap.add_argument(
+        "--data-dir",
+        default=os.environ.get("SPIKELFP_DATA") or str(ROOT.parent / "shared" / "data"),
+        help="nmnist: folder holding nmnist/NMNIST/Train ($SPIKELFP_DATA); digits-events: "
+        "where the generated recordings go (default ~/.cache/spikelfp/datasets)",
+    )
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--model", choices=MODELS, default="deep")
+    ap.add_argument("--neuron", choices=("if", "lif"), default="if")
+    ap.add_argument("--reset", choices=("zero", "subtract"), default="zero")
+    ap.add_argument("--threshold", type=float, default=1.0)
+    ap.add_argument("--beta", type=float, default=0.9, help="LIF decay")
+    ap.add_argument("--variant", nargs="+", choices=VARIANTS, default=["baseline"])
+    ap.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    ap.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        default="cosine",
+        help="learning-rate schedule over the epochs (cosine: as the trainer; it also shrinks "
+        "the update ratio towards the last epoch)",
+    )
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--time-bins", type=int, default=16)
+    ap.add_argument("--n-train", type=int, default=800)
+    ap.add_argument("--n-val", type=int, default=200)
+    ap.add_argument("--target-rate", type=float, default=0.1, help="calibrate_firing's rate")
+    ap.add_argument("--calibration-batch", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "img" / "learning_in_depth"))
+    ap.add_argument("--json", default=str(RESULTS / "learning_in_depth.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    data_dir = args.data_dir if args.dataset == "nmnist" else None
+    if args.dataset == "digits-events" and "--data-dir" in (argv or sys.argv):
+        data_dir = args.data_dir
+    try:
+        *data, source = load_data(args.dataset, data_dir, args.time_bins, args.n_val, args.n_train)
+    except FileNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 2
+    log(f"data: {source}; train {len(data[1])}, val {len(data[3])}")
+    results = {v: train_variant(v, data, args, log) for v in args.variant}
+
+    out = Path(args.out)
+    stem = f"{args.dataset}_{args.model}_{args.neuron}_{args.reset}"
+    pngs = []
+    for v, res in results.items():
+        path = out / f"{stem}_{v}.png"
+        plot_variant(res, f"{args.dataset}, {args.model} ({args.neuron}, {args.reset}), {v}", path)
+        pngs.append(str(path))
+    if len(results) > 1:
+        path = out / f"{stem}_accuracy.png"
+        plot_accuracy(results, f"{args.dataset}, {args.model}: validation accuracy", path)
+        pngs.append(str(path))
+
+    payload = {
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "json")},
+        "source": source,
+        "n_train": len(data[1]),
+        "n_val": len(data[3]),
+        "torch": torch.__version__,
+        "wall_s": time.perf_counter() - t0,
+        "plots": pngs,
+        "variants": results,
+    }
+    json_path = Path(args.json)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(payload, indent=1))
+
+    print(f"## learning in depth: {args.dataset}, {args.model} ({args.neuron}, reset {args.reset})")
+    print()
+    print("| variant | " + " | ".join(f"val acc ep {e + 1}" for e in range(args.epochs)) + " |")
+    print("|---|" + "---:|" * args.epochs)
+    for v, res in results.items():
+        accs = " | ".join(f"{100 * e['val_acc']:.1f} %" for e in res["epochs"])
+        print(f"| {v} | {accs} |")
+    keys = (
+        "reward_out_rel",
+        "rewarded_frac",
+        "weight_nonzero_frac",
+        "dead_frac",
+        "saturated_frac",
+        "update_ratio",
+    )
+    for v, res in results.items():
+        print(f"\n### {v}: last epoch ({res['epochs'][-1]['epoch']})\n")
+        print(res["epochs"][-1]["table"])
+        print(f"\n### {v}: per epoch\n")
+        print(epoch_table(res, keys))
+    print(f"\nwrote {json_path} and {', '.join(pngs)} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
