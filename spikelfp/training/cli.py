@@ -86,10 +86,19 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "'val' split (default 0)",
     )
     g.add_argument(
-        "--eval-split",
-        choices=("auto", "train", "val", "test"),
+        "--tune-fraction",
+        type=float,
         default=S,
-        help="split evaluated after every epoch (auto: val if held out, else test)",
+        metavar="F",
+        help="also hold out this fraction of the remaining training recordings as the 'tune' "
+        "split, to choose settings on without looking at 'val' (default 0)",
+    )
+    g.add_argument(
+        "--eval-split",
+        choices=("auto", "train", "tune", "val", "test"),
+        default=S,
+        help="split evaluated after every epoch (auto: tune if held out, else val if held "
+        "out, else test)",
     )
     g.add_argument(
         "--bin-ms",
@@ -352,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument(
         "--split",
-        choices=("train", "val", "test"),
+        choices=("train", "tune", "val", "test"),
         default="test",
         help="split to evaluate (val: the part held out by --val-fraction)",
     )

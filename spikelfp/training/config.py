@@ -43,7 +43,7 @@ AUGMENTATIONS = {"shift": int, "drop": float}
 METHODS = ("lfp", "bptt")
 REWARDS = ("rate", "softmax")
 OPTIMIZERS = ("sgd", "adam")
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "tune", "val", "test")
 
 
 class ConfigError(ValueError):
@@ -60,6 +60,7 @@ class TrainConfig:
     cache_dir: str | None = None
     time_bins: int = 16
     val_fraction: float = 0.0
+    tune_fraction: float = 0.0
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     eval_split: str = "auto"
@@ -225,6 +226,11 @@ class TrainConfig:
             raise ConfigError(f"val-fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.beta > 1:
             raise ConfigError(f"beta must be in [0, 1], got {self.beta!r}")
+        number("tune_fraction", float, 0.0)
+        if not self.tune_fraction < 1:
+            raise ConfigError(f"tune-fraction must be in [0, 1), got {self.tune_fraction!r}")
+        if self.eval_split == "tune" and self.tune_fraction <= 0:
+            raise ConfigError("eval-split 'tune' needs --tune-fraction > 0")
         if self.eval_split == "val" and self.val_fraction <= 0:
             raise ConfigError("eval-split 'val' needs --val-fraction > 0")
         if self.channels is not None:
@@ -259,9 +265,12 @@ class TrainConfig:
 
     @property
     def resolved_eval_split(self) -> str:
-        """``eval_split``, with ``auto`` meaning ``val`` when a part is held out, else ``test``."""
+        """``eval_split``, with ``auto`` meaning ``tune`` when a tuning part is held out, else
+        ``val`` when a validation part is, else ``test``."""
         if self.eval_split != "auto":
             return self.eval_split
+        if self.tune_fraction > 0:
+            return "tune"
         return "val" if self.val_fraction > 0 else "test"
 
 

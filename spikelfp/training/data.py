@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .config import ConfigError, TrainConfig, default_data_dir
+from .config import SPLITS, ConfigError, TrainConfig, default_data_dir
 
 __all__ = [
     "DATASET_SHAPES",
@@ -208,18 +208,23 @@ _RAW_CACHE: dict[tuple, Dataset] = {}
 
 
 def open_split(cfg: TrainConfig, split: str, memory_cache: bool = True) -> SplitData:
-    """Open ``split`` (``train``/``val``/``test``) of the configured dataset.
+    """Open ``split`` (``train``/``tune``/``val``/``test``) of the configured dataset.
 
     ``val`` is ``cfg.val_fraction`` of the training recordings (stratified, seed
-    ``cfg.seed``); ``train`` is the rest. ``max_train_samples``/``max_eval_samples`` then take a
+    ``cfg.split_seed``); ``tune`` is ``cfg.tune_fraction`` of what remains (seed
+    ``split_seed + 7``), the part that hyper-parameters are chosen on; ``train`` is the rest.
+    So a tuning run (``--tune-fraction``, evaluated on ``tune``) never sees the ``val`` part
+    that a final run reports. ``max_train_samples``/``max_eval_samples`` then take a
     stratified subset. Raises :class:`DataError` or :class:`ConfigError`.
     """
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"unknown split {split!r}; choose train, val or test")
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose {', '.join(SPLITS)}")
     if split == "val" and cfg.val_fraction <= 0:
         raise ConfigError(
             "split 'val' needs a held-out part: the run was trained without --val-fraction"
         )
+    if split == "tune" and cfg.tune_fraction <= 0:
+        raise ConfigError("split 'tune' needs --tune-fraction > 0")
     raw_split = "test" if split == "test" else "train"
     key = (
         cfg.dataset,
@@ -253,6 +258,14 @@ def open_split(cfg: TrainConfig, split: str, memory_cache: bool = True) -> Split
         except ValueError as err:
             raise DataError(f"cannot hold out --val-fraction {cfg.val_fraction}: {err}") from None
         data = _Subset(raw, parts.val if split == "val" else parts.train)
+    if split in ("train", "tune") and cfg.tune_fraction > 0:
+        from ..datasets import validation_split
+
+        try:
+            parts = validation_split(data, fraction=cfg.tune_fraction, seed=cfg.split_seed + 7)
+        except ValueError as err:
+            raise DataError(f"cannot hold out --tune-fraction {cfg.tune_fraction}: {err}") from None
+        data = _Subset(data, parts.val if split == "tune" else parts.train)
     limit = cfg.max_train_samples if split == "train" else cfg.max_eval_samples
     data = _subsample(data, limit, cfg.seed)
     if len(data) == 0:
