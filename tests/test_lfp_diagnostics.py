@@ -151,8 +151,12 @@ def test_synapse_split_matches_the_epsilon_rule():
     assert s["past_frac_abs"] is None
 
 
-def test_zplus_split_uses_the_rules_weights():
-    comp = default_composite().with_rules({nn.Linear: ZPlusRule()})
+@pytest.mark.parametrize("keyed", ["type", "name"])
+def test_zplus_split_uses_the_rules_weights(keyed):
+    if keyed == "type":
+        comp = default_composite().with_rules({nn.Linear: ZPlusRule()})
+    else:  # a rule for one module, by its name
+        comp = default_composite().with_names({"0": ZPlusRule()})
     net = spikelfp.Sequential(nn.Linear(10, 16), spikelfp.LIF(threshold=0.3))
     x, y = _data(p=0.4)
     seen = {}
@@ -333,3 +337,30 @@ def test_conv_net_with_pooling():
     total = conv["to_input"] + conv["to_bias"] + conv["absorbed"]
     assert math.isclose(total, conv["reward_out"], rel_tol=1e-6, abs_tol=1e-9)
     assert stats["1"]["replay_mismatch"] < 1e-4
+
+
+def test_li_readout_and_the_eager_replay(monkeypatch):
+    """LI readouts are replayed too; the eager replay gives what the fast one gives."""
+    from spikelfp.lfp import diagnostics, membrane_softmax_reward
+
+    net = spikelfp.Sequential(
+        nn.Linear(10, 16), spikelfp.LIF(beta=0.8, threshold=0.3), nn.Linear(16, 3), spikelfp.LI()
+    )
+    x, y = _data()
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+
+    def run():
+        net.load_state_dict(init)
+        with LFPDiagnostics(net) as diag:
+            lfp_step(net, x, y, membrane_softmax_reward)
+        return _by_name(diag.summary())
+
+    fast = run()
+    monkeypatch.setattr(diagnostics, "_lif_fast_ok", lambda *a: False)
+    eager = run()
+    for name in ("1", "3"):
+        assert fast[name]["replay_mismatch"] < 1e-4
+        assert math.isclose(fast[name]["to_past"], eager[name]["to_past"], rel_tol=1e-5)
+        assert math.isclose(fast[name]["past_frac_abs"], eager[name]["past_frac_abs"], rel_tol=1e-5)
+    assert fast["3"]["dead_frac"] is None  # a readout does not spike
+    assert fast["3"]["to_past"] != 0

@@ -37,6 +37,7 @@ def test_every_shipped_recipe_is_valid_and_builds_its_model():
                 neuron=cfg.neuron,
                 bias=cfg.bias,
                 batch_norm=cfg.batch_norm,
+                pool=cfg.pool,
             )
             build_model(spec)
 

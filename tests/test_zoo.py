@@ -88,6 +88,8 @@ def test_speck_cnn_is_the_nir_paper_layout():
     ]
     linears = [(m.in_features, m.out_features) for m in net if isinstance(m, nn.Linear)]
     assert linears == [(128, 256), (256, 10)]
+    assert sum(isinstance(m, nn.AvgPool2d) for m in net) == 2
+    net = build_model(ModelSpec("speck-cnn", (2, 34, 34), 10, pool="sum"))
     assert sum(isinstance(m, SumPool2d) for m in net) == 2
 
 

@@ -23,10 +23,16 @@ from torch import nn
 
 from ..neurons import LI, LIF
 from ..neurons.base import NeuronModule
-from ._tensor import stabilized_divide
+from ._tensor import sum_to
 from .composites import Composite, default_composite
-from .neuron_rules import LIFRule, _reset, membrane_backward
-from .synapse_rules import _modified, _SynapseRule
+from .neuron_rules import (
+    LIFRule,
+    _lif_fast_ok,
+    _lif_forward_fast,
+    _reset,
+    membrane_backward,
+)
+from .synapse_rules import _divide, _modified, _SynapseRule
 
 __all__ = ["LFPDiagnostics", "DIAGNOSTIC_COLUMNS"]
 
@@ -58,6 +64,7 @@ class _Layer:
     module: nn.Module
     kind: str  # "synapse" or "neuron"
     index: int  # position in named_modules()
+    path: str = ""  # the name in named_modules() ("" for the model itself)
     first_call: int | None = None
     last_pass: int = -1
     passes: int = 0  # backward passes that reached the output
@@ -105,6 +112,11 @@ class _Layer:
 def _sum_abs(t: torch.Tensor) -> tuple[float, float]:
     t = t.detach()
     return float(t.abs().sum()), float(t.sum())
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Σ a·b (a dot product: no full-size temporary)."""
+    return float(torch.dot(a.reshape(-1), b.reshape(-1)))
 
 
 def _norm(ts: Sequence[torch.Tensor]) -> float:
@@ -240,6 +252,11 @@ class LFPDiagnostics:
       :func:`lfp_step`, or your own after ``lfp_step(..., optimizer=None)``. 0 if nothing
       stepped. Averaged over steps.
 
+    **Cost.** The recomputed splits replay each neuron layer's membrane and divide each synapse's
+    output once more; with the first layer's input reward this makes a step 2-3× slower (the
+    spiking conv net of ``benchmarks/learning_in_depth.py``: 75 → 200 ms on one CPU thread).
+    Measure on a probe batch or a few epochs, not in every production run.
+
     Args:
         model: the network (any module; its Linear/Conv and neuron submodules are tracked).
         composite: the composite the steps use (its synapse and neuron rules' parameters are
@@ -264,9 +281,9 @@ class LFPDiagnostics:
         self._layers: list[_Layer] = []
         for i, (name, module) in enumerate(model.named_modules()):
             if isinstance(module, _SYNAPSES) and not getattr(module, "transposed", False):
-                self._layers.append(_Layer(name or "<model>", module, "synapse", i))
+                self._layers.append(_Layer(name or "<model>", module, "synapse", i, name))
             elif isinstance(module, NeuronModule):
-                self._layers.append(_Layer(name or "<model>", module, "neuron", i))
+                self._layers.append(_Layer(name or "<model>", module, "neuron", i, name))
         self._handles: list[Any] = []
         self.reset()
 
@@ -315,7 +332,7 @@ class LFPDiagnostics:
         self._net_passes = 0
         self._grad_before: dict[int, torch.Tensor | None] = {}
         for layer in self._layers:
-            fresh = _Layer(layer.name, layer.module, layer.kind, layer.index)
+            fresh = _Layer(layer.name, layer.module, layer.kind, layer.index, layer.path)
             layer.__dict__.update(fresh.__dict__)
 
     @property
@@ -367,9 +384,9 @@ class LFPDiagnostics:
             replay = None
             if layer.kind == "neuron" and isinstance(x, torch.Tensor):
                 state = args[1] if len(args) > 1 else kwargs.get("state")
-                replay = self._replay_inputs(module, x, state)
+                replay = self._replay_inputs(module, layer.path, x, state)
             elif layer.kind == "synapse" and isinstance(x, torch.Tensor):
-                replay = self._synapse_inputs(module, x, out)
+                replay = self._synapse_inputs(module, layer.path, x, out)
             out.register_hook(partial(self._output_hook, layer, replay))
 
     def _record_spikes(self, layer: _Layer, s: torch.Tensor) -> None:
@@ -390,9 +407,9 @@ class LFPDiagnostics:
             else:
                 layer.ever_spiked = layer.ever_spiked | fired
 
-    def _replay_inputs(self, module: nn.Module, z: torch.Tensor, state) -> dict | None:
+    def _replay_inputs(self, module: nn.Module, name: str, z: torch.Tensor, state) -> dict | None:
         """What the membrane recomputation needs, or ``None`` for neurons it does not cover."""
-        rule = self.composite.rule_for(module)
+        rule = self.composite.rule_for(module, name)
         if not isinstance(module, (LIF, LI)) or not isinstance(rule, LIFRule):
             return None
         z = z.detach()
@@ -409,13 +426,16 @@ class LFPDiagnostics:
             "beta": module.beta.detach(),
             "theta": theta,
             "mode": mode,
+            "readout": isinstance(module, LI),
             "epsilon": rule.epsilon,
         }
 
     @torch.no_grad()
-    def _synapse_inputs(self, module: nn.Module, x: torch.Tensor, z: torch.Tensor) -> dict | None:
+    def _synapse_inputs(
+        self, module: nn.Module, name: str, x: torch.Tensor, z: torch.Tensor
+    ) -> dict | None:
         """The rule's :math:`z'` and :math:`b'` for the element-wise split, or ``None``."""
-        rule = self.composite.rule_for(module)
+        rule = self.composite.rule_for(module, name)
         if not isinstance(rule, _SynapseRule):
             return None
         bias = module.bias.detach() if module.bias is not None else None
@@ -496,28 +516,35 @@ class LFPDiagnostics:
         reset, delay = c["mode"]
         if r.shape != z.shape:
             return
-        v = c["v0"]
-        u_prev, dens = [], []
-        for z_t in z.unbind(0):
-            v_pre = beta * v + z_t
-            u_prev.append(v.expand_as(v_pre))
-            dens.append((v.abs() + (v_pre - v).abs()).add_(eps))
-            v, _ = _reset(v_pre, v, theta, reset, delay)
-        u = torch.stack(u_prev)
-        inv_d = torch.stack(dens).reciprocal_()
+        v0, readout = c["v0"], c["readout"]
+        if z.is_contiguous() and _lif_fast_ok(z, v0, beta, theta):
+            # the rule's own replay: U_{t-1} for all t, then D_t for all t at once
+            _, mem = _lif_forward_fast(z, v0, beta, theta, reset, delay, readout, keep_mem=True)
+            u = mem[:-1]
+        else:
+            u_prev, v = [], v0
+            for z_t in z.unbind(0):
+                v_pre = beta * v + z_t
+                u_prev.append(v.expand_as(v_pre))
+                v = v_pre if readout else _reset(v_pre, v, theta, reset, delay)[0]
+            u = torch.stack(u_prev)
+        # D_t = |U_{t-1}| + |V_t - U_{t-1}| + ε with V_t = β U_{t-1} + Z_t (the rule's order)
+        inv_d = torch.mul(u, beta).add_(z).sub_(u).abs_().add_(u.abs()).add_(eps).reciprocal_()
         n, _ = membrane_backward(r, torch.zeros_like(r[0]), u, inv_d, beta)
-        q = beta * u * n
-        rho = n * z
+        q = torch.mul(u, beta).mul_(n)  # q_{t-1} = β U_{t-1} n_t
+        rho = n * z  # ρ_t = n_t Z_t
+        handled = n.div_(inv_d)  # r̃_t = n_t D_t (n is not needed any more)
+        den = float(handled.abs().sum())
+        sign = handled.sign_()  # only the signs are needed from here on
+        el_input, el_past = _dot(sign, rho), _dot(sign, q)
         layer.to_past += float(q.sum())
         layer.q_init += float(q[0].sum())
         layer.replay_in += float(rho.sum())
         layer.replay_passes += 1
-        handled = n / inv_d  # r̃_t = n_t D_t
-        sign = handled.sign()
-        layer.el_input += float((sign * rho).sum())
-        layer.el_past += float((sign * q).sum())
-        layer.el_absorbed += float((sign * (handled - rho - q)).sum())
-        layer.el_den += float(handled.abs().sum())
+        layer.el_input += el_input
+        layer.el_past += el_past
+        layer.el_absorbed += den - el_input - el_past
+        layer.el_den += den
 
     @torch.no_grad()
     def _synapse_split(self, layer: _Layer, c: dict, rho: torch.Tensor) -> None:
@@ -525,16 +552,18 @@ class LFPDiagnostics:
         zmod, b2 = c["zmod"], c["bias"]
         if rho.shape != zmod.shape:
             return
-        n = stabilized_divide(rho, zmod, c["epsilon"])
-        sign = rho.sign()
-        signed_n = sign * n
-        to_bias = (signed_n * b2).sum() if b2 is not None else torch.zeros(())
-        to_input = (signed_n * zmod).sum() - to_bias
-        den = rho.abs().sum()
-        layer.el_input += float(to_input)
-        layer.el_bias += float(to_bias)
-        layer.el_absorbed += float(den - to_input - to_bias)
-        layer.el_den += float(den)
+        n = _divide(rho.contiguous(), zmod, c["epsilon"])  # the rule's n_j
+        signed_n = n.mul_(rho.sign())
+        if b2 is None:
+            to_bias = 0.0
+        else:  # Σ_j sign(ρ_j) n_j b'_j: n summed to the bias' shape first
+            to_bias = float((sum_to(signed_n, b2.shape) * b2).sum())
+        to_input = _dot(signed_n, zmod) - to_bias
+        den = float(rho.abs().sum())
+        layer.el_input += to_input
+        layer.el_bias += to_bias
+        layer.el_absorbed += den - to_input - to_bias
+        layer.el_den += den
 
     def _end_pass(self) -> None:
         """End of a backward pass: the feedback this pass wrote, and a snapshot of the weights."""

@@ -176,6 +176,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     _bool_flag(g, "bias", "biases in the synapses (--no-bias for chips without them)")
     _bool_flag(g, "batch-norm", "batch norm after each conv (folded into it at export)")
+    g.add_argument(
+        "--pool",
+        choices=("avg", "sum"),
+        default=S,
+        help="pooling layers: avg (default) or sum; both export as sum pooling",
+    )
     g.add_argument("--beta", type=float, default=S, help="membrane decay of every LIF (0.9)")
     g.add_argument("--threshold", type=float, default=S, help="LIF threshold (1.0)")
     g.add_argument(

@@ -77,6 +77,7 @@ class TrainConfig:
     neuron: str = "lif"
     bias: bool = True
     batch_norm: bool = False
+    pool: str = "avg"
     beta: float = 0.9
     threshold: float = 1.0
     reset: str = "zero"
@@ -194,6 +195,7 @@ class TrainConfig:
         choice("model", tuple(MODELS))
         choice("encoding", ENCODINGS)
         choice("neuron", NEURONS)
+        choice("pool", ("avg", "sum"))
         choice("synapse_rule", SYNAPSE_RULES)
         choice("lower_rule", SYNAPSE_RULES)
         choice("lr_scaling", ("none", "weight"))

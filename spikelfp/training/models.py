@@ -12,10 +12,10 @@ zoo model passes :func:`spikelfp.hw_export.canonicalize`. ``N`` below is the spi
 folds it into the convolution before it):
 
 * ``mlp``: Flatten → Linear(hidden) → N → Linear(classes) → N
-* ``conv``: Conv(c1,k3,p1) → [BN] → N → Sum2 → Conv(c2,k3,p1) → [BN] → N → Sum2 → Flatten
+* ``conv``: Conv(c1,k3,p1) → [BN] → N → Pool2 → Conv(c2,k3,p1) → [BN] → N → Pool2 → Flatten
   → Linear(classes) → N
 * ``speck-cnn``: the N-MNIST network of the NIR paper, built for Speck: Conv(c1,k5,s2,p1) → N
-  → Conv(c2,k3,p1) → N → Sum2 → Conv(c3,k3,p1) → N → Sum2 → Flatten → Linear(hidden) → N
+  → Conv(c2,k3,p1) → N → Pool2 → Conv(c3,k3,p1) → N → Pool2 → Flatten → Linear(hidden) → N
   → Linear(classes) → N
 * ``nmnist-cnn``: two wider conv blocks after the PLIF / SpikingJelly N-MNIST network
 * ``dvsgesture-cnn``: a strided conv and four pooled conv blocks for DVS128 Gesture
@@ -88,6 +88,13 @@ class ModelSpec:
         neuron: ``"lif"`` or ``"if"``.
         bias: ``False`` makes every Linear/Conv bias-free (Speck has no biases).
         batch_norm: a ``BatchNorm2d`` after every convolution (not for ``mlp``).
+        pool: ``"avg"`` (``nn.AvgPool2d``, default) or ``"sum"`` (:class:`spikelfp.SumPool2d`).
+            Both export as NIR sum pooling (the exporter folds ``1/k²`` into the next layer),
+            and both pass reward identically; they differ in how the next layer's weights are
+            parametrised: after sum pooling they are ``k²`` times smaller, so Adam's step,
+            about ``lr`` per weight whatever the weight's size, is ``k²`` times larger
+            relative to them (measured on N-MNIST: sum pooling with the avg recipe's
+            learning rate stalls near chance for the first epochs).
         extra: free-form notes kept with the spec.
 
     Older checkpoint dicts, which lack ``neuron``, ``bias`` and ``batch_norm``, get the
@@ -112,6 +119,7 @@ class ModelSpec:
     neuron: str = "lif"
     bias: bool = True
     batch_norm: bool = False
+    pool: str = "avg"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -125,6 +133,8 @@ class ModelSpec:
             self.hidden = entry.default_hidden
         if self.hidden is not None:
             self.hidden = int(self.hidden)
+        if self.pool not in ("avg", "sum"):
+            raise ValueError(f"unknown pool {self.pool!r}; choose avg or sum")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -181,7 +191,7 @@ class _Stack:
         c, h, w = self.shape
         if h // k < 1 or w // k < 1:
             raise _TooSmall
-        self._add(lambda: SumPool2d(k))
+        self._add(lambda: SumPool2d(k) if self.spec.pool == "sum" else nn.AvgPool2d(k))
         self.shape = (c, h // k, w // k)
 
     def neuron(self) -> None:
@@ -272,7 +282,7 @@ class ZooModel:
     Attributes:
         name: the key in :data:`ZOO` and ``ModelSpec.name``.
         build: ``build(spec, stack)`` appends the layers (internal builder).
-        layout: the layers, in words (``N``: the spiking neuron, ``Sum2``: 2×2 sum pooling,
+        layout: the layers, in words (``N``: the spiking neuron, ``Pool2``: 2×2 sum pooling,
             ``[BN]``: batch norm when ``spec.batch_norm``).
         source: where the layout comes from.
         n_channels: how many entries ``spec.channels`` must have (0: none used).
@@ -310,7 +320,7 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             "conv",
             _conv,
-            "Conv(c1,k3,p1) → [BN] → N → Sum2 → Conv(c2,k3,p1) → [BN] → N → Sum2 → Flatten → "
+            "Conv(c1,k3,p1) → [BN] → N → Pool2 → Conv(c2,k3,p1) → [BN] → N → Pool2 → Flatten → "
             "Linear(classes) → N",
             "spikelfp's small CNN (LeNet-like; max pooling replaced by sum pooling)",
             n_channels=2,
@@ -319,7 +329,7 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             "speck-cnn",
             _speck_cnn,
-            "Conv(c1,k5,s2,p1) → N → Conv(c2,k3,p1) → N → Sum2 → Conv(c3,k3,p1) → N → Sum2 → "
+            "Conv(c1,k5,s2,p1) → N → Conv(c2,k3,p1) → N → Pool2 → Conv(c3,k3,p1) → N → Pool2 → "
             "Flatten → Linear(hidden) → N → Linear(classes) → N",
             "NIR paper's N-MNIST CNN for Speck (Pedersen et al., Nat. Commun. 2024; sinabs); "
             "there IF neurons and no biases: neuron='if', bias=False",
@@ -330,7 +340,7 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             "nmnist-cnn",
             _nmnist_cnn,
-            "Conv(c1,k3,p1) → [BN] → N → Sum2 → Conv(c2,k3,p1) → [BN] → N → Sum2 → Flatten → "
+            "Conv(c1,k3,p1) → [BN] → N → Pool2 → Conv(c2,k3,p1) → [BN] → N → Pool2 → Flatten → "
             "Linear(hidden) → N → Linear(classes) → N",
             "PLIF / SpikingJelly N-MNIST network (Fang et al., ICCV 2021), narrower: 128→(32, 64) "
             "channels, FC 2048→256, sum instead of max pooling, no dropout/voting layer",
@@ -341,7 +351,7 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             "dvsgesture-cnn",
             _dvsgesture_cnn,
-            "Conv(c1,k5,s2,p2) → [BN] → N → Sum2 → 3 × (Conv(ci,k3,p1) → [BN] → N → Sum2) → "
+            "Conv(c1,k5,s2,p2) → [BN] → N → Pool2 → 3 × (Conv(ci,k3,p1) → [BN] → N → Pool2) → "
             "Flatten → Linear(hidden) → N → Linear(classes) → N",
             "PLIF / SpikingJelly DVS128 Gesture network (Fang et al., ICCV 2021), narrower: "
             "strided first conv instead of a fifth block, (16, 32, 32, 64) channels, FC 256, sum "

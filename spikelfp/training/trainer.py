@@ -234,6 +234,7 @@ class Trainer:
                 neuron=cfg.neuron,
                 bias=cfg.bias,
                 batch_norm=cfg.batch_norm,
+                pool=cfg.pool,
             )
         try:
             self.model = build_model(self.spec).to(self.device)
