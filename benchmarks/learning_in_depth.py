@@ -68,28 +68,45 @@ from spikelfp.lfp import (
     default_composite,
     lfp_step,
     rate_coded_reward,
+    spike_count_softmax_reward,
 )
 from spikelfp.neurons.base import NeuronModule
-from spikelfp.training.models import calibrate_firing
+from spikelfp.training.models import MODELS as ZOO_MODELS
+from spikelfp.training.models import ModelSpec, calibrate_firing, neuron_layers
+from spikelfp.training.models import build_model as build_zoo_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("deep", "shallow")
 VARIANTS = ("baseline", "renorm", "zplus", "gamma")
+REWARDS = ("rate", "softmax")
 
 
 # ------------------------------------------------------------------------------------ models
 
 
 def build_model(
-    name: str, neuron: str = "if", reset: str = "zero", threshold: float = 1.0, beta: float = 0.9
+    name: str,
+    neuron: str = "if",
+    reset: str = "zero",
+    threshold: float = 1.0,
+    beta: float = 0.9,
+    pool: str = "avg",
 ) -> spikelfp.Sequential:
-    """The ``deep`` or ``shallow`` conv net for 2×34×34 frames (see the module docstring)."""
+    """The ``deep`` or ``shallow`` conv net for 2×34×34 frames (see the module docstring);
+    ``pool="sum"`` replaces its average pooling by :class:`spikelfp.SumPool2d`."""
 
     def act() -> NeuronModule:
         if neuron == "if":
             return spikelfp.IF(threshold=threshold, reset=reset)
         return spikelfp.LIF(beta=beta, threshold=threshold, reset=reset)
+
+    def pooling(k: int) -> nn.Module:
+        if pool == "sum":
+            return spikelfp.SumPool2d(k)
+        if pool == "avg":
+            return nn.AvgPool2d(k)
+        raise ValueError(f"unknown pool {pool!r}; choose avg or sum")
 
     if name == "deep":
         return spikelfp.Sequential(
@@ -97,10 +114,10 @@ def build_model(
             act(),
             nn.Conv2d(16, 16, 3, padding=1),
             act(),
-            nn.AvgPool2d(2),  # 16 -> 8
+            pooling(2),  # 16 -> 8
             nn.Conv2d(16, 8, 3, padding=1),
             act(),
-            nn.AvgPool2d(2),  # 8 -> 4
+            pooling(2),  # 8 -> 4
             nn.Flatten(),
             nn.Linear(8 * 4 * 4, 256),
             act(),
@@ -111,7 +128,7 @@ def build_model(
         return spikelfp.Sequential(
             nn.Conv2d(2, 16, 5, stride=2, padding=1),
             act(),
-            nn.AvgPool2d(4),  # 16 -> 4
+            pooling(4),  # 16 -> 4
             nn.Flatten(),
             nn.Linear(16 * 4 * 4, 256),
             act(),
@@ -119,6 +136,41 @@ def build_model(
             act(),
         )
     raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
+
+
+def make_model(args) -> spikelfp.Sequential:
+    """The network of the command line: a zoo model (``--zoo-model``, built from a
+    :class:`~spikelfp.training.models.ModelSpec`) or the script's own ``--model``."""
+    if args.zoo_model:
+        spec = ModelSpec(
+            args.zoo_model,
+            (2, 34, 34),
+            10,
+            hidden=args.hidden,
+            channels=tuple(args.channels) if args.channels else None,
+            beta=args.beta,
+            threshold=args.threshold,
+            reset=args.reset,
+            neuron=args.neuron,
+            bias=args.bias,
+            pool=args.pool,
+        )
+        return build_zoo_model(spec)
+    return build_model(args.model, args.neuron, args.reset, args.threshold, args.beta, args.pool)
+
+
+def layer_rates(rates: list[float], n_layers: int) -> list[float]:
+    """Per-layer calibration targets, as the trainer's ``init_rate``: one rate for all layers,
+    or hidden rates (the last one repeated for deeper hidden layers) and the output's rate.
+
+    >>> layer_rates([0.1], 3), layer_rates([0.15, 0.1], 5)
+    ([0.1, 0.1, 0.1], [0.15, 0.15, 0.15, 0.15, 0.1])
+    """
+    if len(rates) == 1:
+        return list(rates) * n_layers
+    hidden, output = list(rates[:-1]), rates[-1]
+    hidden = (hidden + [hidden[-1]] * n_layers)[: n_layers - 1]
+    return hidden + [output]
 
 
 def composite_for(variant: str, model: nn.Module, early: int = 2) -> Composite:
@@ -187,11 +239,25 @@ class PerSampleRewardNorm:
 # -------------------------------------------------------------------------------------- data
 
 
-def load_data(dataset: str, data_dir: str | None, time_bins: int, n_val: int, n_train: int):
-    """``(x_train, y_train, x_val, y_val, source)``; frames ``(N, T, 2, 34, 34)`` uint8 spikes.
+def load_data(
+    dataset: str,
+    data_dir: str | None,
+    time_bins: int,
+    n_val: int,
+    n_train: int,
+    eval_split: str = "val",
+    n_tune: int = 200,
+    tune_seed: int = 7,
+):
+    """``(x_train, y_train, x_eval, y_eval, source)``; frames ``(N, T, 2, 34, 34)`` uint8 spikes.
 
-    The 200 validation samples and the 800 training samples are stratified draws
-    (:func:`spikelfp.datasets.validation_split`, seed 0); counts are clipped to 1 (spikes).
+    The ``n_val`` (200) validation samples and the ``n_train`` (800) training samples are
+    stratified draws (:func:`spikelfp.datasets.validation_split`, seed 0); counts are clipped
+    to 1 (spikes). ``eval_split="val"``: train on the 800, evaluate on the 200.
+    ``eval_split="tune"``: the validation recordings are not even loaded; the 800 are split
+    again, as the trainer's ``--tune-fraction`` and ``benchmarks/tune_peers.py`` do
+    (``validation_split(train_labels, n_val=n_tune, seed=tune_seed)``), into 600 to train
+    and 200 to evaluate ("tune").
     """
     from spikelfp.datasets import NMNIST, DigitsEvents, FrameSpec, validation_split
 
@@ -215,15 +281,25 @@ def load_data(dataset: str, data_dir: str | None, time_bins: int, n_val: int, n_
     if n_train + n_val < len(ds):  # a stratified subset of n_train + n_val recordings
         pool = np.sort(validation_split(labels, n_val=n_train + n_val, seed=0).val)
     split = validation_split(labels[pool], n_val=n_val, seed=0)
+    train, evaluate = split.train, split.val
+    if eval_split == "tune":
+        tune = validation_split(labels[pool][split.train], n_val=n_tune, seed=tune_seed)
+        train, evaluate = split.train[tune.train], split.train[tune.val]
+        source += (
+            f" (tuning split: {len(train)} train / {len(evaluate)} tune of the {len(split.train)}"
+            f" training recordings, seed {tune_seed}; the {len(split.val)} validation ones unused)"
+        )
+    elif eval_split != "val":
+        raise ValueError(f"unknown eval split {eval_split!r}; choose val or tune")
 
     def stack(idx) -> tuple[torch.Tensor, torch.Tensor]:
         items = [ds[int(pool[i])] for i in np.sort(idx)]
         x = torch.stack([f.clamp(max=1).to(torch.uint8) for f, _ in items])
         return x, torch.tensor([int(y) for _, y in items])
 
-    x_tr, y_tr = stack(split.train)
-    x_va, y_va = stack(split.val)
-    return x_tr, y_tr, x_va, y_va, source
+    x_tr, y_tr = stack(train)
+    x_ev, y_ev = stack(evaluate)
+    return x_tr, y_tr, x_ev, y_ev, source
 
 
 def time_first(x: torch.Tensor) -> torch.Tensor:
@@ -234,8 +310,18 @@ def time_first(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------- training
 
 
-def _reward(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _rate_reward(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return rate_coded_reward(out, y, scale=1.0 / out.shape[0])
+
+
+def make_reward(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """As the trainer's ``reward``: ``rate`` (lfprop's rate-coded correct-class reward × 1/T)
+    or ``softmax`` (spike-count cross-entropy error (onehot − softmax(counts)) / T)."""
+    if name == "rate":
+        return _rate_reward
+    if name == "softmax":
+        return spike_count_softmax_reward
+    raise ValueError(f"unknown reward {name!r}; choose one of {REWARDS}")
 
 
 @torch.no_grad()
@@ -251,9 +337,11 @@ def train_variant(variant: str, data, args, log: Callable[[str], None]) -> dict:
     """Train one variant from the seed's initial weights; per-epoch metrics and diagnostics."""
     x_tr, y_tr, x_va, y_va = data
     torch.manual_seed(args.seed)
-    model = build_model(args.model, args.neuron, args.reset, args.threshold, args.beta)
+    model = make_model(args)
     probe = time_first(x_tr[: args.calibration_batch])
-    gains = calibrate_firing(model, probe, args.target_rate)
+    rates = layer_rates(args.target_rate, len(neuron_layers(model)))
+    gains = calibrate_firing(model, probe, rates)
+    reward_fn = make_reward(args.reward)
     composite = composite_for(variant, model)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     if args.schedule == "cosine":
@@ -277,7 +365,7 @@ def train_variant(variant: str, data, args, log: Callable[[str], None]) -> dict:
             for i in range(0, len(perm), args.batch_size):
                 idx = perm[i : i + args.batch_size]
                 x, y = time_first(x_tr[idx]), y_tr[idx]
-                res = lfp_step(model, x, y, _reward, opt, composite=composite)
+                res = lfp_step(model, x, y, reward_fn, opt, composite=composite)
                 correct += int((res.output.sum(0).argmax(-1) == y).sum())
                 n += len(y)
                 target = y.view(1, -1, 1).expand(x.shape[0], -1, 1)
@@ -290,7 +378,8 @@ def train_variant(variant: str, data, args, log: Callable[[str], None]) -> dict:
             {
                 "epoch": epoch + 1,
                 "train_acc": correct / max(n, 1),
-                "val_acc": val,
+                "eval_acc": val,
+                f"{args.eval_split}_acc": val,
                 "target_reward_per_sample": reward / max(n, 1),
                 "lr": lr,
                 "train_s": train_s,
@@ -300,9 +389,16 @@ def train_variant(variant: str, data, args, log: Callable[[str], None]) -> dict:
         )
         log(
             f"[{variant}] epoch {epoch + 1}/{args.epochs}: train {100 * correct / max(n, 1):.1f} %"
-            f", val {100 * val:.1f} %, {train_s:.1f} s"
+            f", {args.eval_split} {100 * val:.1f} %, {train_s:.1f} s"
         )
-    return {"calibration_gains": gains, "epochs": epochs}
+    n_params = sum(p.numel() for p in model.parameters())
+    return {
+        "model": repr(model),
+        "parameters": n_params,
+        "calibration_rates": rates,
+        "calibration_gains": gains,
+        "epochs": epochs,
+    }
 
 
 # ------------------------------------------------------------------------------------ output
@@ -319,7 +415,12 @@ PANELS = (
 )
 
 
-def plot_variant(result: dict, title: str, path: Path) -> None:
+def _eval_acc(epoch: dict) -> float:
+    """The evaluation accuracy of an epoch record (``val_acc`` in older results)."""
+    return epoch["eval_acc"] if "eval_acc" in epoch else epoch["val_acc"]
+
+
+def plot_variant(result: dict, title: str, path: Path, split: str = "val") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -346,7 +447,7 @@ def plot_variant(result: dict, title: str, path: Path) -> None:
         ax.legend(fontsize=7)
     ax = axes.flat[-1]
     ax.plot(epochs, [e["train_acc"] for e in result["epochs"]], marker="o", label="train")
-    ax.plot(epochs, [e["val_acc"] for e in result["epochs"]], marker="o", label="validation")
+    ax.plot(epochs, [_eval_acc(e) for e in result["epochs"]], marker="o", label=split)
     ax.set_title("accuracy", fontsize=10)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -360,7 +461,7 @@ def plot_variant(result: dict, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_accuracy(results: dict[str, dict], title: str, path: Path) -> None:
+def plot_accuracy(results: dict[str, dict], title: str, path: Path, split: str = "val") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -371,9 +472,9 @@ def plot_accuracy(results: dict[str, dict], title: str, path: Path) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for variant, res in results.items():
         ep = [e["epoch"] for e in res["epochs"]]
-        ax.plot(ep, [e["val_acc"] for e in res["epochs"]], marker="o", label=variant)
+        ax.plot(ep, [_eval_acc(e) for e in res["epochs"]], marker="o", label=variant)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(f"{split} accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -518,7 +518,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _eval_config(ckpt: dict[str, Any], args: argparse.Namespace):
     from .config import TrainConfig
 
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg = TrainConfig.from_stored(ckpt["config"])
     changes: dict[str, Any] = {"max_train_samples": None, "max_eval_samples": None}
     if args.dataset is not None and args.dataset != cfg.dataset:
         changes["dataset"] = args.dataset

@@ -144,6 +144,19 @@ class TrainConfig:
         cfg.validate()
         return cfg
 
+    @classmethod
+    def from_stored(cls, values: dict[str, Any]) -> TrainConfig:
+        """The config a checkpoint stored, read as the spikelfp that wrote it meant it: before
+        ``split_seed`` existed the held-out split was drawn with ``seed``.
+
+        >>> TrainConfig.from_stored({"seed": 3, "val_fraction": 0.2}).split_seed
+        3
+        """
+        values = dict(values)
+        if "split_seed" not in values:
+            values["split_seed"] = values.get("seed", 0)
+        return cls.from_dict(values)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

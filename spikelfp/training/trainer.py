@@ -284,7 +284,7 @@ class Trainer:
             )
         ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME)
         try:
-            cfg = TrainConfig.from_dict(ckpt["config"])
+            cfg = TrainConfig.from_stored(ckpt["config"])
         except (ConfigError, TypeError) as err:
             raise CheckpointError(f"{ckpt['path']}: invalid stored config ({err})") from None
         changes = {}
