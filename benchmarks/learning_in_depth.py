@@ -511,6 +511,112 @@ def epoch_table(result: dict, keys: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+#: (key, header, layer kind) of the per-layer comparison (:func:`compare_runs`)
+COMPARE_KEYS = (
+    ("dead_frac", "dead", "neuron"),
+    ("weight_nonzero_frac", "weights w/ F≠0", "synapse"),
+    ("update_ratio", "‖Δw‖/‖w‖", "synapse"),
+    ("reward_out_rel", "‖R‖₁ on spikes / net", "neuron"),
+    ("past_frac_abs", "→ past", "neuron"),
+)
+
+
+def layer_pairs(layers: list[dict]) -> list[tuple[dict, dict]]:
+    """``(synapse, neuron)`` records of each layer: every synapse with the neuron after it."""
+    pairs, syn = [], None
+    for r in layers:
+        if r["kind"] == "synapse":
+            syn = r
+        elif syn is not None:
+            pairs.append((syn, r))
+            syn = None
+    return pairs
+
+
+def load_runs(paths: list[str]) -> list[tuple[str, dict, dict]]:
+    """``(label, result of one variant, config)`` for every variant in the JSON files; the
+    label is the file's ``config.tag`` (else its name), with the variant when not baseline."""
+    runs = []
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        tag = payload["config"].get("tag") or Path(path).stem
+        for v, res in payload["variants"].items():
+            runs.append((tag if v == "baseline" else f"{tag} {v}", res, payload["config"]))
+    return runs
+
+
+def compare_runs(paths: list[str], png: str | None = None) -> str:
+    """Markdown tables comparing runs (JSON files of this script): evaluation accuracy per
+    epoch, and per layer the first → last epoch of :data:`COMPARE_KEYS`; and a plot."""
+    runs = load_runs(paths)
+    n_ep = max(len(res["epochs"]) for _, res, _ in runs)
+    split = runs[0][2].get("eval_split", "val")
+    lines = [
+        f"| run | {' | '.join(f'{split} acc ep {e + 1}' for e in range(n_ep))} | s / epoch |",
+        "|---|" + "---:|" * (n_ep + 1),
+    ]
+    for label, res, _ in runs:
+        accs = [f"{100 * _eval_acc(e):.1f} %" for e in res["epochs"]]
+        accs += ["–"] * (n_ep - len(accs))
+        sec = sum(e["train_s"] for e in res["epochs"]) / len(res["epochs"])
+        lines.append(f"| {label} | {' | '.join(accs)} | {sec:.0f} |")
+    lines += [
+        "",
+        f"Per layer, epoch 1 → epoch {n_ep} (diagnostics accumulated over each epoch's steps):",
+        "",
+        "| run | layer | " + " | ".join(h for _, h, _ in COMPARE_KEYS) + " |",
+        "|---|---|" + "---:|" * len(COMPARE_KEYS),
+    ]
+    for label, res, _ in runs:
+        first, last = res["epochs"][0]["layers"], res["epochs"][-1]["layers"]
+        for j, ((s0, n0), (s1, n1)) in enumerate(
+            zip(layer_pairs(first), layer_pairs(last), strict=True)
+        ):
+            cells = []
+            for key, _, kind in COMPARE_KEYS:
+                a, b = (s0, s1) if kind == "synapse" else (n0, n1)
+                cells.append(f"{_fmt(a.get(key))} → {_fmt(b.get(key))}")
+            name = f"{j + 1} {s0['type']}"
+            lines.append(f"| {label} | {name} | {' | '.join(cells)} |")
+    if png:
+        _plot_compare(runs, split, Path(png))
+    return "\n".join(lines)
+
+
+def _plot_compare(runs, split: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    ax = axes.flat[0]
+    for label, res, _ in runs:
+        ep = [e["epoch"] for e in res["epochs"]]
+        ax.plot(ep, [_eval_acc(e) for e in res["epochs"]], marker="o", label=label)
+    ax.set_title(f"{split} accuracy per epoch", fontsize=10)
+    ax.set_xlabel("epoch")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    for ax, (key, header, kind) in zip(axes.flat[1:], COMPARE_KEYS, strict=True):
+        for label, res, _ in runs:
+            pairs = layer_pairs(res["epochs"][-1]["layers"])
+            ys = [(s if kind == "synapse" else n).get(key) for s, n in pairs]
+            ys = [math.nan if v is None else v for v in ys]
+            ax.plot(range(1, len(ys) + 1), ys, marker="o", label=label)
+        ax.set_title(f"{header} ({kind}), last epoch", fontsize=10)
+        ax.set_xlabel("layer (input → output)")
+        if key in ("update_ratio", "reward_out_rel"):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", choices=("nmnist", "digits-events"), default="nmnist")
@@ -523,6 +629,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--model", choices=MODELS, default="deep")
+    ap.add_argument(
+        "--zoo-model",
+        choices=ZOO_MODELS,
+        default=None,
+        help="build a zoo model (spikelfp.training.models) instead of --model",
+    )
+    ap.add_argument("--channels", type=int, nargs="+", default=None, help="zoo: channels")
+    ap.add_argument("--hidden", type=int, default=None, help="zoo: hidden FC neurons")
+    ap.add_argument(
+        "--bias", action=argparse.BooleanOptionalAction, default=True, help="zoo: biases"
+    )
+    ap.add_argument("--pool", choices=("avg", "sum"), default="avg")
+    ap.add_argument("--reward", choices=REWARDS, default="rate")
     ap.add_argument("--neuron", choices=("if", "lif"), default="if")
     ap.add_argument("--reset", choices=("zero", "subtract"), default="zero")
     ap.add_argument("--threshold", type=float, default=1.0)
@@ -540,13 +659,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-bins", type=int, default=16)
     ap.add_argument("--n-train", type=int, default=800)
     ap.add_argument("--n-val", type=int, default=200)
-    ap.add_argument("--target-rate", type=float, default=0.1, help="calibrate_firing's rate")
+    ap.add_argument(
+        "--eval-split",
+        choices=("tune", "val"),
+        default="tune",
+        help="tune: train on 600 of the 800 training recordings, evaluate on the other 200 "
+        "(validation recordings unused); val: train on the 800, evaluate on the validation 200",
+    )
+    ap.add_argument("--n-tune", type=int, default=200)
+    ap.add_argument("--tune-seed", type=int, default=7)
+    ap.add_argument(
+        "--target-rate",
+        type=float,
+        nargs="+",
+        default=[0.1],
+        help="calibrate_firing's rate: one for all layers, or hidden rate(s) then the output's",
+    )
     ap.add_argument("--calibration-batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "docs" / "img" / "learning_in_depth"))
     ap.add_argument("--json", default=str(RESULTS / "learning_in_depth.json"))
+    ap.add_argument("--tag", default=None, help="names the plots (<dataset>_<tag>_<variant>.png)")
+    ap.add_argument(
+        "--compare",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="train nothing: print tables comparing these result files (and --compare-png)",
+    )
+    ap.add_argument("--compare-png", default=None)
     args = ap.parse_args(argv)
+    if args.compare:
+        print(compare_runs(args.compare, args.compare_png))
+        return 0
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
@@ -557,30 +703,45 @@ def main(argv: list[str] | None = None) -> int:
     if data_dir is None and args.dataset == "nmnist":
         data_dir = os.environ.get("SPIKELFP_DATA") or str(ROOT.parent / "shared" / "data")
     try:
-        *data, source = load_data(args.dataset, data_dir, args.time_bins, args.n_val, args.n_train)
+        *data, source = load_data(
+            args.dataset,
+            data_dir,
+            args.time_bins,
+            args.n_val,
+            args.n_train,
+            args.eval_split,
+            args.n_tune,
+            args.tune_seed,
+        )
     except FileNotFoundError as err:
         print(err, file=sys.stderr)
         return 2
-    log(f"data: {source}; train {len(data[1])}, val {len(data[3])}")
+    split = args.eval_split
+    log(f"data: {source}; train {len(data[1])}, {split} {len(data[3])}")
     results = {v: train_variant(v, data, args, log) for v in args.variant}
 
     out = Path(args.out)
-    stem = f"{args.dataset}_{args.model}_{args.neuron}_{args.reset}"
+    model_name = args.zoo_model or args.model
+    stem = f"{args.dataset}_{args.tag or f'{model_name}_{args.neuron}_{args.reset}'}"
+    desc = (
+        f"{model_name} ({args.neuron}, reset {args.reset}, {args.reward} reward, {args.pool} pool)"
+    )
     pngs = []
     for v, res in results.items():
         path = out / f"{stem}_{v}.png"
-        plot_variant(res, f"{args.dataset}, {args.model} ({args.neuron}, {args.reset}), {v}", path)
+        plot_variant(res, f"{args.dataset}, {desc}, lr {args.lr:g}, {v}", path, split)
         pngs.append(str(path))
     if len(results) > 1:
         path = out / f"{stem}_accuracy.png"
-        plot_accuracy(results, f"{args.dataset}, {args.model}: validation accuracy", path)
+        plot_accuracy(results, f"{args.dataset}, {model_name}: {split} accuracy", path, split)
         pngs.append(str(path))
 
     payload = {
         "config": {k: v for k, v in vars(args).items() if k not in ("out", "json")},
         "source": source,
         "n_train": len(data[1]),
-        "n_val": len(data[3]),
+        "n_eval": len(data[3]),
+        "eval_split": split,
         "torch": torch.__version__,
         "wall_s": time.perf_counter() - t0,
         "plots": [_relative(p) for p in pngs],
@@ -590,12 +751,12 @@ def main(argv: list[str] | None = None) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(payload, indent=1))
 
-    print(f"## learning in depth: {args.dataset}, {args.model} ({args.neuron}, reset {args.reset})")
+    print(f"## learning in depth: {args.dataset}, {desc}")
     print()
-    print("| variant | " + " | ".join(f"val acc ep {e + 1}" for e in range(args.epochs)) + " |")
+    print("| variant | " + " | ".join(f"{split} acc ep {e + 1}" for e in range(args.epochs)) + " |")
     print("|---|" + "---:|" * args.epochs)
     for v, res in results.items():
-        accs = " | ".join(f"{100 * e['val_acc']:.1f} %" for e in res["epochs"])
+        accs = " | ".join(f"{100 * e['eval_acc']:.1f} %" for e in res["epochs"])
         print(f"| {v} | {accs} |")
     keys = (
         "reward_out_rel",

@@ -337,9 +337,10 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError) as err:
             first = " ".join(str(err).split())[:200]
             raise CheckpointError(f"{ckpt['path']}: cannot restore the run ({first})") from None
-        if self.config.lr_schedule == "none":
+        if self.config.lr_schedule == "none" and self.config.lr_scaling == "none":
             for group in self.optimizer.param_groups:
                 group["lr"] = self.config.lr
+        # with lr_scaling the stored groups hold each layer's own rate (fixed at the start)
         self.epoch = int(ckpt["epoch"])
         self.history = list(ckpt["history"])
         self.calibration_gains = list(ckpt.get("calibration_gains", []))
