@@ -584,29 +584,46 @@ def compare_runs(paths: list[str], png: str | None = None) -> str:
 
 
 def _plot_compare(runs, split: str, path: Path) -> None:
+    """Accuracy per epoch, and :data:`COMPARE_KEYS` per layer: epoch 1 dashed, last solid."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     ax = axes.flat[0]
-    for label, res, _ in runs:
+    for k, (label, res, _) in enumerate(runs):
         ep = [e["epoch"] for e in res["epochs"]]
-        ax.plot(ep, [_eval_acc(e) for e in res["epochs"]], marker="o", label=label)
+        accs = [_eval_acc(e) for e in res["epochs"]]
+        ax.plot(ep, accs, marker="o", label=label, color=colors[k % len(colors)])
     ax.set_title(f"{split} accuracy per epoch", fontsize=10)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     for ax, (key, header, kind) in zip(axes.flat[1:], COMPARE_KEYS, strict=True):
-        for label, res, _ in runs:
-            pairs = layer_pairs(res["epochs"][-1]["layers"])
-            ys = [(s if kind == "synapse" else n).get(key) for s, n in pairs]
-            ys = [math.nan if v is None else v for v in ys]
-            ax.plot(range(1, len(ys) + 1), ys, marker="o", label=label)
-        ax.set_title(f"{header} ({kind}), last epoch", fontsize=10)
+        for k, (label, res, _) in enumerate(runs):
+            for e, style in ((res["epochs"][0], "--"), (res["epochs"][-1], "-")):
+                pairs = layer_pairs(e["layers"])
+                ys = [(s if kind == "synapse" else n).get(key) for s, n in pairs]
+                ys = [math.nan if v is None else v for v in ys]
+                if key in ("update_ratio", "reward_out_rel"):  # log scale: 0 is not drawn
+                    ys = [math.nan if v <= 0 else v for v in ys]
+                ax.plot(
+                    range(1, len(ys) + 1),
+                    ys,
+                    style,
+                    marker="o" if style == "-" else ".",
+                    color=colors[k % len(colors)],
+                    alpha=1.0 if style == "-" else 0.5,
+                    label=label if style == "-" else None,
+                )
+        ax.set_title(f"{header} ({kind}); epoch 1 dashed, last solid", fontsize=10)
         ax.set_xlabel("layer (input → output)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if key in ("update_ratio", "reward_out_rel"):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)

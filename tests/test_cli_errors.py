@@ -178,5 +178,5 @@ def test_subprocess_exit_code_and_single_line(tmp_path):
         timeout=120,
     )
     assert res.returncode == 2
-    assert res.stderr.count("\n") == 1 and res.stderr.startswith("spikelfp: error:")
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("spikelfp eval: error:")
     assert "Traceback" not in res.stderr

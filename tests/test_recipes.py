@@ -17,7 +17,8 @@ from spikelfp.training.recipes import available_recipes, check_recipe, load_reci
 
 def test_every_shipped_recipe_is_valid_and_builds_its_model():
     from spikelfp.training.data import DATASET_SHAPES
-    from spikelfp.training.models import ModelSpec, build_model
+    from spikelfp.training.models import build_model
+    from spikelfp.training.trainer import spec_from_config
 
     assert {"nmnist", "mnist"} <= set(available_recipes())
     for name in available_recipes():
@@ -28,18 +29,7 @@ def test_every_shipped_recipe_is_valid_and_builds_its_model():
         models = [cfg.model, *(recipe.get("models") or {})]
         for model in models:
             cfg = resolve_config({"dataset": name, "model": model})
-            spec = ModelSpec(
-                model,
-                shape,
-                n_classes,
-                hidden=cfg.hidden,
-                channels=None if cfg.channels is None else tuple(cfg.channels),
-                neuron=cfg.neuron,
-                bias=cfg.bias,
-                batch_norm=cfg.batch_norm,
-                pool=cfg.pool,
-            )
-            build_model(spec)
+            build_model(spec_from_config(cfg, shape, n_classes))
 
 
 def test_precedence_recipe_then_file_then_flags():

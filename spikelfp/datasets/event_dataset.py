@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ._optional import require_tonic
+from ._sample import check_index, transformed
 from .frame_cache import (
     CACHE_VERSION,
     FrameCache,
@@ -115,21 +116,10 @@ class EventFrameDataset(Dataset):
         else:
             counts = self.compute_frames(index)
         frames = torch.from_numpy(np.asarray(counts, dtype=np.float32))
-        if self.transform is not None:
-            frames = self.transform(frames)
-        label: Any = self.targets[index]
-        if self.target_transform is not None:
-            label = self.target_transform(label)
-        return frames, label
+        return transformed(frames, self.targets[index], self.transform, self.target_transform)
 
     def _check_index(self, index: int) -> int:
-        n = len(self.files)
-        index = int(index)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"index {index} is out of range for {self!r} ({n} samples)")
-        return index
+        return check_index(index, len(self.files), self)
 
     # -- statistics ---------------------------------------------------------------------------
     def sample_stats(self, index: int) -> EventStats:

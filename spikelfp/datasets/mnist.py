@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._io import atomic_write
+from ._sample import check_index, transformed
 from .encoders import DirectCurrent, Encoder, make_encoder
 from .errors import CorruptRecordingError, DatasetLayoutError, DatasetNotFoundError
 from .event_dataset import check_split
@@ -461,21 +462,10 @@ class MNIST(Dataset):
         index = self._check_index(index)
         x = self.image(index)
         frames = self.encoder(x, self.time_bins, self.generator(index)).to(torch.float32)
-        if self.transform is not None:
-            frames = self.transform(frames)
-        label: Any = self.targets[index]
-        if self.target_transform is not None:
-            label = self.target_transform(label)
-        return frames, label
+        return transformed(frames, self.targets[index], self.transform, self.target_transform)
 
     def _check_index(self, index: int) -> int:
-        n = len(self.targets)
-        index = int(index)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"index {index} is out of range for {self!r} ({n} samples)")
-        return index
+        return check_index(index, len(self.targets), self)
 
     def __repr__(self) -> str:
         return (

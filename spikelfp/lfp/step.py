@@ -83,7 +83,13 @@ def lfp_step(
     if return_input_reward:
         x = x.detach().requires_grad_(True)
     with composite.context(model):
-        out = model(x) if state is None else model(x, state)
+        try:
+            out = model(x) if state is None else model(x, state)
+        except (ValueError, RuntimeError) as err:
+            hinted = _time_axis_hint(err, x)
+            if hinted is None:
+                raise
+            raise hinted from err
     new_state = None
     if isinstance(out, tuple):
         out, new_state = out[0], out[1] if len(out) > 1 else None
@@ -105,6 +111,26 @@ def lfp_step(
         reward=r,
         state=_detach(new_state),
         input_reward=x.grad if return_input_reward else None,
+    )
+
+
+_SHAPE_WORDS = ("shape", "size", "dimension", "channels", "dims")
+
+
+def _time_axis_hint(err: Exception, x: torch.Tensor) -> ValueError | None:
+    """A shape error of the forward pass, reworded to say that ``x`` must be time-first
+    (the usual cause: a batch ``(B, C, H, W)`` without its time axis); ``None`` for others.
+
+    >>> err = ValueError("Linear got input of shape (4, 3)")
+    >>> str(_time_axis_hint(err, torch.zeros(2, 4, 3))).split(";")[0]
+    'x must be time-first (T, B, ...)'
+    """
+    text = " ".join(str(err).split())
+    if not any(word in text.lower() for word in _SHAPE_WORDS):
+        return None
+    return ValueError(
+        f"x must be time-first (T, B, ...); the model could not take x of shape "
+        f"{tuple(x.shape)}: {text}"
     )
 
 

@@ -96,10 +96,10 @@ class ALIF(NeuronModule):
         super().__init__()
         if reset not in ("zero", "subtract", "none"):
             raise ValueError(f"reset must be 'zero', 'subtract' or 'none', got {reset!r}")
-        make_parameter(self, "beta", beta, shape, learn_beta)
-        make_parameter(self, "threshold", threshold, shape, learn_threshold)
-        make_parameter(self, "rho", rho, shape, False)
-        make_parameter(self, "kappa", kappa, shape, learn_kappa)
+        make_parameter(self, "beta", beta, shape, learn_beta, valid="decay")
+        make_parameter(self, "threshold", threshold, shape, learn_threshold, valid="positive")
+        make_parameter(self, "rho", rho, shape, False, valid="decay")
+        make_parameter(self, "kappa", kappa, shape, learn_kappa, valid="nonnegative")
         self.reset = reset
 
     @property

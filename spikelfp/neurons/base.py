@@ -64,7 +64,9 @@ def resolve_beta(beta: float | torch.Tensor | None, tau: float | None, dt: float
     """
     if tau is not None or dt is not None:
         if beta is not None:
-            raise ValueError("give either beta or (tau and dt), not both")
+            raise ValueError(
+                f"give either beta or (tau and dt), not both; got beta={beta}, tau={tau}, dt={dt}"
+            )
         if tau is None or dt is None:
             raise ValueError(
                 "a time constant needs both tau and dt (seconds), e.g. tau=10e-3, dt=1e-3"
@@ -83,21 +85,47 @@ def make_parameter(
     value: float | torch.Tensor,
     shape: Sequence[int] | None,
     learnable: bool,
+    *,
+    valid: str | None = None,
 ) -> None:
     """Register ``name`` on ``module`` as a Parameter (learnable) or a buffer.
 
     ``shape`` makes the value per-neuron (broadcast over ``(T, B)``); ``None`` keeps a scalar
-    unless ``value`` is already a tensor.
+    unless ``value`` is already a tensor. ``valid`` checks every value: ``"decay"`` (in
+    [0, 1]), ``"positive"`` (> 0) or ``"nonnegative"`` (>= 0); ``ValueError`` otherwise.
+
+    >>> make_parameter(nn.Module(), "beta", 1.5, None, False, valid="decay")
+    Traceback (most recent call last):
+    ...
+    ValueError: Module: beta must be in [0, 1], got 1.5
     """
     tensor = torch.as_tensor(value, dtype=torch.get_default_dtype()).clone()
     if shape is not None:
         tensor = tensor.expand(tuple(shape)).clone()
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{type(module).__name__}.{name} must be finite, got {tensor}")
+    if valid is not None and tensor.numel():
+        _check_range(type(module).__name__, name, tensor.detach(), valid)
     if learnable:
         module.register_parameter(name, nn.Parameter(tensor))
     else:
         module.register_buffer(name, tensor)
+
+
+_RANGES = {
+    "decay": ("in [0, 1]", lambda t: (t >= 0) & (t <= 1)),
+    "positive": ("> 0", lambda t: t > 0),
+    "nonnegative": (">= 0", lambda t: t >= 0),
+}
+
+
+def _check_range(owner: str, name: str, tensor: torch.Tensor, valid: str) -> None:
+    what, ok = _RANGES[valid]
+    bad = ~ok(tensor)
+    if bool(bad.any()):
+        got = tensor[bad].flatten()[0].item()
+        where = "" if tensor.dim() == 0 else f" (every neuron's; {int(bad.sum())} are not)"
+        raise ValueError(f"{owner}: {name} must be {what}{where}, got {got:g}")
 
 
 def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:

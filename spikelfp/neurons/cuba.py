@@ -88,9 +88,9 @@ class CubaLIF(NeuronModule):
     ):
         super().__init__()
         _check_reset(reset)
-        make_parameter(self, "alpha", alpha, shape, learn_alpha)
-        make_parameter(self, "beta", beta, shape, learn_beta)
-        make_parameter(self, "threshold", threshold, shape, learn_threshold)
+        make_parameter(self, "alpha", alpha, shape, learn_alpha, valid="decay")
+        make_parameter(self, "beta", beta, shape, learn_beta, valid="decay")
+        make_parameter(self, "threshold", threshold, shape, learn_threshold, valid="positive")
         self.reset = reset
         self.reset_delay = bool(reset_delay)
 

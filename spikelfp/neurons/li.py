@@ -59,17 +59,17 @@ class LI(NeuronModule):
 
     def __init__(
         self,
-        beta: float | torch.Tensor | None = 0.9,
+        beta: float | torch.Tensor | None = None,
         shape: tuple[int, ...] | None = None,
         learn_beta: bool = False,
         tau: float | None = None,
         dt: float | None = None,
     ):
         super().__init__()
-        if tau is not None or dt is not None:
-            beta = resolve_beta(None, tau, dt)
-        beta = resolve_beta(beta, None, None)
-        make_parameter(self, "beta", beta, shape, learn_beta)
+        if beta is None and tau is None and dt is None:
+            beta = 0.9  # the default decay
+        beta = resolve_beta(beta, tau, dt)  # refuses beta together with tau/dt
+        make_parameter(self, "beta", beta, shape, learn_beta, valid="decay")
 
     @property
     def parameters_tuple(self) -> LIParameters:

@@ -166,9 +166,9 @@ class LIF(NeuronModule):
     r"""Leaky integrate-and-fire layer (see the module docstring for the equations).
 
     Args:
-        beta: membrane decay :math:`\beta` in [0, 1] (or give ``tau`` and ``dt``:
-            :math:`\beta = e^{-dt/\tau}`).
-        threshold: firing threshold :math:`\theta`.
+        beta: membrane decay :math:`\beta` in [0, 1] (default 0.9), or give ``tau`` and ``dt``
+            instead (:math:`\beta = e^{-dt/\tau}`), not both.
+        threshold: firing threshold :math:`\theta` (> 0).
         reset: ``"zero"`` (default), ``"subtract"`` or ``"none"``.
         reset_delay: compute the reset from the previous membrane (snntorch ``Leaky`` with
             subtract reset).
@@ -184,7 +184,7 @@ class LIF(NeuronModule):
 
     def __init__(
         self,
-        beta: float | torch.Tensor | None = 0.9,
+        beta: float | torch.Tensor | None = None,
         threshold: float | torch.Tensor = 1.0,
         reset: str = "zero",
         reset_delay: bool = False,
@@ -196,11 +196,11 @@ class LIF(NeuronModule):
     ):
         super().__init__()
         _check_reset(reset)
-        if tau is not None or dt is not None:
-            beta = resolve_beta(None, tau, dt)
-        beta = resolve_beta(beta, None, None)
-        make_parameter(self, "beta", beta, shape, learn_beta)
-        make_parameter(self, "threshold", threshold, shape, learn_threshold)
+        if beta is None and tau is None and dt is None:
+            beta = 0.9  # the default decay
+        beta = resolve_beta(beta, tau, dt)  # refuses beta together with tau/dt
+        make_parameter(self, "beta", beta, shape, learn_beta, valid="decay")
+        make_parameter(self, "threshold", threshold, shape, learn_threshold, valid="positive")
         self.reset = reset
         self.reset_delay = bool(reset_delay)
 

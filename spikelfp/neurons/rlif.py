@@ -82,8 +82,8 @@ class RLIF(NeuronModule):
             raise ValueError(f"RLIF size must be a positive number of neurons, got {size}")
         self.size = int(size)
         shape = (self.size,) if per_neuron else None
-        make_parameter(self, "beta", beta, shape, learn_beta)
-        make_parameter(self, "threshold", threshold, shape, learn_threshold)
+        make_parameter(self, "beta", beta, shape, learn_beta, valid="decay")
+        make_parameter(self, "threshold", threshold, shape, learn_threshold, valid="positive")
         self.reset = reset
         self.reset_delay = bool(reset_delay)
         bound = 1.0 / math.sqrt(self.size)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,33 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     return path
 
 
+def output_problem(folder: str | os.PathLike[str]) -> str | None:
+    """Why files cannot be written into ``folder`` (created when missing), or ``None``.
+
+    The folder, or its nearest existing parent, must be a folder that a file can be created
+    in (tried with a temporary file, removed at once; nothing else is created).
+
+    >>> import tempfile, pathlib
+    >>> file = pathlib.Path(tempfile.mkdtemp()) / "a-file"
+    >>> _ = file.write_text("")
+    >>> output_problem(file / "run").endswith("a-file is a file, not a folder")
+    True
+    """
+    probe = Path(folder).expanduser().absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable (permission denied or a read-only file system)"
+    try:  # also what access() does not see (root on /proc, full or odd file systems)
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        return f"{probe} is not writable ({err.strerror or type(err).__name__})"
+    return None
+
+
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A checkpoint file, or a run folder (its ``checkpoint.pt``)."""
     p = Path(path).expanduser()
@@ -87,8 +116,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means "not a usable checkpoint"
-        first = " ".join(str(err).split())[:200] or type(err).__name__
-        raise CheckpointError(f"{p} is not a readable spikelfp checkpoint ({first})") from None
+        raise CheckpointError(
+            f"{p} is not a readable spikelfp checkpoint ({_load_reason(err)})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not a spikelfp checkpoint")
     if int(ckpt.get("version", -1)) > FORMAT_VERSION:
@@ -100,6 +130,41 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p} is an incomplete checkpoint (missing {', '.join(missing)})")
     ckpt["path"] = str(p)
     return ckpt
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def error_text(err: BaseException, limit: int = 200) -> str:
+    """``err``'s message as one short line: no ANSI escape codes, whitespace collapsed, cut
+    after its first sentence, or at a word before ``limit`` characters (with ``...``).
+
+    >>> error_text(RuntimeError("\x1b[1mBad\x1b[0m zip archive. This is an internal error."))
+    'Bad zip archive'
+    >>> error_text(EOFError())
+    'EOFError'
+    """
+    text = " ".join(_ANSI.sub("", str(err)).split())
+    if not text:
+        return type(err).__name__
+    end = re.search(r"[.!?](\s|$)", text)
+    if end is not None:
+        text = text[: end.start()]
+    if len(text) > limit:
+        cut = text.rfind(" ", 0, limit)
+        text = text[: cut if cut > limit // 2 else limit].rstrip(" ,;:") + "..."
+    return text
+
+
+def _load_reason(err: BaseException) -> str:
+    """Why ``torch.load`` failed, in words a user can act on."""
+    text = " ".join(_ANSI.sub("", str(err)).split())
+    if "WeightsUnpickler error:" in text:  # a pickled Python object that is not plain data
+        detail = error_text(RuntimeError(text.split("WeightsUnpickler error:", 1)[1]))
+        return f"it holds Python objects that a safe (weights-only) load refuses: {detail}"
+    if isinstance(err, EOFError) or "zip archive" in text or "central directory" in text:
+        return f"the file is truncated or corrupted: {error_text(err)}"
+    return error_text(err)
 
 
 def rng_state() -> dict[str, Any]:

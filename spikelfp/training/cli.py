@@ -2,7 +2,8 @@
 
 Run ``spikelfp COMMAND --help`` for the options of each command; ``docs/cli.md`` has examples.
 Bad input (an unknown choice, a missing data folder, an unreadable checkpoint, a resume with
-different settings) prints one ``spikelfp: error: ...`` line on stderr and exits with code 2.
+different settings) prints one ``spikelfp COMMAND: error: ...`` line on stderr and exits with
+code 2; a runtime failure (divergence, a failed write) prints one such line and exits with 1.
 """
 
 from __future__ import annotations
@@ -354,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite", action="store_true", help="start afresh even if --out already holds a run"
     )
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: continue on a different --data-dir than the run was trained on",
+    )
     _add_train_options(p)
     _add_memory_option(p)
 
@@ -484,11 +490,14 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
             except ConfigError as err:
                 raise ConfigError(f"{args.config}: {err}") from None
         cfg = resolve_config(overrides, file_settings)
+        if cfg.epochs == 0:
+            raise UsageError("spikelfp train: --epochs 0 trains nothing; give --epochs 1 or more")
     nproc = cfg.nproc if cfg is not None else int(overrides.get("nproc", 1))
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         if cfg is not None:  # report bad input once, not from every worker
             from .data import _resolve_data_dir
 
+            _check_output(cfg.out, "--out", "train", folder=True)
             _resolve_data_dir(cfg)
             if cfg.batch_size % nproc:
                 raise UsageError(
@@ -497,7 +506,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 )
         return _parallel.launch_local(nproc, ["train", *argv])
     if args.resume:
-        trainer = Trainer.resume(args.resume, overrides)
+        trainer = Trainer.resume(args.resume, overrides, allow_data_change=args.allow_data_change)
     else:
         trainer = Trainer(cfg, overwrite=args.overwrite)
     try:
@@ -593,15 +602,57 @@ def _format_eval(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_output(path: str, flag: str, command: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written (``folder``: a folder to
+    create or fill, else a file)."""
+    from .checkpoint import output_problem
+
+    p = Path(path).expanduser()
+    if not folder and p.is_dir():
+        problem = f"{p} is a folder; give a file name"
+    else:
+        problem = output_problem(p if folder else p.parent)
+    if problem is not None:
+        raise UsageError(f"spikelfp {command}: cannot write {flag} {path}: {problem}")
+
+
+def _check_export_options(target: str, bits: int, prune: float, dt: float) -> None:
+    """The export's settings, checked before the checkpoint is loaded."""
+    import math
+
+    try:
+        from ..hw_export.profiles import PROFILES
+    except ImportError:  # reported by _export_fn
+        PROFILES = None
+    if PROFILES is not None and target.lower() not in PROFILES:
+        raise UsageError(
+            f"spikelfp export: unknown --target {target!r}; choose one of "
+            f"{', '.join(sorted(PROFILES))}"
+        )
+    if not 2 <= bits <= 31:
+        raise UsageError(f"spikelfp export: --bits must be in 2..31 (8: int8), got {bits}")
+    if not 0 <= prune < 1:
+        raise UsageError(f"spikelfp export: --prune must be in [0, 1), got {prune}")
+    if not (math.isfinite(dt) and dt > 0):
+        raise UsageError(
+            f"spikelfp export: --dt must be a positive time step in seconds (1e-3), got {dt}"
+        )
+
+
 def _write_json(path: str, obj: Any) -> None:
     from .checkpoint import write_text_atomic
 
-    write_text_atomic(Path(path), json.dumps(obj, indent=2) + "\n")
+    try:
+        write_text_atomic(Path(path), json.dumps(obj, indent=2) + "\n")
+    except OSError as err:  # checked up front, but a disk can fill up meanwhile
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
 
+    if args.json:
+        _check_output(args.json, "--json", "eval")
     ckpt = load_checkpoint(args.checkpoint)
     cfg = _eval_config(ckpt, args)
     result = run_evaluation(ckpt, cfg, args.split)
@@ -727,12 +778,12 @@ def _jsonable(obj: Any) -> Any:
 def cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
 
+    _check_export_options(args.target, args.bits, args.prune, args.dt)
+    _check_output(args.output, "--output", "export")
+    if args.json:
+        _check_output(args.json, "--json", "export")
     ckpt = load_checkpoint(args.checkpoint)
     data_cfg = _eval_config(ckpt, args) if args.dataset is not None or args.data_dir else None
-    if not 0 <= args.prune < 1:
-        raise UsageError(f"spikelfp export: --prune must be in [0, 1), got {args.prune}")
-    if args.bits < 1:
-        raise UsageError(f"spikelfp export: --bits must be >= 1, got {args.bits}")
     out = run_export(
         ckpt,
         target=args.target,
@@ -847,6 +898,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     _memory_setting(args)
+    if not args.no_export:
+        _check_export_options(args.target, 8, 0.8, 1e-3)
     t0 = time.perf_counter()
     settings = dict(DEMO_CONFIG)
     settings["out"] = args.out
@@ -931,9 +984,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spikelfp`` command (also ``python -m spikelfp``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "spikelfp"  # "spikelfp COMMAND" once the command is known: the errors' prefix
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if args.command is not None:
+            prog = f"spikelfp {args.command}"
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
@@ -947,20 +1003,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spikelfp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `spikelfp info RUN | head -3`: the reader left, stop quietly
+        _silence_stdout()
+        return 1
     except Exception as err:  # noqa: BLE001 - sorted below
+        text = " ".join(str(err).split())
         if type(err).__name__ == "DistributedError":  # a peer died: not bad input
-            print(f"spikelfp: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+            print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
+            return 1
+        from .trainer import TrainingDivergedError
+
+        if isinstance(err, TrainingDivergedError):  # a runtime failure, not bad input
+            print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
             return 1
         if isinstance(err, _expected_errors()) or isinstance(err, ImportError):
-            msg = " ".join(str(err).split()) or type(err).__name__
+            msg = text or type(err).__name__
             if not msg.startswith("spikelfp"):
-                msg = f"spikelfp: error: {msg}"
+                msg = f"{prog}: error: {msg}"
             elif ": error:" not in msg:
-                prog, _, rest = msg.partition(": ")
-                msg = f"{prog}: error: {rest}"
+                head, _, rest = msg.partition(": ")
+                msg = f"{head}: error: {rest}"
             print(msg, file=sys.stderr, flush=True)
             return EXIT_USAGE
+        if isinstance(err, OSError):  # a write failed (disk full, permissions): runtime
+            print(f"{prog}: error: {text or type(err).__name__}", file=sys.stderr, flush=True)
+            return 1
         raise
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not raise again
+    (what the Python docs advise for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

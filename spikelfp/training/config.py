@@ -44,6 +44,8 @@ METHODS = ("lfp", "bptt")
 REWARDS = ("rate", "softmax")
 OPTIMIZERS = ("sgd", "adam")
 SPLITS = ("train", "tune", "val", "test")
+#: the largest float32: settings beyond it overflow to inf in the (float32) model
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 class ConfigError(ValueError):
@@ -192,6 +194,11 @@ class TrainConfig:
                 raise ConfigError(
                     f"{name.replace('_', '-')} must be {what}, got {value!r}"
                 ) from None
+            if kind is float and not abs(coerced) <= _FLOAT32_MAX:  # NaN fails too
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be a finite number (at most "
+                    f"{_FLOAT32_MAX:.3g}, float32's largest), got {value!r}"
+                )
             if low is not None and (coerced <= low if low_open else coerced < low):
                 raise ConfigError(
                     f"{name.replace('_', '-')} must be {'>' if low_open else '>='} {low}, "

@@ -124,11 +124,50 @@ def _resolve_data_dir(cfg: TrainConfig) -> Path | None:
                 f"--data-dir is required for dataset {cfg.dataset!r} (the folder holding its "
                 "recordings)"
             )
+        if default is None:  # digits-events, generated in $SPIKELFP_HOME/datasets
+            _check_default_home()
         return default
     path = Path(cfg.data_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise DataError(f"--data-dir {path} is a file, not a folder")
+    if path.is_dir() and not os.access(path, os.R_OK | os.X_OK):
+        raise DataError(
+            f"--data-dir {path} is not readable (permission denied); fix its permissions or "
+            "choose another --data-dir"
+        )
     if cfg.dataset != "digits-events" and not path.is_dir():
         raise DataError(f"data directory {path} does not exist")
+    if not path.is_dir():  # digits-events: generated there
+        from .checkpoint import output_problem
+
+        problem = output_problem(path)
+        if problem is not None:
+            raise DataError(f"cannot generate the built-in dataset in --data-dir {path}: {problem}")
     return path
+
+
+def _home_context() -> str:
+    """Where the built-in dataset's default folder comes from, for error messages."""
+    home = os.environ.get("SPIKELFP_HOME")
+    if home is not None:
+        return f"SPIKELFP_HOME={home}"
+    return "the default ~/.cache/spikelfp (SPIKELFP_HOME is not set)"
+
+
+def _check_default_home() -> None:
+    """The built-in dataset's default folder must be readable, or creatable."""
+    from ..datasets.digits import default_root
+    from .checkpoint import output_problem
+
+    root = default_root()
+    if root.is_dir() and os.access(root, os.R_OK | os.X_OK):
+        return
+    problem = output_problem(root)
+    if problem is not None:
+        raise DataError(
+            f"cannot use {root} for the built-in dataset ({_home_context()}): {problem}; set "
+            "SPIKELFP_HOME to a writable folder or pass --data-dir"
+        )
 
 
 def _open_raw(cfg: TrainConfig, split: str):
@@ -158,6 +197,9 @@ def _open_raw(cfg: TrainConfig, split: str):
         if cfg.dataset == "dvsgesture":
             # 128x128 is too large for the zoo models on a CPU: downsample to 32x32
             return ds.DVSGesture(root, split=split, downsample=ds.Downsample(0.25), **kwargs)
+    except PermissionError as err:  # e.g. a read-only dataset folder without generated files
+        where = f" ({_home_context()})" if cfg.data_dir is None else ""
+        raise DataError(f"{_one_line(err)}{where}") from None
     except (FileNotFoundError, NotADirectoryError) as err:
         hint = ""
         if split == "test":

@@ -45,7 +45,9 @@ from .checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     CheckpointError,
+    error_text,
     load_checkpoint,
+    output_problem,
     rng_state,
     save_atomic,
     set_rng_state,
@@ -56,7 +58,14 @@ from .data import collate, epoch_permutation, open_split
 from .evaluate import SpikeRecorder, evaluate, predict, prepare_input
 from .models import ModelSpec, build_model, calibrate_firing, neuron_layers
 
-__all__ = ["Trainer", "RunExistsError", "make_reward", "make_composite", "build_from_checkpoint"]
+__all__ = [
+    "Trainer",
+    "RunExistsError",
+    "TrainingDivergedError",
+    "make_reward",
+    "make_composite",
+    "build_from_checkpoint",
+]
 
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.yaml"
@@ -68,6 +77,11 @@ class RunExistsError(ValueError):
     """The output folder already holds a run (resume it or choose another folder)."""
 
 
+class TrainingDivergedError(FloatingPointError):
+    """Training produced a NaN or infinite loss, reward, feedback or weight; training stopped
+    before saving it, so the run's last checkpoint (if any) holds the last good epoch."""
+
+
 def make_reward(name: str, time_bins: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The reward function of a config: ``rate`` (lfprop's rate-coded correct-class reward,
     scaled by ``1/T``) or ``softmax`` (cross-entropy error of the spike counts, ``/T``)."""
@@ -76,6 +90,28 @@ def make_reward(name: str, time_bins: int) -> Callable[[torch.Tensor, torch.Tens
     if name == "softmax":
         return spike_count_softmax_reward
     raise ConfigError(f"unknown reward {name!r}")
+
+
+def spec_from_config(cfg: TrainConfig, frame_shape, n_classes: int) -> ModelSpec:
+    """The zoo model a config describes, for frames ``(P, H, W)`` and ``n_classes``.
+
+    >>> spec_from_config(TrainConfig(model="speck-cnn", neuron="if"), (2, 34, 34), 10).channels
+    (16, 16, 8)
+    """
+    return ModelSpec(
+        name=cfg.model,
+        input_shape=tuple(frame_shape),
+        n_classes=int(n_classes),
+        hidden=cfg.hidden,
+        channels=None if cfg.channels is None else tuple(cfg.channels),
+        beta=cfg.beta,
+        threshold=cfg.threshold,
+        reset=cfg.reset,
+        neuron=cfg.neuron,
+        bias=cfg.bias,
+        batch_norm=cfg.batch_norm,
+        pool=cfg.pool,
+    )
 
 
 def make_composite(cfg: TrainConfig, model: nn.Module):
@@ -153,7 +189,7 @@ def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
         model = build_model(spec)
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        first = " ".join(str(err).split())[:200]
+        first = error_text(err)
         raise CheckpointError(
             f"{ckpt.get('path', 'checkpoint')}: cannot rebuild the model ({first})"
         ) from None
@@ -205,6 +241,11 @@ class Trainer:
                 f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} "
                 "or choose another --out (or pass --overwrite)"
             )
+        problem = output_problem(self.run_dir)
+        if problem is not None:  # before any data is read or generated
+            raise ConfigError(
+                f"cannot write the run folder --out {self.run_dir}: {problem}; choose another --out"
+            )
         self.device = self.dist.device
         _seed_everything(cfg.seed)
 
@@ -222,20 +263,7 @@ class Trainer:
                     f"but the run's model takes {tuple(self.spec.input_shape)}"
                 )
         else:
-            self.spec = ModelSpec(
-                name=cfg.model,
-                input_shape=tuple(self.train_data.frame_shape),
-                n_classes=len(self.classes),
-                hidden=cfg.hidden,
-                channels=None if cfg.channels is None else tuple(cfg.channels),
-                beta=cfg.beta,
-                threshold=cfg.threshold,
-                reset=cfg.reset,
-                neuron=cfg.neuron,
-                bias=cfg.bias,
-                batch_norm=cfg.batch_norm,
-                pool=cfg.pool,
-            )
+            self.spec = spec_from_config(cfg, self.train_data.frame_shape, len(self.classes))
         try:
             self.model = build_model(self.spec).to(self.device)
         except ValueError as err:  # e.g. channels that do not fit the model
@@ -267,12 +295,14 @@ class Trainer:
         run_dir: str | os.PathLike[str],
         overrides: dict[str, Any] | None = None,
         log: Callable[[str], None] | None = None,
+        allow_data_change: bool = False,
     ) -> Trainer:
         """Continue the run in ``run_dir`` from its last completed epoch.
 
-        ``overrides`` may change runtime settings (threads, workers, progress bars, data and
-        cache folders); any other setting must equal the run's (``ConfigError`` otherwise).
-        ``epochs`` may grow when the run has no learning-rate schedule.
+        ``overrides`` may change runtime settings (threads, workers, progress bars, the cache
+        folder); any other setting must equal the run's (``ConfigError`` otherwise).
+        ``epochs`` may grow when the run has no learning-rate schedule. A different
+        ``data_dir`` (other recordings) is refused unless ``allow_data_change``.
         """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
@@ -297,8 +327,16 @@ class Trainer:
                         f"incompatible resume: --out {value} is not the resumed run {run_dir}"
                     )
                 continue
+            if key in ("data_dir", "cache_dir") and value is not None:
+                value = str(Path(value).expanduser().resolve())  # stored absolute
             if _same(value, current):
                 continue
+            if key == "data_dir" and not allow_data_change:
+                raise ConfigError(
+                    f"incompatible resume: --data-dir {value} differs from the run's "
+                    f"{current or 'default folder'} (the run was trained on those recordings); "
+                    "pass --allow-data-change to continue on the new data"
+                )
             if key == "epochs":
                 if cfg.lr_schedule != "none":
                     raise ConfigError(
@@ -335,7 +373,7 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
         except (KeyError, ValueError, RuntimeError) as err:
-            first = " ".join(str(err).split())[:200]
+            first = error_text(err)
             raise CheckpointError(f"{ckpt['path']}: cannot restore the run ({first})") from None
         if self.config.lr_schedule == "none" and self.config.lr_scaling == "none":
             for group in self.optimizer.param_groups:
@@ -374,7 +412,13 @@ class Trainer:
             out = out.detach()
             reward = self.reward_fn(out, y)
         self.reducer.reduce()
+        # the feedback and the weights are the same on every process (reduced), so every
+        # process stops at the same batch; nothing non-finite is ever applied or saved
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        what = "feedback (LFP weight updates)" if cfg.method == "lfp" else "gradients"
+        _check_finite([p.grad for p in params if p.grad is not None], what)
         self.optimizer.step()
+        _check_finite(params, "weights")
         # reward on the correct class (summed over time): what is still asked of the network
         target_reward = reward.gather(2, y.view(1, -1, 1).expand(reward.shape[0], -1, 1))
         return out, float(loss.detach()), float(target_reward.sum())
@@ -408,13 +452,16 @@ class Trainer:
             file=sys.stderr,
         )
         with SpikeRecorder(self.model) as rec, bar:
-            for x, y in loader:
+            for batch, (x, y) in enumerate(loader):
                 x = prepare_input(x, cfg.input_clamp)
                 if self.augmentation is not None:
                     x = self.augmentation(x, augment_rng)
                 x = x.to(self.device)
                 y = y.to(self.device)
-                out, loss, reward = self._train_step(x, y)
+                try:
+                    out, loss, reward = self._train_step(x, y)
+                except TrainingDivergedError as err:
+                    raise TrainingDivergedError(f"{err} in batch {batch + 1}") from None
                 b = len(y)
                 sums["loss"] += loss * b
                 sums["reward"] += reward
@@ -484,7 +531,10 @@ class Trainer:
                 self.log(f"resuming {self.run_dir} after epoch {self.epoch}/{cfg.epochs}")
         for epoch in range(self.epoch, cfg.epochs):
             metrics = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
-            metrics.update(self.train_epoch(epoch))
+            try:
+                metrics.update(self.train_epoch(epoch))
+            except TrainingDivergedError as err:
+                raise self._diverged(f"{err} of epoch {epoch + 1}") from None
             self.scheduler.step()
             if self.main and self.eval_data is not None:
                 ev = self.evaluate()
@@ -498,7 +548,12 @@ class Trainer:
                 )
             for k in ("train_loss", "train_reward", "train_acc", "eval_acc", "eval_loss"):
                 if k in metrics and not math.isfinite(metrics[k]):
-                    raise FloatingPointError(f"{k} became {metrics[k]} in epoch {epoch + 1}")
+                    raise self._diverged(f"{k} became {metrics[k]} in epoch {epoch + 1}")
+            state = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+            try:  # never replace a good checkpoint with NaN weights (or batch-norm statistics)
+                _check_finite(state, "weights")
+            except TrainingDivergedError as err:
+                raise self._diverged(f"{err} in epoch {epoch + 1}") from None
             self.history.append(metrics)
             self.epoch = epoch + 1
             if self.main:
@@ -514,6 +569,22 @@ class Trainer:
             except ImportError as err:  # matplotlib is optional
                 self.log(f"no plots: {err}")
         return self.history
+
+    def _diverged(self, what: str) -> TrainingDivergedError:
+        """The error that stops a diverging run, saying what is kept and what to change."""
+        if self.epoch and self.main:
+            kept = (
+                f"the last good checkpoint (epoch {self.epoch}) is kept in "
+                f"{self.run_dir / CHECKPOINT_NAME}"
+            )
+        elif self.main:
+            kept = "no checkpoint was written"
+        else:
+            kept = "the last good checkpoint is kept"
+        return TrainingDivergedError(
+            f"training diverged: {what}; {kept}. Lower --lr (now {self.config.lr:g}) or "
+            "check the data"
+        )
 
     # -- persistence -----------------------------------------------------------------------------
     def checkpoint_dict(self) -> dict[str, Any]:
@@ -563,6 +634,14 @@ def _num_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _check_finite(tensors: list[torch.Tensor], what: str) -> None:
+    """Raise :class:`TrainingDivergedError` if any of ``tensors`` holds a NaN or inf (one pass
+    and one synchronisation: the extremes of each, which NaN and inf propagate to)."""
+    peaks = [v for t in tensors if t.numel() for v in torch.aminmax(t.detach())]
+    if peaks and not bool(torch.isfinite(torch.stack(peaks)).all()):
+        raise TrainingDivergedError(f"the {what} became NaN or infinite")
 
 
 def _layer_rates(rates: list[float], n_layers: int) -> list[float]:
