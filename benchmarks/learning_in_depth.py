@@ -1,15 +1,25 @@
 r"""Why deeper spiking conv nets learn slowly with LFP: per-layer diagnostics, epoch by epoch.
 
 Trains a spiking conv net on N-MNIST (the 1,000 real recordings under ``$SPIKELFP_DATA/nmnist``,
-16 time bins, 800 / 200 stratified split) or on the offline ``digits-events`` set with
-:func:`spikelfp.lfp.lfp_step` (rate-coded reward :math:`\times 1/T`, Adam, cosine schedule),
-after :func:`spikelfp.training.models.calibrate_firing` has scaled each synapse so its neurons
-fire at ``--target-rate`` on a batch of training data. Every epoch is wrapped in
+16 time bins) or on the offline ``digits-events`` set with :func:`spikelfp.lfp.lfp_step`
+(``--reward rate``: rate-coded reward :math:`\times 1/T`; ``softmax``: spike-count cross-entropy
+error :math:`/T`; Adam, cosine schedule), after
+:func:`spikelfp.training.models.calibrate_firing` has scaled each synapse so its neurons fire at
+``--target-rate`` (one rate, or hidden rate(s) then the output's, as the trainer's
+``init_rate``) on a batch of training data. Data: 800 training / 200 validation recordings
+(stratified, seed 0); by default (``--eval-split tune``) the 800 are split again into 600 to
+train and 200 to evaluate ("tune", seed 7, as the trainer's ``--tune-fraction``) and the
+validation recordings are not loaded; ``--eval-split val`` trains on the 800 and evaluates on the
+validation 200. Every epoch is wrapped in
 :class:`spikelfp.lfp.LFPDiagnostics` (accumulated over all of the epoch's training steps), which
 records per layer: the reward magnitude reaching it (relative to the reward put on the output),
 how it splits the reward (input / bias / membrane's past / absorbed), the fraction of units and
 weights that receive any feedback, dead and saturated neurons and the update/weight ratio
 :math:`\|\Delta w\| / \|w\|` of the real optimiser step.
+
+Zoo models (``--zoo-model``, e.g. ``speck-cnn --channels 32 64 64``) are built from a
+:class:`spikelfp.training.models.ModelSpec` with ``--neuron``, ``--reset``, ``--pool avg|sum``,
+``--hidden``, ``--bias/--no-bias``. Without it, the script's own nets:
 
 Models (``--model``), all ``spikelfp.Sequential`` with ``--neuron if|lif`` and ``--reset``:
 
@@ -36,11 +46,20 @@ Usage::
     python benchmarks/learning_in_depth.py --epochs 3                          # N-MNIST
     python benchmarks/learning_in_depth.py --dataset digits-events --epochs 1  # offline
     python benchmarks/learning_in_depth.py --variant baseline renorm zplus --epochs 3
+    python benchmarks/learning_in_depth.py --zoo-model speck-cnn --channels 32 64 64 \
+        --neuron if --reset subtract --reward softmax --pool avg --lr 3e-3 --epochs 4 \
+        --target-rate 0.15 0.1 --tag recipe --json benchmarks/results/learning_in_depth_x.json
+    python benchmarks/learning_in_depth.py --compare A.json B.json --compare-png cmp.png
 
 Writes ``benchmarks/results/learning_in_depth.json`` (``--json``) and one PNG per variant plus
-an accuracy comparison under ``--out`` (default ``docs/img/learning_in_depth/``), and prints
-Markdown tables. One thread: about 5 s per epoch and variant of ``deep`` on N-MNIST (``--epochs 3``
-with all four variants: 70 s, data loading included).
+an accuracy comparison under ``--out`` (default ``docs/img/learning_in_depth/``; names from
+``--tag``), and prints Markdown tables. ``--compare`` trains nothing: it prints tables comparing
+result files (accuracy per epoch; per layer, epoch 1 → last of the dead fraction, weights with
+feedback, update ratio, reward on the spikes relative to the output and the share sent to the
+membrane's past) and draws them (``--compare-png``). Results: ``docs/learning_in_depth.md``.
+One thread: about 5 s per epoch and variant of ``deep`` on N-MNIST's 800 (``--epochs 3 --eval-split
+val`` with all four variants: 70 s, data loading included); ``speck-cnn`` 32/64/64 on the 600 of
+the tuning split: 15-23 s per epoch.
 """
 
 from __future__ import annotations
@@ -754,7 +773,11 @@ def main(argv: list[str] | None = None) -> int:
         pngs.append(str(path))
 
     payload = {
-        "config": {k: v for k, v in vars(args).items() if k not in ("out", "json")},
+        "config": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("out", "json", "compare", "compare_png")
+        },
         "source": source,
         "n_train": len(data[1]),
         "n_eval": len(data[3]),

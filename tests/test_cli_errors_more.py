@@ -385,7 +385,11 @@ def test_lfp_step_without_time_axis(model):
 def test_lfp_step_other_errors_unchanged():
     from spikelfp.lfp import lfp_step, rate_coded_reward
 
-    class Boom(nn.Module):
+    class Boom(nn.Module):  # a container (its Linear has a rule) that fails for another reason
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
         def forward(self, x):
             raise RuntimeError("boom")
 
