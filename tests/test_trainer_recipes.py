@@ -84,7 +84,7 @@ def test_per_layer_learning_rates_follow_the_calibrated_weights(digits_root, tmp
     groups = trainer.optimizer.param_groups
     assert len(groups) == len(synapses)
     for group, layer in zip(groups, synapses, strict=True):
-        assert group["lr"] == pytest.approx(0.05 * float(layer.weight.abs().mean()))
+        assert group["lr"] == pytest.approx(0.05 * float(layer.weight.detach().abs().mean()))
         assert any(p is layer.weight for p in group["params"])
     one = Trainer(
         _cfg(digits_root, tmp_path / "s", epochs=1, lr_scaling="none"), log=lambda m: None
