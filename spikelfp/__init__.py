@@ -7,6 +7,7 @@ time along the spike trains; each parameter's share of the reward is its update.
 from . import lfp, neurons
 from ._native import status as native_kernels
 from .allocator import reuse_freed_memory
+from .explain import explain, explain_events
 from .layers import SumPool2d
 from .neurons import ALIF, IF, LI, LIF, RLIF, CubaLIF
 from .sequential import Sequential
@@ -22,6 +23,8 @@ __all__ = [
     "CubaLIF",
     "Sequential",
     "SumPool2d",
+    "explain",
+    "explain_events",
     "lfp",
     "native_kernels",
     "neurons",

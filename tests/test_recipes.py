@@ -34,16 +34,16 @@ def test_every_shipped_recipe_is_valid_and_builds_its_model():
 
 def test_precedence_recipe_then_file_then_flags():
     base = resolve_config({"dataset": "nmnist"})
-    assert base.model == "speck-cnn" and base.val_fraction == 0.2
+    assert base.model == "nmnist-cnn" and base.val_fraction == 0.2
     # a model section of the recipe applies when that model is chosen
     mlp = resolve_config({"dataset": "nmnist", "model": "mlp"})
     assert mlp.channels is None and mlp.hidden == 512
     # the method section applies for bptt
     bptt = resolve_config({"dataset": "nmnist", "method": "bptt"})
-    assert bptt.bptt_loss == "ce"
+    assert (bptt.bptt_loss, bptt.surrogate_slope) == ("mse", 5.0)
     # a config file overrides the recipe, a flag overrides the file
     cfg = resolve_config({"lr": 0.5}, {"dataset": "nmnist", "lr": 0.1, "epochs": 3})
-    assert (cfg.lr, cfg.epochs, cfg.model) == (0.5, 3, "speck-cnn")
+    assert (cfg.lr, cfg.epochs, cfg.model) == (0.5, 3, "nmnist-cnn")
     # no recipe: the dataclass defaults
     assert resolve_config({}).model == TrainConfig().model
 

@@ -1,4 +1,4 @@
-"""The ``spikelfp`` command line: ``train``, ``eval``, ``export``, ``info`` and ``demo``.
+"""The ``spikelfp`` command line: ``train``, ``eval``, ``export``, ``info``, ``demo``, ``explain``.
 
 Run ``spikelfp COMMAND --help`` for the options of each command; ``docs/cli.md`` has examples.
 Bad input (an unknown choice, a missing data folder, an unreadable checkpoint, a resume with
@@ -437,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-export", action="store_true", help="skip the export step")
     _bool_flag(p, "progress", "show progress bars (default on)")
+    from .explain_cli import add_parser as add_explain_parser
+
+    add_explain_parser(sub)
     return parser
 
 
@@ -996,9 +999,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             sub = argv[argv.index("train") + 1 :]
             return cmd_train(args, sub)
-        handler = {"eval": cmd_eval, "export": cmd_export, "info": cmd_info, "demo": cmd_demo}[
-            args.command
-        ]
+        from .explain_cli import cmd_explain
+
+        handler = {
+            "eval": cmd_eval,
+            "export": cmd_export,
+            "info": cmd_info,
+            "demo": cmd_demo,
+            "explain": cmd_explain,
+        }[args.command]
         return handler(args)
     except KeyboardInterrupt:
         print("spikelfp: interrupted", file=sys.stderr)

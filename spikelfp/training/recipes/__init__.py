@@ -18,7 +18,7 @@ run never depends on a recipe file again once it has started.
 
 >>> cfg = resolve_config({"dataset": "nmnist", "epochs": 2})
 >>> cfg.epochs, cfg.model, cfg.recipe
-(2, 'speck-cnn', 'nmnist')
+(2, 'nmnist-cnn', 'nmnist')
 >>> resolve_config({"dataset": "nmnist", "method": "bptt"}).method
 'bptt'
 """
