@@ -229,7 +229,21 @@ def reuse_freed_memory(mode: str = "peak", *, max_bytes: int | None = None) -> b
 
     ``max_bytes``: the most free memory the pool keeps (default: a quarter of the physical
     memory, at most 8 GiB). Every call empties what the new setting does not allow and starts
-    the high-water mark afresh. Returns ``True`` (the setting applies on every platform).
+    the high-water mark afresh.
+
+    Args:
+        mode: ``"peak"``, ``"all"`` or ``"off"``.
+        max_bytes: the most free memory the pool keeps (keyword only).
+
+    Returns:
+        ``True`` (the setting applies on every platform).
+
+    Raises:
+        ValueError: an unknown ``mode`` or a negative ``max_bytes``.
+
+    >>> import spikelfp
+    >>> spikelfp.reuse_freed_memory("off"), spikelfp.reuse_freed_memory()   # back to the default
+    (True, True)
     """
     if mode not in REUSE_MODES:
         raise ValueError(f"mode must be one of {REUSE_MODES}, got {mode!r}")

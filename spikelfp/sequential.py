@@ -59,6 +59,13 @@ class Sequential(nn.Sequential):
     tuple with one entry per layer (``None`` for stateless layers), as returned by a previous
     call, so a long recording can be fed in chunks.
 
+    Args:
+        *layers: the modules, in order (as for :class:`torch.nn.Sequential`).
+
+    Returns ``(output, state)`` when called; raises ``TypeError`` when ``x`` is not a tensor
+    and ``ValueError`` when it is not time-first, when ``state`` does not have one entry per
+    layer, or when a layer cannot take its input's shape (the message names the layer).
+
     >>> from spikelfp.neurons import LIF
     >>> net = Sequential(nn.Linear(4, 3), LIF(beta=0.9), nn.Linear(3, 2), LIF(beta=0.9))
     >>> out, state = net(torch.rand(6, 5, 4))

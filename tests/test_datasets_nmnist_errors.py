@@ -118,7 +118,13 @@ def test_corrupt_bin_names_the_file(root: Path, content: bytes, match: str) -> N
 
 
 def test_corrupt_bin_while_building_cache_is_reported(root: Path, tmp_path: Path) -> None:
-    (root / "NMNIST" / "Train" / "2" / "2.bin").write_bytes(b"\x00" * 12)
+    bad = root / "NMNIST" / "Train" / "2" / "2.bin"
+    bad.write_bytes(b"\x00" * 12)  # truncated: found by the header check, before any cache
+    with pytest.raises(CorruptRecordingError, match="2.bin"):
+        NMNIST(root, cache_dir=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists()
+    # a bad event in the middle passes the header check and is found while caching
+    bad.write_bytes(_event_bytes(3, 4, 10) + _event_bytes(90, 4, 15) + _event_bytes(3, 4, 20))
     with pytest.raises(CorruptRecordingError, match="2.bin"):
         NMNIST(root, cache_dir=tmp_path / "cache", progress=False)
     assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix in (".tmp", ".raw")]
@@ -181,3 +187,61 @@ def test_extracted_copy_is_used_as_it_is(root: Path, fake_download) -> None:
     # No zip files and only 10 recordings: accepted without any download.
     assert len(NMNIST(root, "train", download=True)) == 10
     assert fake_download == []
+
+
+def _event_bytes(x: int, y: int, t: int, p: int = 1) -> bytes:
+    return bytes([x, y, (p << 7) | ((t >> 16) & 0x7F), (t >> 8) & 0xFF, t & 0xFF])
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"\x01\x02\x03\x04\x05\x06\x07", "is 7 bytes, not a multiple of 5"),
+        (b"", "is empty"),
+        (_event_bytes(3, 4, 10) + _event_bytes(200, 9, 20), "last event is at x=200, y=9"),
+        (_event_bytes(3, 4, 5000) + _event_bytes(3, 4, 20), "earlier than its first"),
+    ],
+)
+def test_bad_recording_is_found_when_the_dataset_opens(
+    root: Path, content: bytes, match: str
+) -> None:
+    """Every file's header is checked up front, not only the samples that get read."""
+    bad = root / "NMNIST" / "Train" / "7" / "7.bin"
+    bad.write_bytes(content)
+    with pytest.raises(CorruptRecordingError, match=match) as info:
+        NMNIST(root)
+    message = str(info.value)
+    assert message.startswith(str(bad)) and "\n" not in message
+    assert "Restore it from the original download" in message or "Delete it" in message
+
+
+def test_several_bad_recordings_are_counted(root: Path) -> None:
+    for digit in (2, 5, 8):
+        (root / "NMNIST" / "Train" / str(digit) / f"{digit}.bin").write_bytes(b"\x00" * 3)
+    with pytest.raises(CorruptRecordingError) as info:
+        NMNIST(root)
+    message = str(info.value)
+    assert message.startswith(str(root / "NMNIST" / "Train" / "2" / "2.bin"))
+    assert "2 more of the 10 train recordings fail this check too" in message
+    assert str(root / "NMNIST" / "Train" / "5" / "5.bin") in message
+
+
+def test_header_check_passes_the_generated_and_real_layouts(root: Path) -> None:
+    from spikelfp.datasets.nmnist_format import check_nmnist_header
+
+    ds = NMNIST(root)
+    assert [check_nmnist_header(f) for f in ds.files] == [None] * len(ds)
+    # a bad event in the middle passes the cheap check; reading the file finds it
+    mid = _event_bytes(3, 4, 10) + _event_bytes(90, 4, 15) + _event_bytes(3, 4, 20)
+    ds.files[3].write_bytes(mid)
+    assert check_nmnist_header(ds.files[3]) is None
+    with pytest.raises(CorruptRecordingError, match="outside the 34x34 sensor"):
+        ds[3]
+
+
+def test_real_nmnist_recordings_pass_the_header_check(shared_data: Path) -> None:
+    from spikelfp.datasets.nmnist_format import check_nmnist_header
+
+    files = sorted((shared_data / "nmnist" / "NMNIST" / "Train").rglob("*.bin"))
+    assert files
+    assert [f for f in files if check_nmnist_header(f) is not None] == []

@@ -71,7 +71,7 @@ def test_export_end_to_end(tmp_path, capsys):
     assert rep.constraints.ok
     assert rep.sparsity.sparsity == pytest.approx(0.5, abs=1e-3)
     assert rep.accuracy_float >= 0.9
-    assert rep.accuracy_drop is not None and rep.accuracy_drop <= 5
+    assert rep.accuracy_drop_points is not None and rep.accuracy_drop_points <= 5
     assert rep.simulator_identical is True
     assert 0.9 <= rep.spike_agreement <= 1.0
     assert rep.n_samples == 64
@@ -170,3 +170,41 @@ def test_evaluate_helpers():
     assert acc == evaluate(net, [(x[:, :32], y[:32]), (x[:, 32:], y[32:])])
     with pytest.raises(ValueError, match="time-first"):
         evaluate(net, (x[0], y))
+
+
+def test_export_defaults_write_nothing_and_target_int8(tmp_path, monkeypatch):
+    """No file appears in the working directory unless a path is given; the default target is
+    the generic int8 profile (as ``spikelfp export``)."""
+    monkeypatch.chdir(tmp_path)
+    rep = export(_trained_like(), verbose=False)
+    assert rep.path is None and list(tmp_path.iterdir()) == []
+    assert rep.target == "int8" and rep.constraints.ok
+    assert rep.quantized is not None
+
+
+def test_export_takes_the_input_shape_from_data(tmp_path):
+    """A convolutional network needs no input_shape when data is given (a tensor pair, a list
+    of batches or a one-shot generator)."""
+    torch.manual_seed(0)
+    net = Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        LIF(beta=0.8, threshold=0.3),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 3),
+        LIF(beta=0.8, threshold=0.3),
+    )
+    x = (torch.rand(5, 8, 2, 6, 6) < 0.3).float()
+    y = torch.randint(0, 3, (8,))
+    with pytest.raises(ValueError, match="input_shape"):
+        export(net, prune=0.0, verbose=False)  # no data: the shape cannot be known
+    for data in ((x, y), [(x[:, :4], y[:4]), (x[:, 4:], y[4:])], ((x, y) for _ in range(1))):
+        rep = export(net, prune=0.0, data=data, path=tmp_path / "conv.nir", verbose=False)
+        assert rep.quantized.input_shape == (2, 6, 6)
+        assert rep.n_samples == 8 and rep.simulator_identical is True
+
+
+def test_accuracy_drop_is_a_deprecated_alias():
+    rep = export(_trained_like(), data=_task(), verbose=False)
+    assert rep.to_dict()["accuracy_drop_points"] == rep.accuracy_drop_points
+    with pytest.warns(DeprecationWarning, match="accuracy_drop_points"):
+        assert rep.accuracy_drop == rep.accuracy_drop_points

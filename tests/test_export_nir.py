@@ -349,3 +349,36 @@ def test_missing_nir_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "nir", None)
     with pytest.raises(ImportError, match=r"spikelfp\[export\]"):
         to_nir(Sequential(nn.Linear(2, 2), LIF()), DT)
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "needle"),
+    [
+        ("weight", float("nan"), "node 'l0_linear' (Affine): weight holds 1 NaN or infinite value"),
+        ("bias", float("inf"), "node 'l0_linear' (Affine): bias holds 1 NaN or infinite value"),
+        ("tau", float("nan"), "node 'l1_lif' (LIF): tau holds 1 NaN or infinite value"),
+        ("v_threshold", -float("inf"), "node 'l1_lif' (LIF): v_threshold holds 1 NaN"),
+        ("w_rec", float("nan"), "node 'l1_rlif/w_rec' (Linear): weight holds 1 NaN"),
+    ],
+)
+def test_from_nir_refuses_non_finite_parameters(tmp_path, where, value, needle):
+    """A NIR file with a NaN/inf parameter is refused on import with one line naming the node."""
+    hidden = RLIF(4, beta=0.8, threshold=0.4) if where == "w_rec" else LIF(beta=0.8)
+    net = Sequential(nn.Linear(3, 4), hidden)
+    graph = to_nir(net, DT)
+    lif = graph.nodes["l1_rlif" if where == "w_rec" else "l1_lif"]
+    array = {
+        "weight": graph.nodes["l0_linear"].weight,
+        "bias": graph.nodes["l0_linear"].bias,
+        "w_rec": lif.nodes["w_rec"].weight if where == "w_rec" else None,
+    }.get(where)
+    if array is None:
+        array = getattr(lif, where)
+    array.reshape(-1)[1] = value
+    path = write_nir(graph, tmp_path / "bad.nir")
+    with pytest.raises(NIRImportError) as info:
+        from_nir(path)
+    message = str(info.value)
+    assert message.startswith(needle) and "\n" not in message, message
+    assert "Re-export it from a finite model" in message
+    from_nir(write_nir(to_nir(net, DT), tmp_path / "good.nir"))  # a finite file imports

@@ -76,3 +76,35 @@ def test_strip_outputs_script(tmp_path: Path):
     assert clean.cells[1].outputs == [] and clean.cells[1].execution_count is None
     assert "execution" not in clean.cells[1].metadata
     assert _source(clean.cells[1]) == "print(1)"
+
+
+def _spikelfp_imports(code: str) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every ``import spikelfp...`` / ``from spikelfp... import``."""
+    import ast
+
+    lines = [line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    found = []
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spikelfp"):
+            found.append((node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names if a.name.startswith("spikelfp")]
+    return found
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.name for p in PATHS])
+def test_notebooks_import_only_the_public_api(path: Path):
+    """Tutorials import from ``spikelfp`` or its subpackages (``spikelfp.training``, not
+    ``spikelfp.training.models``), only names those list in ``__all__``, nothing private."""
+    import importlib
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = "\n".join(_source(c) for c in nb["cells"] if c["cell_type"] == "code")
+    for module, names in _spikelfp_imports(code):
+        parts = module.split(".")
+        assert not any(p.startswith("_") for p in parts), f"{path.name}: private module {module}"
+        assert len(parts) <= 2, f"{path.name}: import from {parts[0]}.{parts[1]}, not {module}"
+        public = getattr(importlib.import_module(module), "__all__", None)
+        for name in names:
+            assert not name.startswith("_"), f"{path.name}: private name {module}.{name}"
+            assert public is None or name in public, f"{path.name}: {module}.{name} not public"

@@ -31,7 +31,7 @@ from .encoders import (
     make_encoder,
 )
 from .errors import CorruptRecordingError, DatasetLayoutError, DatasetNotFoundError
-from .event_dataset import EventFrameDataset
+from .event_dataset import DEFAULT_TIME_BINS, EventFrameDataset
 from .mnist import MNIST, download_mnist, read_idx, write_idx
 from .nmnist import NMNIST
 from .nmnist_format import EVENT_DTYPE, read_nmnist_bin, write_nmnist_bin
@@ -42,6 +42,7 @@ from .stats import EventStats, event_stats
 from .transforms import Crop, Denoise, Downsample, EventsToFrames, FrameSpec
 
 __all__ = [
+    "DEFAULT_TIME_BINS",
     "ENCODERS",
     "EVENT_DTYPE",
     "MNIST",

@@ -13,7 +13,7 @@ import torch
 
 from ._optional import require_tonic
 from .errors import CorruptRecordingError, DatasetLayoutError, DatasetNotFoundError
-from .event_dataset import EventFrameDataset, check_split
+from .event_dataset import DEFAULT_TIME_BINS, EventFrameDataset, check_split
 from .nmnist import locate_split
 from .transforms import Crop, Denoise, Downsample, FrameSpec
 
@@ -189,7 +189,7 @@ class DVSGesture(EventFrameDataset):
             split=split,
             files=files,
             targets=labels,
-            frames=frames if frames is not None else FrameSpec(n_time_bins=30),
+            frames=frames if frames is not None else FrameSpec(n_time_bins=DEFAULT_TIME_BINS),
             denoise=denoise,
             crop=crop,
             downsample=downsample,

@@ -67,7 +67,7 @@ def _repeat(x: torch.Tensor, time_bins: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class DirectCurrent:
-    """The intensity itself at every step: ``out[t] = gain * x`` for ``t = 0 .. T-1``.
+    """The intensity itself at every step: ``out[t] = gain * x`` for ``0 <= t < T``.
 
     No spikes: the first layer receives the image as a constant input current (a "direct" or
     "analog" input), the usual choice for static images when accuracy matters most.

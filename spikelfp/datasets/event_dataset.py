@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from ._optional import require_tonic
 from ._sample import check_index, transformed
+from .errors import CorruptRecordingError
 from .frame_cache import (
     CACHE_VERSION,
     FrameCache,
@@ -25,6 +26,9 @@ from .stats import EventStats, columns_to_table, event_stats, stats_table
 from .transforms import Crop, Denoise, Downsample, EventsToFrames, FrameSpec
 
 SPLITS = ("train", "test")
+#: Frames per recording when no ``frames=`` is given: the same as ``spikelfp train``'s
+#: ``--time-bins`` default (``TrainConfig.time_bins``) and the N-MNIST recipe's.
+DEFAULT_TIME_BINS = 16
 
 
 def check_split(split: str, dataset: str) -> str:
@@ -75,12 +79,37 @@ class EventFrameDataset(Dataset):
         self._pipeline: Callable[[np.ndarray], np.ndarray] | None = None
         self.cache: FrameCache | None = None
         self.cache_path: Path | None = None
+        self._check_recordings()
         if cache_dir is not None:
             self._attach_cache(Path(cache_dir).expanduser(), progress)
 
     # -- subclass hooks ---------------------------------------------------------------------
     def _read(self, path: Path) -> np.ndarray:
         raise NotImplementedError
+
+    def _check_file(self, path: Path) -> str | None:
+        """Why ``path`` cannot be one of this dataset's recordings, judged cheaply (its size
+        and a few bytes), or ``None``. Run on every file when the dataset opens, so that a
+        truncated or garbage file is reported before any training, not when it is read."""
+        return None
+
+    def _check_recordings(self) -> None:
+        """Raise :class:`CorruptRecordingError` naming the first file that fails
+        :meth:`_check_file` (and how many others do)."""
+        problems = []
+        for path in self.files:
+            problem = self._check_file(path)
+            if problem is not None:
+                problems.append((path, problem))
+        if not problems:
+            return
+        message = problems[0][1]
+        if len(problems) > 1:
+            message += (
+                f" ({len(problems) - 1} more of the {len(self.files)} {self.split} recordings "
+                f"fail this check too, e.g. {problems[1][0]})"
+            )
+        raise CorruptRecordingError(message)
 
     def _options(self) -> dict[str, Any]:
         """Dataset-level options that change the events (part of the cache key)."""

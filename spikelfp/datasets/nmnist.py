@@ -12,8 +12,8 @@ import torch
 
 from ._optional import require_tonic
 from .errors import DatasetLayoutError, DatasetNotFoundError
-from .event_dataset import EventFrameDataset, check_split
-from .nmnist_format import read_nmnist_bin
+from .event_dataset import DEFAULT_TIME_BINS, EventFrameDataset, check_split
+from .nmnist_format import check_nmnist_header, read_nmnist_bin
 from .transforms import Crop, Denoise, Downsample, FrameSpec
 
 NMNIST_URL = "https://www.garrickorchard.com/datasets/n-mnist"
@@ -82,7 +82,8 @@ class NMNIST(EventFrameDataset):
     Args:
         root: folder containing ``NMNIST/`` (or the ``NMNIST`` folder).
         split: ``"train"`` or ``"test"``.
-        frames: how to bin events into frames (default 30 time bins per recording).
+        frames: how to bin events into frames (default: :data:`DEFAULT_TIME_BINS`, 16
+            time bins per recording, as ``spikelfp train --time-bins``).
         denoise, crop, downsample: optional preprocessing, applied in that order.
         first_saccade_only: keep the first saccade only (events with ``t < 100 ms``).
         stabilize: remove the saccade motion (tonic's ``stabilize``).
@@ -138,7 +139,7 @@ class NMNIST(EventFrameDataset):
             split=split,
             files=files,
             targets=labels,
-            frames=frames if frames is not None else FrameSpec(n_time_bins=30),
+            frames=frames if frames is not None else FrameSpec(n_time_bins=DEFAULT_TIME_BINS),
             denoise=denoise,
             crop=crop,
             downsample=downsample,
@@ -170,6 +171,9 @@ class NMNIST(EventFrameDataset):
 
     def _read(self, path: Path) -> np.ndarray:
         return read_nmnist_bin(path, sensor_size=self.sensor_size[:2])
+
+    def _check_file(self, path: Path) -> str | None:
+        return check_nmnist_header(path, sensor_size=self.sensor_size[:2])
 
     def _postprocess_events(self, events: np.ndarray) -> np.ndarray:
         if self.first_saccade_only:

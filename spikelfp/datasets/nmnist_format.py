@@ -101,6 +101,72 @@ def write_nmnist_bin(
     return path
 
 
+def _decode_one(raw: bytes) -> tuple[int, int, int, int]:
+    """``(x, y, t, p)`` of one 5-byte event."""
+    t = ((raw[2] & 0x7F) << 16) | (raw[3] << 8) | raw[4]
+    return raw[0], raw[1], t, raw[2] >> 7
+
+
+def check_nmnist_header(
+    path: str | os.PathLike[str], sensor_size: tuple[int, int] = (34, 34)
+) -> str | None:
+    """Why ``path`` is not an N-MNIST recording, judged cheaply, or ``None`` when it looks
+    like one.
+
+    Reads the file's size and its first and last event only (10 bytes): the size must be a
+    positive multiple of 5 bytes, both events must lie on the ``(width, height)`` sensor and
+    the last event must not be earlier than the first. A file that passes can still hold a bad
+    event in the middle (:func:`read_nmnist_bin` checks every event when it is read).
+
+    >>> import tempfile, pathlib
+    >>> bad = pathlib.Path(tempfile.mkdtemp()) / "1.bin"
+    >>> _ = bad.write_bytes(bytes(7))
+    >>> check_nmnist_header(bad).endswith("Restore it from the original download (or delete it).")
+    True
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size == 0 or size % BYTES_PER_EVENT:
+            return _size_problem(path, size)
+        with open(path, "rb") as fh:
+            first = fh.read(BYTES_PER_EVENT)
+            fh.seek(-BYTES_PER_EVENT, os.SEEK_END)
+            last = fh.read(BYTES_PER_EVENT)
+    except OSError as err:
+        return f"{path} cannot be read ({err.strerror or type(err).__name__})"
+    width, height = sensor_size
+    events = [_decode_one(first), _decode_one(last)]
+    for which, (x, y, _, _) in zip(("first", "last"), events, strict=True):
+        if y != _OVERFLOW_Y and (x >= width or y >= height):
+            return (
+                f"{path} is not an N-MNIST recording (or is corrupted): its {which} event is "
+                f"at x={x}, y={y}, outside the {width}x{height} sensor. Restore it from the "
+                "original download (or delete it)."
+            )
+    (_, y0, t0, _), (_, y1, t1, _) = events
+    if _OVERFLOW_Y not in (y0, y1) and t1 < t0:
+        return (
+            f"{path} is not an N-MNIST recording (or is corrupted): its last event "
+            f"(t={t1} µs) is earlier than its first (t={t0} µs). Restore it from the original "
+            "download (or delete it)."
+        )
+    return None
+
+
+def _size_problem(path: Path, size: int) -> str:
+    if size == 0:
+        return (
+            f"{path} is empty (0 bytes): not an N-MNIST recording. Delete it or restore it "
+            "from the original download."
+        )
+    return (
+        f"{path} is {size} bytes, not a multiple of {BYTES_PER_EVENT} (N-MNIST events are "
+        "40 bit): the file is truncated or not in the N-MNIST format. Restore it from the "
+        "original download (or delete it)."
+    )
+
+
 def read_nmnist_bin(
     path: str | os.PathLike[str], sensor_size: tuple[int, int] = (34, 34)
 ) -> np.ndarray:
@@ -114,17 +180,8 @@ def read_nmnist_bin(
     tonic = require_tonic()
     path = Path(path)
     size = path.stat().st_size
-    if size == 0:
-        raise CorruptRecordingError(
-            f"{path} is empty (0 bytes): not an N-MNIST recording. Delete it or restore it "
-            "from the original download."
-        )
-    if size % BYTES_PER_EVENT:
-        raise CorruptRecordingError(
-            f"{path} is {size} bytes, not a multiple of {BYTES_PER_EVENT} (N-MNIST events are "
-            "40 bit): the file is truncated or not in the N-MNIST format. Restore it from the "
-            "original download (or delete it)."
-        )
+    if size == 0 or size % BYTES_PER_EVENT:
+        raise CorruptRecordingError(_size_problem(path, size))
     events = tonic.io.read_mnist_file(str(path), dtype=EVENT_DTYPE)
     width, height = sensor_size
     if len(events) and (

@@ -125,7 +125,7 @@ def depth_composite(
     ``lower_layers=None``: every convolution gets ``lower`` and every Linear ε (by type, no
     ``model`` needed). ``lower_layers=k``: the first ``k`` Linear/Conv layers of ``model`` (in
     ``named_modules()`` order, input side) get ``lower`` (by name, with
-    :meth:`Composite.with_names`).
+    :meth:`~spikelfp.lfp.Composite.with_names`).
 
     >>> from spikelfp import LIF, Sequential
     >>> net = Sequential(nn.Linear(4, 4), LIF(), nn.Linear(4, 2), LIF())

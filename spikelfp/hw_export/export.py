@@ -21,7 +21,8 @@ quantised model bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,8 +51,9 @@ __all__ = ["ExportReport", "export", "evaluate", "spike_agreement", "iterate_bat
 class ExportReport:
     """What :func:`export` did and measured.
 
-    Accuracies are fractions in [0, 1]; ``accuracy_drop`` is in percentage points
-    (float model before pruning minus quantised model).
+    Accuracies are fractions in [0, 1]; ``accuracy_drop_points`` is in percentage points
+    (float model before pruning minus quantised model), under the same name as in
+    :meth:`to_dict` and the CLI's JSON report (``accuracy_drop`` is its deprecated alias).
     """
 
     target: str
@@ -73,10 +75,23 @@ class ExportReport:
     quantized: QuantizedNetwork | None = field(default=None, repr=False)
 
     @property
-    def accuracy_drop(self) -> float | None:
+    def accuracy_drop_points(self) -> float | None:
+        """Accuracy of the float model minus that of the quantised one, in percentage points
+        (``None`` without data)."""
         if self.accuracy_float is None or self.accuracy_quantized is None:
             return None
         return 100.0 * (self.accuracy_float - self.accuracy_quantized)
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        """Deprecated alias of :attr:`accuracy_drop_points`."""
+        warnings.warn(
+            "ExportReport.accuracy_drop is deprecated; use accuracy_drop_points (the same "
+            "value, in percentage points)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.accuracy_drop_points
 
     def to_dict(self) -> dict:
         return {
@@ -91,7 +106,7 @@ class ExportReport:
             "accuracy_float": self.accuracy_float,
             "accuracy_pruned": self.accuracy_pruned,
             "accuracy_quantized": self.accuracy_quantized,
-            "accuracy_drop_points": self.accuracy_drop,
+            "accuracy_drop_points": self.accuracy_drop_points,
             "spike_agreement": self.spike_agreement,
             "spike_agreement_pruned": self.spike_agreement_pruned,
             "simulator_identical": self.simulator_identical,
@@ -122,7 +137,7 @@ class ExportReport:
                 "",
                 f"-- accuracy on {self.n_samples} samples --",
                 f"float {pct(self.accuracy_float)}, pruned float {pct(self.accuracy_pruned)}, "
-                f"quantised {pct(self.accuracy_quantized)} (drop {self.accuracy_drop:.2f} "
+                f"quantised {pct(self.accuracy_quantized)} (drop {self.accuracy_drop_points:.2f} "
                 "points)",
                 f"spike agreement quantised vs float: {pct(self.spike_agreement)} "
                 f"(vs pruned float: {pct(self.spike_agreement_pruned)}) of neuron-steps",
@@ -239,11 +254,11 @@ def spike_agreement(model_a, model_b, x: torch.Tensor, input_scale: float = 1.0)
 
 def export(
     model: nn.Module,
-    target: str | HardwareProfile = "xylo",
+    target: str | HardwareProfile = "int8",
     bits: int = 8,
     prune: float | None = 0.8,
     dt: float = 1e-3,
-    path: str | Path | None = "net.nir",
+    path: str | Path | None = None,
     data=None,
     *,
     prune_method: str = "magnitude",
@@ -263,12 +278,14 @@ def export(
 
     Args:
         model: trained :class:`spikelfp.Sequential` (not modified).
-        target: profile name (``"xylo"``, ``"loihi2"``, ``"speck"``, ``"int8"``, registered)
-            or a :class:`HardwareProfile`.
+        target: profile name (``"int8"``, the default: a generic 8-bit integer chip;
+            ``"xylo"``, ``"loihi2"``, ``"speck"``, or one registered) or a
+            :class:`HardwareProfile`.
         bits: weight bits (8, 4, 2, ...).
         prune: fraction of weights to remove (0.8 = 80 %); 0 or ``None``: no pruning.
         dt: time step in seconds for NIR's continuous-time parameters.
-        path: NIR file to write (atomically); ``None``: do not write.
+        path: NIR file to write (atomically); ``None`` (the default): write nothing, only
+            report (``report.quantized`` holds the quantised network).
         data: ``(x, y)`` (``x`` time-first ``(T, N, ...)``, integer spikes/counts) or a
             re-iterable of such batches (a list, a DataLoader; feedback pruning reads it
             twice): accuracy before/after, spike agreement, simulator check.
@@ -276,7 +293,9 @@ def export(
             ``feedback_scores``, or accumulated on ``data`` with ``reward``, default
             :func:`spikelfp.lfp.rate_coded_reward`).
         prune_scope: ``"global"`` or ``"layer"``.
-        input_shape: per-sample input shape (needed for convolutional networks).
+        input_shape: per-sample input shape (no time, no batch). Default: taken from the
+            first batch of ``data`` when given, else inferred from a leading Linear layer
+            (convolutional networks without ``data`` need it).
         input_scale: float value of one unit of the chip's integer input.
         allow_reset_change: write subtract/none/delayed resets as NIR's reset-to-zero
             (see :func:`to_nir`); otherwise such networks are refused.
@@ -295,6 +314,10 @@ def export(
     if prune_method not in ("magnitude", "feedback"):
         raise ValueError(f"prune_method must be 'magnitude' or 'feedback', got {prune_method!r}")
     float_model = canonicalize(model)
+    if isinstance(data, Iterator):  # a one-shot iterator (generator): keep its batches
+        data = list(data)
+    if input_shape is None and data is not None:
+        input_shape = _input_shape_of(data, batch_size)
     if frac == 0:
         pruned = float_model
     elif prune_method == "magnitude":
@@ -343,6 +366,17 @@ def export(
     if verbose:
         print(report)
     return report
+
+
+def _input_shape_of(data, batch_size: int) -> tuple[int, ...]:
+    """The per-sample input shape ``x.shape[2:]`` of the first batch of ``data``."""
+    for x, _ in iterate_batches(data, batch_size):
+        if x.dim() < 3:
+            raise ValueError(
+                f"data must hold time-first batches (T, B, ...); got x of shape {tuple(x.shape)}"
+            )
+        return tuple(int(v) for v in x.shape[2:])
+    raise ValueError("no samples in data")
 
 
 def _measure(report, float_model, pruned, qnet, data, readout, batch_size, input_scale, verify):

@@ -35,6 +35,7 @@ Files are written atomically (a temporary file in the target folder, then ``os.r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -444,6 +445,40 @@ def _chain(graph) -> list[tuple[str, object]]:
     return order
 
 
+_NOT_PARAMETERS = ("input_type", "output_type", "metadata")
+
+
+def _check_finite_node(nir, node, name: str) -> None:
+    """Refuse a node whose parameters (weights, biases, time constants, thresholds, ...; the
+    integer decays of a quantised node) hold NaN or infinite values, naming the node."""
+    if isinstance(node, nir.NIRGraph):  # a recurrent sub-graph: check its nodes
+        for inner, sub in node.nodes.items():
+            _check_finite_node(nir, sub, f"{name}/{inner}")
+        return
+    fields = {}
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            if f.name not in _NOT_PARAMETERS:
+                fields[f.name] = getattr(node, f.name, None)
+    meta = _meta(node)
+    if int(meta.get("spikelfp_integer", 0) or 0):
+        fields.update({k: meta[k] for k in ("v_decay", "i_decay", "weight_scale") if k in meta})
+    for field_name, value in fields.items():
+        if value is None or isinstance(value, str):
+            continue
+        try:
+            a = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue  # not numbers (e.g. a padding mode): checked where it is used
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        if bad:
+            raise NIRImportError(
+                f"node {name!r} ({type(node).__name__}): {field_name} holds {bad} NaN or "
+                f"infinite value{'s' if bad > 1 else ''} (of {a.size}); the file is corrupted "
+                "or was written from a diverged network. Re-export it from a finite model"
+            )
+
+
 def _beta_from(tau, dt, meta_beta) -> np.ndarray:
     beta = 1.0 - dt / np.asarray(tau, dtype=np.float64)
     if meta_beta is not None:
@@ -625,8 +660,10 @@ def from_nir(graph, dt: float | None = None, dtype: torch.dtype | None = None) -
 
     ``dt`` defaults to the one recorded by spikelfp's exporter; files from other tools need
     it. Decays are :math:`\\beta = 1 - dt/\\tau`; an input gain :math:`dt\\,r/\\tau \\ne 1` is
-    folded into the synapse in front. Nodes written from a quantised network come back as
-    :class:`QuantizedNeuron` (float64 integers), so the round trip is exact.
+    folded into the synapse in front. A node whose parameters hold NaN or infinite values is
+    refused (:class:`NIRImportError` naming the node) before anything is built. Nodes written
+    from a quantised network come back as :class:`QuantizedNeuron` (float64 integers), so the
+    round trip is exact.
     """
     nir = require_nir()
     if isinstance(graph, (str, os.PathLike)):
@@ -644,7 +681,10 @@ def from_nir(graph, dt: float | None = None, dtype: torch.dtype | None = None) -
     dtype = dtype or (torch.float64 if integer else torch.get_default_dtype())
     layers: list[nn.Module] = []
     unsupported = []
-    for name, node in _chain(graph):
+    chain = _chain(graph)
+    for name, node in chain:  # before anything is built: one line naming the node
+        _check_finite_node(nir, node, name)
+    for name, node in chain:
         layer = None
         if isinstance(node, (nir.Affine, nir.Linear)):
             w = torch.from_numpy(np.asarray(node.weight, dtype=np.float64)).to(dtype)

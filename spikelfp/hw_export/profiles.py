@@ -53,13 +53,13 @@ class HardwareProfile:
         decay_rounding: ``"floor"`` (arithmetic shift) or ``"trunc"`` (toward zero).
         resets: the resets the neurons implement.
         reset_delay: whether a one-step-delayed reset is available.
-        neuron_types / layer_types: what can be mapped (kinds as :func:`kind_of` names them).
+        neuron_types, layer_types: what can be mapped (kinds as :func:`kind_of` names them).
         shared_threshold: one threshold per layer (per-neuron thresholds are then folded into
             the weight rows: allowed, reported as a note).
         shared_decay: one decay per layer (per-neuron decays are a violation).
-        max_inputs / max_hidden / max_outputs: input channels, hidden neurons (all neuron
+        max_inputs, max_hidden, max_outputs: input channels, hidden neurons (all neuron
             layers but the last), output neurons.
-        max_fan_in / max_fan_out: non-zero synapses into / out of one neuron.
+        max_fan_in, max_fan_out: non-zero synapses into / out of one neuron.
         max_layers: number of neuron layers.
         allow_bias: whether synapse biases exist on the target.
         description: one line shown in reports.
@@ -128,6 +128,7 @@ class HardwareProfile:
         return -(2 ** (self.state_bits - 1)), 2 ** (self.state_bits - 1) - 1
 
 
+#: Intel Loihi 2 (CUBA LIF neurons, 8-bit weights, 24-bit states, reset to zero).
 LOIHI2 = HardwareProfile(
     "loihi2",
     weight_bits=8,
@@ -146,6 +147,7 @@ LOIHI2 = HardwareProfile(
     "states, 12-bit decays, one threshold/decay per layer, reset to zero",
 )
 
+#: SynSense Xylo (dense 8-bit weights, bit-shift decays, 16 inputs, 8 outputs).
 XYLO = HardwareProfile(
     "xylo",
     weight_bits=8,
@@ -164,6 +166,7 @@ XYLO = HardwareProfile(
     "<= 16 inputs, <= 1000 hidden, <= 8 spiking outputs, subtract reset",
 )
 
+#: SynSense Speck / DYNAP-CNN (convolutional integrate-and-fire layers, sum pooling).
 SPECK = HardwareProfile(
     "speck",
     weight_bits=8,
@@ -181,6 +184,7 @@ SPECK = HardwareProfile(
     "8-bit weights, 16-bit states, one threshold per layer, sum pooling",
 )
 
+#: A generic 8-bit integer target (every layer and neuron type).
 INT8 = HardwareProfile(
     "int8",
     weight_bits=8,

@@ -172,7 +172,8 @@ def prune_by_scores(
 
 
 def magnitude_prune(model: nn.Module, sparsity: float, scope: str = "global") -> nn.Module:
-    """A copy of ``model`` with the ``sparsity`` fraction of smallest-|w| weights set to 0."""
+    """A copy of ``model`` with the ``sparsity`` fraction of weights of smallest :math:`|w|` set
+    to 0."""
     return prune_by_scores(model, sparsity, None, scope)
 
 

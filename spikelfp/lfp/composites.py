@@ -191,6 +191,20 @@ def default_composite(
     (the sum) and splits each output's reward over the window in proportion to the inputs,
     ``r_i = x_i ρ_j / z_j``. Sum pooling is ``k²`` times average pooling, a factor that
     cancels in ``x_i / z_j``, so both redistribute reward identically.
+
+    Args:
+        neuron_epsilon: ε of the neuron rules (stabilises the division by the membrane).
+        synapse_epsilon: ε of the synapse rule (ignored when ``synapse_rule`` is given).
+        synapse_rule: the rule of Linear/Conv layers instead of ε, e.g. :class:`ZPlusRule`.
+
+    Returns:
+        A :class:`Composite`; use it as ``with composite.context(model): ...`` or pass it to
+        :func:`~spikelfp.lfp.lfp_step`.
+
+    >>> from spikelfp.lfp import ZPlusRule
+    >>> comp = default_composite(synapse_rule=ZPlusRule())
+    >>> type(comp.rules[nn.Linear]).__name__, type(comp.rules[LIF]).__name__
+    ('ZPlusRule', 'LIFRule')
     """
     syn = synapse_rule if synapse_rule is not None else EpsilonRule(synapse_epsilon)
     rules: dict[type, object] = {t: NATIVE for t in _NATIVE_TYPES}

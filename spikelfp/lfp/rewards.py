@@ -43,6 +43,18 @@ def rate_coded_reward(
     every step (fire more, saturating once it fires half the time), every other class gets
     ``-S_t · neg`` (its spikes are penalised). Multiplied by ``scale``.
 
+    Args:
+        spikes: output spikes ``(T, B, C)``.
+        labels: target classes ``(B,)`` (integers).
+        scale: factor on the whole reward (lfprop uses ``1 / T`` for long recordings).
+
+    Returns:
+        The reward ``(T, B, C)``.
+
+    Raises:
+        ValueError: ``spikes`` is not ``(T, B, C)``, or ``labels`` is not ``(B,)`` or holds a
+            class outside ``[0, C)``.
+
     >>> s = torch.zeros(4, 1, 2); s[:, 0, 1] = 1
     >>> rate_coded_reward(s, torch.tensor([0]))[0, 0]   # class 0 silent, class 1 always on
     tensor([ 0.8808, -0.8808])
@@ -70,6 +82,18 @@ def spike_count_softmax_reward(
     With logits :math:`c / \tau` (``c`` spike counts), the reward is
     :math:`(\mathrm{onehot} - \mathrm{softmax}(c/\tau)) / T` at every step.
 
+    Args:
+        spikes: output spikes ``(T, B, C)``.
+        labels: target classes ``(B,)``.
+        temperature: :math:`\tau`, divides the counts before the softmax.
+
+    Returns:
+        The reward ``(T, B, C)``.
+
+    Raises:
+        ValueError: ``spikes`` is not ``(T, B, C)``, or ``labels`` is not ``(B,)`` or holds a
+            class outside ``[0, C)``.
+
     >>> r = spike_count_softmax_reward(torch.zeros(2, 1, 2), torch.tensor([1]))
     >>> r[0, 0].tolist()
     [-0.25, 0.25]
@@ -87,6 +111,22 @@ def membrane_softmax_reward(
     ``reduce="mean"``: logits = time-mean of the membrane, reward :math:`err/T` at every step;
     ``reduce="last"``: logits = last step, reward only there;
     ``reduce="max"``: logits = maximum over time, reward at each class's arg-max step.
+
+    Args:
+        membrane: the readout's membrane ``(T, B, C)``.
+        labels: target classes ``(B,)``.
+        reduce: ``"mean"`` (default), ``"last"`` or ``"max"``.
+
+    Returns:
+        The reward ``(T, B, C)``.
+
+    Raises:
+        ValueError: an unknown ``reduce``, ``membrane`` not ``(T, B, C)``, or ``labels`` not
+            ``(B,)`` or outside ``[0, C)``.
+
+    >>> r = membrane_softmax_reward(torch.zeros(2, 1, 2), torch.tensor([0]), reduce="last")
+    >>> r[:, 0].tolist()
+    [[0.0, 0.0], [0.5, -0.5]]
     """
     _check_output(membrane, labels, "membrane_softmax_reward")
     t = membrane.shape[0]
@@ -104,7 +144,22 @@ def membrane_softmax_reward(
 
 
 def per_step_softmax_reward(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """A cross-entropy error at every time step: ``(onehot - softmax(output_t)) / T``."""
+    """A cross-entropy error at every time step: ``(onehot - softmax(output_t)) / T``.
+
+    Args:
+        output: the network output ``(T, B, C)`` (spikes or membranes).
+        labels: target classes ``(B,)``.
+
+    Returns:
+        The reward ``(T, B, C)``.
+
+    Raises:
+        ValueError: ``output`` is not ``(T, B, C)``, or ``labels`` is not ``(B,)`` or holds a
+            class outside ``[0, C)``.
+
+    >>> per_step_softmax_reward(torch.zeros(2, 1, 2), torch.tensor([1]))[:, 0].tolist()
+    [[-0.25, 0.25], [-0.25, 0.25]]
+    """
     _check_output(output, labels, "per_step_softmax_reward")
     return _softmax_error(output, labels.expand(output.shape[0], -1)) / output.shape[0]
 
@@ -115,6 +170,16 @@ def discrete_feedback_reward(output: torch.Tensor, feedback: torch.Tensor) -> to
     The network's choice is the class with the most output activity (summed over time);
     ``feedback[b]`` is put on that class at every step, scaled by :math:`1/T`. No label and no
     differentiable loss is needed.
+
+    Args:
+        output: the network output ``(T, B, C)``.
+        feedback: one value per sample ``(B,)`` (+1 right, -1 wrong, or any weight).
+
+    Returns:
+        The reward ``(T, B, C)``: ``feedback[b] / T`` on sample ``b``'s chosen class.
+
+    Raises:
+        ValueError: ``output`` is not ``(T, B, C)`` or ``feedback`` is not ``(B,)``.
 
     >>> out = torch.zeros(2, 2, 3); out[:, 0, 2] = 1; out[:, 1, 0] = 1
     >>> discrete_feedback_reward(out, torch.tensor([1.0, -1.0]))[0].tolist()
@@ -135,7 +200,22 @@ def discrete_feedback_reward(output: torch.Tensor, feedback: torch.Tensor) -> to
 
 
 def check_reward(reward: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """Validate a reward against the output it is for; returns it as the output's dtype."""
+    """Validate a reward against the output it is for; returns it as the output's dtype.
+
+    Args:
+        reward: the reward a reward function returned.
+        output: the output it rewards.
+
+    Returns:
+        ``reward`` on the output's dtype and device.
+
+    Raises:
+        TypeError: ``reward`` is not a tensor.
+        ValueError: its shape differs from the output's, or it holds NaN or inf values.
+
+    >>> check_reward(torch.ones(2, 1, 3), torch.zeros(2, 1, 3, dtype=torch.float64)).dtype
+    torch.float64
+    """
     if not isinstance(reward, torch.Tensor):
         raise TypeError(f"the reward must be a tensor shaped like the output, got {type(reward)}")
     if reward.shape != output.shape:

@@ -56,6 +56,30 @@ def lfp_step(
     previous ``.grad``), so ``optimizer.step()`` of any torch optimiser ascends the reward.
     ``reward`` is a function ``(output, target) -> reward`` or a ready reward tensor.
 
+    Args:
+        model: the network, e.g. a :class:`spikelfp.Sequential`; it must return ``output``
+            or ``(output, state)``.
+        x: input ``(T, B, ...)``, floating point (spikes as 0./1.).
+        target: what the reward function compares the output with (labels ``(B,)``, ...).
+        reward: ``reward(output, target) -> (T, B, ...)`` (see :mod:`spikelfp.lfp`'s reward
+            functions) or a reward tensor shaped like the output.
+        optimizer: any torch optimiser; ``None`` only writes ``.grad`` (e.g. to accumulate
+            feedback or to all-reduce it first).
+        composite: the rules; :func:`~spikelfp.lfp.default_composite` by default.
+        state: the network state to start from (a previous result's ``state``).
+        return_input_reward: also return the reward that reached the input (its relevance).
+
+    Returns:
+        A :class:`StepResult`: ``output``, ``reward``, ``state`` (and ``input_reward``).
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor, the model returns something else
+            than a tensor or ``(tensor, state)``, or the reward is not a tensor.
+        ValueError: ``x`` holds NaN or inf, is not time-first for the model, or the reward
+            does not match the output's shape or is not finite.
+        RuntimeError: the output does not depend on any parameter through an LFP rule.
+        UnsupportedModuleError: a module of the model has no rule in the composite.
+
     >>> from spikelfp import Sequential, LIF
     >>> from spikelfp.lfp import rate_coded_reward
     >>> torch.manual_seed(0) and None
@@ -135,5 +159,19 @@ def _time_axis_hint(err: Exception, x: torch.Tensor) -> ValueError | None:
 
 
 def feedback(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Each parameter's feedback from the last :func:`lfp_step` (``-param.grad``)."""
+    """Each parameter's feedback from the last :func:`lfp_step` (``-param.grad``).
+
+    Args:
+        model: the model :func:`lfp_step` trained.
+
+    Returns:
+        ``{parameter name: feedback}`` for the parameters that received feedback.
+
+    >>> from spikelfp import Sequential, LIF
+    >>> from spikelfp.lfp import spike_count_softmax_reward
+    >>> net = Sequential(nn.Linear(3, 2), LIF(threshold=0.1))
+    >>> _ = lfp_step(net, torch.ones(4, 1, 3), torch.tensor([0]), spike_count_softmax_reward)
+    >>> sorted(feedback(net))
+    ['0.bias', '0.weight']
+    """
     return {name: -p.grad for name, p in model.named_parameters() if p.grad is not None}

@@ -53,7 +53,15 @@ def alif_update(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
 
 
 def alif_step(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
-    """Advance an ALIF population by one step; returns ``(spikes, state)``.
+    """Advance an ALIF population by one step (pure function; equations in :class:`ALIF`).
+
+    Args:
+        z: synaptic input of one step ``(B, ...)``.
+        state: the state before the step (a :class:`ALIFState`; zeros to start).
+        p: the parameters (a :class:`ALIFParameters`).
+
+    Returns:
+        ``(spikes, state)``: spikes of the shape of ``z`` and the ALIFState after the step.
 
     >>> p = ALIFParameters(*map(torch.tensor, (1.0, 1.0, 0.5, 2.0)))
     >>> s, st = alif_step(torch.tensor([1.5]), ALIFState(torch.zeros(1), torch.zeros(1)), p)
@@ -65,7 +73,21 @@ def alif_step(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
 
 
 def alif_sequence(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
-    """Run over ``(T, B, ...)``; returns spikes and the final state."""
+    """Run an ALIF population over a time-first input (pure function).
+
+    Args:
+        z: synaptic input ``(T, B, ...)`` (time first).
+        state: the state before the first step (a :class:`ALIFState`; zeros to start).
+        p: the parameters (a :class:`ALIFParameters`).
+
+    Returns:
+        ``(spikes, state)``: spikes ``(T, B, ...)`` and the ALIFState after the last step.
+
+    >>> p = ALIFParameters(*map(torch.tensor, (1.0, 1.0, 0.5, 2.0)))
+    >>> s, st = alif_sequence(torch.full((3, 1), 1.5), ALIFState(torch.zeros(1), torch.zeros(1)), p)
+    >>> s.flatten().tolist()   # the raised threshold (1 + 2 * 0.5) silences the second step
+    [1.0, 0.0, 1.0]
+    """
     out = []
     for z_t in z.unbind(0):
         s, state, _, _ = alif_update(z_t, state, p)
@@ -74,7 +96,34 @@ def alif_sequence(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
 
 
 class ALIF(NeuronModule):
-    r"""Adaptive-threshold LIF layer.
+    r"""Adaptive-threshold LIF layer: every spike raises the threshold, which then decays back.
+
+    Per step, with membrane decay :math:`\beta`, base threshold :math:`\theta_0`, adaptation
+    decay :math:`\rho` and strength :math:`\kappa` (immediate reset):
+
+    .. math::
+
+        \theta_t &= \theta_0 + \kappa\, a_{t-1} \\
+        V_t &= \beta\, U_{t-1} + Z_t \\
+        S_t &= H(V_t - \theta_t) \\
+        U_t &= V_t\,(1 - S_t) \;\text{ (reset zero) or }\; V_t - \theta_t\, S_t
+               \;\text{ (reset subtract)} \\
+        a_t &= \rho\, a_{t-1} + (1 - \rho)\, S_t
+
+    Args:
+        beta: membrane decay :math:`\beta` in [0, 1].
+        threshold: base threshold :math:`\theta_0` (> 0).
+        rho: adaptation decay :math:`\rho` in [0, 1].
+        kappa: adaptation strength :math:`\kappa` (>= 0).
+        reset: ``"zero"`` (default), ``"subtract"`` or ``"none"``.
+        shape: feature shape for per-neuron parameters; ``None`` shares one value.
+        learn_beta, learn_threshold, learn_kappa: make them ``nn.Parameter`` s.
+
+    Raises:
+        ValueError: a decay outside [0, 1], a threshold that is not positive, an unknown
+            ``reset``, or a non-finite value.
+
+    Returns ``(spikes, ALIFState(v, a))`` when called on ``x`` of shape ``(T, B, ...)``.
 
     >>> spikes, state = ALIF(beta=0.9, rho=0.95, kappa=0.5)(torch.rand(10, 2, 8) * 2)
     >>> spikes.shape, state.a.shape

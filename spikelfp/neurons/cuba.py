@@ -43,7 +43,16 @@ class CubaLIFState(NamedTuple):
 def cuba_step(
     z: torch.Tensor, state: CubaLIFState, p: CubaLIFParameters
 ) -> tuple[torch.Tensor, CubaLIFState]:
-    """One step of a current-based LIF population.
+    """One step of a current-based LIF population (pure function; equations in
+    :class:`CubaLIF`).
+
+    Args:
+        z: synaptic input of one step ``(B, ...)``.
+        state: the state before the step (a :class:`CubaLIFState`; zeros to start).
+        p: the parameters (a :class:`CubaLIFParameters`).
+
+    Returns:
+        ``(spikes, state)``: spikes of the shape of ``z`` and the CubaLIFState after the step.
 
     >>> p = CubaLIFParameters(torch.tensor(0.5), torch.tensor(0.5), torch.tensor(1.0))
     >>> s, st = cuba_step(torch.tensor([1.0]), CubaLIFState(torch.tensor([1.0]), torch.zeros(1)), p)
@@ -58,7 +67,21 @@ def cuba_step(
 def cuba_sequence(
     z: torch.Tensor, state: CubaLIFState, p: CubaLIFParameters
 ) -> tuple[torch.Tensor, CubaLIFState]:
-    """Run over ``(T, B, ...)``; returns spikes and the final state."""
+    """Run a current-based LIF population over a time-first input (pure function).
+
+    Args:
+        z: synaptic input ``(T, B, ...)`` (time first).
+        state: the state before the first step (a :class:`CubaLIFState`; zeros to start).
+        p: the parameters (a :class:`CubaLIFParameters`).
+
+    Returns:
+        ``(spikes, state)``: spikes ``(T, B, ...)`` and the CubaLIFState after the last step.
+
+    >>> p = CubaLIFParameters(torch.tensor(0.5), torch.tensor(0.5), torch.tensor(1.0))
+    >>> s, st = cuba_sequence(torch.ones(3, 1), CubaLIFState(torch.zeros(1), torch.zeros(1)), p)
+    >>> s.flatten().tolist(), st.i.item()   # I = 1, 1.5, 1.75; V = 1, 2 -> spike, 1.75 -> spike
+    ([0.0, 1.0, 1.0], 1.75)
+    """
     out = []
     for z_t in z.unbind(0):
         s, state = cuba_step(z_t, state, p)
@@ -67,7 +90,32 @@ def cuba_sequence(
 
 
 class CubaLIF(NeuronModule):
-    r"""Current-based LIF layer.
+    r"""Current-based LIF layer: a synaptic current with its own decay feeds the membrane.
+
+    Per step, with synaptic decay :math:`\alpha` and membrane decay :math:`\beta`:
+
+    .. math::
+
+        I_t &= \alpha\, I_{t-1} + Z_t \\
+        V_t &= \beta\, U_{t-1} + I_t \\
+        S_t &= H(V_t - \theta)
+
+    and the reset of :math:`U_t` as in :class:`LIF` (immediate or delayed).
+
+    Args:
+        alpha: synaptic decay :math:`\alpha` in [0, 1].
+        beta: membrane decay :math:`\beta` in [0, 1].
+        threshold: firing threshold :math:`\theta` (> 0).
+        reset: ``"zero"`` (default), ``"subtract"`` or ``"none"``.
+        reset_delay: compute the reset from the previous membrane (see :class:`LIF`).
+        shape: feature shape for per-neuron parameters; ``None`` shares one value.
+        learn_alpha, learn_beta, learn_threshold: make them ``nn.Parameter`` s.
+
+    Raises:
+        ValueError: a decay outside [0, 1], a threshold that is not positive, an unknown
+            ``reset``, or a non-finite value.
+
+    Returns ``(spikes, CubaLIFState(i, v))`` when called on ``x`` of shape ``(T, B, ...)``.
 
     >>> spikes, state = CubaLIF(alpha=0.8, beta=0.9)(torch.rand(10, 4, 16))
     >>> spikes.shape, state.i.shape

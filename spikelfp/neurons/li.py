@@ -28,7 +28,15 @@ class LIState(NamedTuple):
 
 
 def li_step(z: torch.Tensor, state: LIState, p: LIParameters) -> tuple[torch.Tensor, LIState]:
-    """One step: ``U_t = beta U_{t-1} + Z_t``; returns ``(U_t, state)``.
+    r"""One step of a leaky integrator: :math:`U_t = \beta\, U_{t-1} + Z_t` (pure function).
+
+    Args:
+        z: synaptic input of one step ``(B, ...)``.
+        state: the state before the step (a :class:`LIState`; zeros to start).
+        p: the parameters (a :class:`LIParameters`).
+
+    Returns:
+        ``(membrane, state)``: membrane of the shape of ``z`` and the LIState after the step.
 
     >>> p = LIParameters(torch.tensor(0.5))
     >>> u, st = li_step(torch.tensor([1.0]), LIState(torch.tensor([2.0])), p)
@@ -40,7 +48,21 @@ def li_step(z: torch.Tensor, state: LIState, p: LIParameters) -> tuple[torch.Ten
 
 
 def li_sequence(z: torch.Tensor, state: LIState, p: LIParameters) -> tuple[torch.Tensor, LIState]:
-    """Run over ``(T, B, ...)``; returns the membrane trace and the final state."""
+    """Run a leaky integrator over a time-first input (pure function).
+
+    Args:
+        z: synaptic input ``(T, B, ...)`` (time first).
+        state: the state before the first step (a :class:`LIState`; zeros to start).
+        p: the parameters (a :class:`LIParameters`).
+
+    Returns:
+        ``(membrane, state)``: membrane ``(T, B, ...)`` and the LIState after the last step.
+
+    >>> p = LIParameters(torch.tensor(0.5))
+    >>> u, st = li_sequence(torch.ones(3, 1), LIState(torch.zeros(1)), p)
+    >>> u.flatten().tolist()
+    [1.0, 1.5, 1.75]
+    """
     v = state.v
     out = []
     for z_t in z.unbind(0):
@@ -50,7 +72,25 @@ def li_sequence(z: torch.Tensor, state: LIState, p: LIParameters) -> tuple[torch
 
 
 class LI(NeuronModule):
-    r"""Leaky integrator readout layer (no spikes).
+    r"""Leaky integrator readout layer (no spikes): its output is the membrane itself.
+
+    .. math::
+
+        U_t = \beta\, U_{t-1} + Z_t
+
+    Read :math:`U_t` out as logits: mean over time, last step, or maximum.
+
+    Args:
+        beta: decay :math:`\beta` in [0, 1] (default 0.9), or give ``tau`` and ``dt`` instead
+            (:math:`\beta = e^{-dt/\tau}`), not both.
+        shape: feature shape for a per-neuron ``beta``; ``None`` shares one value.
+        learn_beta: make ``beta`` an ``nn.Parameter`` (LFP gives it feedback).
+        tau, dt: time constant and time step, instead of ``beta``.
+
+    Raises:
+        ValueError: a decay outside [0, 1], or ``beta`` together with ``tau``/``dt``.
+
+    Returns ``(membrane, LIState(v))`` when called on ``x`` of shape ``(T, B, ...)``.
 
     >>> u, state = LI(beta=0.5)(torch.ones(3, 1, 2))
     >>> u[:, 0, 0].tolist()

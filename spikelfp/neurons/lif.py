@@ -84,7 +84,15 @@ def lif_update(
 
 
 def lif_step(z: torch.Tensor, state: LIFState, p: LIFParameters) -> tuple[torch.Tensor, LIFState]:
-    """Advance a LIF population by one step (pure function).
+    """Advance a LIF population by one step (pure function; equations in :class:`LIF`).
+
+    Args:
+        z: synaptic input of one step ``(B, ...)``.
+        state: the state before the step (a :class:`LIFState`; zeros to start).
+        p: the parameters (a :class:`LIFParameters`).
+
+    Returns:
+        ``(spikes, state)``: spikes of the shape of ``z`` and the LIFState after the step.
 
     >>> p = LIFParameters(torch.tensor(0.5), torch.tensor(1.0))
     >>> s, st = lif_step(torch.tensor([0.6, 1.2]), LIFState(torch.zeros(2)), p)
@@ -99,6 +107,14 @@ def lif_sequence(
     z: torch.Tensor, state: LIFState, p: LIFParameters
 ) -> tuple[torch.Tensor, LIFState]:
     """Run a LIF population over a time-first input ``z`` of shape ``(T, B, ...)``.
+
+    Args:
+        z: synaptic input ``(T, B, ...)`` (time first).
+        state: the state before the first step (a :class:`LIFState`; zeros to start).
+        p: the parameters (a :class:`LIFParameters`).
+
+    Returns:
+        ``(spikes, state)``: spikes ``(T, B, ...)`` and the LIFState after the last step.
 
     >>> p = LIFParameters(torch.tensor(1.0), torch.tensor(1.0), reset="subtract")
     >>> s, st = lif_sequence(torch.full((4, 1), 0.5), LIFState(torch.zeros(1)), p)
@@ -163,7 +179,31 @@ def _lif_sequence_inplace(z: torch.Tensor, v0: torch.Tensor, p: LIFParameters):
 
 
 class LIF(NeuronModule):
-    r"""Leaky integrate-and-fire layer (see the module docstring for the equations).
+    r"""Leaky integrate-and-fire layer.
+
+    Per step :math:`t`, with synaptic input :math:`Z_t` (computed for all steps at once by the
+    preceding Linear/Conv layer), decay :math:`\beta`, threshold :math:`\theta` and
+    :math:`H(v) = 1[v > 0]`, the immediate reset (``reset_delay=False``, the default; what NIR
+    and most hardware do) is
+
+    .. math::
+
+        V_t &= \beta\, U_{t-1} + Z_t \\
+        S_t &= H(V_t - \theta) \\
+        U_t &= \begin{cases} V_t\,(1 - S_t) & \text{(reset zero)} \\
+                             V_t - \theta\, S_t & \text{(reset subtract)} \\
+                             V_t & \text{(reset none)} \end{cases}
+
+    where :math:`V_t` is the membrane before the reset, :math:`S_t` the spike and :math:`U_t`
+    the membrane after it (:math:`U_0 = 0` unless a state is given). The delayed reset
+    (``reset_delay=True``; with ``reset="subtract"``, snntorch ``Leaky``'s default) resets from
+    the previous membrane, :math:`R_t = H(U_{t-1} - \theta)`:
+
+    .. math::
+
+        V_t &= \beta\, U_{t-1} + Z_t \\
+        U_t &= V_t\,(1 - R_t) \;\text{ or }\; V_t - \theta\, R_t \;\text{ or }\; V_t \\
+        S_t &= H(U_t - \theta)
 
     Args:
         beta: membrane decay :math:`\beta` in [0, 1] (default 0.9), or give ``tau`` and ``dt``
@@ -175,6 +215,14 @@ class LIF(NeuronModule):
         shape: feature shape for per-neuron ``beta``/``threshold`` (e.g. ``(256,)`` or
             ``(C, 1, 1)``); ``None`` shares one value.
         learn_beta, learn_threshold: make them ``nn.Parameter`` s (LFP gives them feedback).
+        tau, dt: membrane time constant and time step, instead of ``beta``.
+
+    Raises:
+        ValueError: a decay outside [0, 1], a threshold that is not positive, an unknown
+            ``reset``, or a non-finite value.
+
+    Calling the layer on ``x`` of shape ``(T, B, ...)`` (and an optional :class:`LIFState`)
+    returns ``(spikes, state)``: spikes of the shape of ``x``, the state after the last step.
 
     >>> lif = LIF(beta=0.9)
     >>> spikes, state = lif(torch.rand(30, 8, 100))
@@ -229,7 +277,22 @@ class LIF(NeuronModule):
 
 
 class IF(LIF):
-    r"""Integrate-and-fire layer: LIF without leak (:math:`\beta = 1`).
+    r"""Integrate-and-fire layer: :class:`LIF` without leak (:math:`\beta = 1`).
+
+    .. math::
+
+        V_t = U_{t-1} + Z_t, \qquad S_t = H(V_t - \theta), \qquad
+        U_t = V_t\,(1 - S_t) \;\text{ (reset zero; subtract: } V_t - \theta\, S_t \text{)}
+
+    Args:
+        threshold: firing threshold :math:`\theta` (> 0).
+        reset: ``"zero"`` (default), ``"subtract"`` or ``"none"``.
+        reset_delay: compute the reset from the previous membrane (see :class:`LIF`).
+        shape: feature shape for a per-neuron ``threshold``; ``None`` shares one value.
+        learn_threshold: make the threshold an ``nn.Parameter`` (LFP gives it feedback).
+
+    Raises:
+        ValueError: a threshold that is not positive or an unknown ``reset``.
 
     >>> spikes, state = IF(threshold=1.0)(torch.full((5, 1, 1), 0.6))
     >>> spikes.flatten().tolist()   # 0.6, 1.2 -> spike, reset to 0, 0.6, 1.2 -> spike, 0.6

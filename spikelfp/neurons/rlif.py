@@ -33,7 +33,16 @@ class RLIFState(NamedTuple):
 def rlif_step(
     z: torch.Tensor, state: RLIFState, p: LIFParameters, w_rec: torch.Tensor
 ) -> tuple[torch.Tensor, RLIFState]:
-    """One step of a recurrent LIF population; ``z`` is ``(B, N)``.
+    """One step of a recurrent LIF population (pure function; equations in :class:`RLIF`).
+
+    Args:
+        z: synaptic input of one step ``(B, N)``.
+        state: the state before the step (a :class:`RLIFState`; zeros to start).
+        p: the parameters (a :class:`LIFParameters`).
+        w_rec: recurrent weights ``(N, N)``; neuron ``i`` receives ``w_rec[i] @ s``.
+
+    Returns:
+        ``(spikes, state)``: spikes of the shape of ``z`` and the RLIFState after the step.
 
     >>> p = LIFParameters(torch.tensor(0.5), torch.tensor(1.0))
     >>> w = torch.tensor([[0.0, 2.0], [0.0, 0.0]])
@@ -49,7 +58,24 @@ def rlif_step(
 def rlif_sequence(
     z: torch.Tensor, state: RLIFState, p: LIFParameters, w_rec: torch.Tensor
 ) -> tuple[torch.Tensor, RLIFState]:
-    """Run over ``(T, B, N)``."""
+    """Run a recurrent LIF population over a time-first input ``(T, B, N)`` (pure function).
+
+    Args:
+        z: synaptic input ``(T, B, ...)`` (time first).
+        state: the state before the first step (a :class:`RLIFState`; zeros to start).
+        p: the parameters (a :class:`LIFParameters`).
+        w_rec: recurrent weights ``(N, N)``; neuron ``i`` receives ``w_rec[i] @ s``.
+
+    Returns:
+        ``(spikes, state)``: spikes ``(T, B, ...)`` and the RLIFState after the last step.
+
+    >>> p = LIFParameters(torch.tensor(0.5), torch.tensor(1.0))
+    >>> w = torch.tensor([[0.0, 2.0], [0.0, 0.0]])   # neuron 1 excites neuron 0
+    >>> z = torch.tensor([[[0.0, 1.5]], [[0.0, 0.0]]])
+    >>> s, st = rlif_sequence(z, RLIFState(torch.zeros(1, 2), torch.zeros(1, 2)), p, w)
+    >>> s[:, 0].tolist()
+    [[0.0, 1.0], [1.0, 0.0]]
+    """
     out = []
     for z_t in z.unbind(0):
         s, state = rlif_step(z_t, state, p, w_rec)
@@ -59,6 +85,31 @@ def rlif_sequence(
 
 class RLIF(NeuronModule):
     r"""Recurrent LIF layer over ``size`` neurons; input ``(T, B, size)``.
+
+    The previous step's spikes feed back through all-to-all weights :math:`W_{rec}`
+    (``recurrent_weight``, no bias):
+
+    .. math::
+
+        V_t &= \beta\, U_{t-1} + Z_t + W_{rec}\, S_{t-1} \\
+        S_t &= H(V_t - \theta)
+
+    and the reset of :math:`U_t` as in :class:`LIF` (immediate or delayed).
+
+    Args:
+        size: number of neurons.
+        beta: membrane decay :math:`\beta` in [0, 1].
+        threshold: firing threshold :math:`\theta` (> 0).
+        reset: ``"zero"`` (default), ``"subtract"`` or ``"none"``.
+        reset_delay: compute the reset from the previous membrane (see :class:`LIF`).
+        per_neuron: one ``beta`` and ``threshold`` per neuron instead of one shared value.
+        learn_beta, learn_threshold: make them ``nn.Parameter`` s.
+
+    Raises:
+        ValueError: ``size`` not positive, a decay outside [0, 1], a threshold that is not
+            positive or an unknown ``reset``.
+
+    Returns ``(spikes, RLIFState(v, s))`` when called on ``x`` of shape ``(T, B, size)``.
 
     >>> spikes, state = RLIF(16, beta=0.9)(torch.rand(10, 4, 16) * 2)
     >>> spikes.shape, state.s.shape

@@ -3,6 +3,16 @@ surrogate-gradient baseline and the ``spikelfp`` command line (:mod:`.cli`).
 
 >>> from spikelfp.training import TrainConfig, Trainer      # doctest: +SKIP
 >>> Trainer(TrainConfig(epochs=8, out="runs/digits")).fit()  # doctest: +SKIP
+
+The public API for your own code (all importable from ``spikelfp.training``):
+
+* :func:`load_run` — a run folder as ``model, config, checkpoint`` (``.evaluate(split)``);
+* :func:`evaluate` — accuracy, per-class accuracy, confusion matrix, loss and spike rates of
+  any model on ``(x, y)`` batches;
+* :func:`calibrate_firing` — scale a new network's initial weights until each layer fires at a
+  target rate (LFP only moves reward along spikes: a silent layer gets no feedback);
+* :class:`ModelSpec` / :func:`build_model` — the model zoo; :func:`open_split` — a dataset
+  split as the trainer opens it; :class:`TrainConfig`, :class:`Trainer`.
 """
 
 from .bptt import fast_sigmoid_spike, spike_count_ce_loss, surrogate
@@ -11,6 +21,7 @@ from .config import ConfigError, TrainConfig, load_config_file
 from .data import DataError, open_split
 from .evaluate import evaluate
 from .models import MODELS, ModelSpec, build_model, calibrate_firing
+from .runs import LoadedRun, load_run
 from .trainer import RunExistsError, Trainer, build_from_checkpoint, make_reward
 
 __all__ = [
@@ -18,6 +29,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "LoadedRun",
     "ModelSpec",
     "RunExistsError",
     "TrainConfig",
@@ -29,6 +41,7 @@ __all__ = [
     "fast_sigmoid_spike",
     "load_checkpoint",
     "load_config_file",
+    "load_run",
     "make_reward",
     "open_split",
     "spike_count_ce_loss",

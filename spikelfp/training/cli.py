@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import textwrap
 import time
@@ -385,7 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a trained network for neuromorphic hardware.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt or its run folder")
-    p.add_argument("--target", default="xylo", help="hardware target (xylo)")
+    p.add_argument(
+        "--target",
+        default="int8",
+        help="hardware target: int8 (a generic 8-bit integer chip, default, as "
+        "spikelfp.hw_export.export), xylo, loihi2 or speck",
+    )
     p.add_argument("--bits", type=int, default=8, help="weight bits (8)")
     p.add_argument(
         "--prune", type=float, default=0.8, help="fraction of the weights set to zero (0.8)"
@@ -1016,7 +1022,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 1
     except Exception as err:  # noqa: BLE001 - sorted below
-        text = " ".join(str(err).split())
+        text = " ".join(worker_error_message(str(err)).split())
         if type(err).__name__ == "DistributedError":  # a peer died: not bad input
             print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
             return 1
@@ -1038,6 +1044,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{prog}: error: {text or type(err).__name__}", file=sys.stderr, flush=True)
             return 1
         raise
+
+
+_WORKER_ERROR = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\n")
+_EXCEPTION_PREFIX = re.compile(r"^[A-Za-z_][\w.]*: ")
+
+
+def worker_error_message(text: str) -> str:
+    """The original message of an exception that a DataLoader worker raised (torch re-raises
+    it in the main process with the worker's whole traceback as its message); other messages
+    unchanged.
+
+    >>> worker_error_message(
+    ...     "Caught ValueError in DataLoader worker process 0.\\nOriginal Traceback (most "
+    ...     "recent call last):\\n  File \\"x.py\\", line 1, in f\\n    g()\\n"
+    ...     "spikelfp.datasets.errors.CorruptRecordingError: 3.bin is bad\\n"
+    ... )
+    '3.bin is bad'
+    """
+    if not _WORKER_ERROR.match(text):
+        return text
+    lines = text.rstrip("\n").splitlines()
+    # the traceback's frames are indented; the exception (type: message) follows the last one
+    last_frame = max((i for i, line in enumerate(lines) if line.startswith(" ")), default=0)
+    tail = "\n".join(lines[last_frame + 1 :]).strip()
+    return _EXCEPTION_PREFIX.sub("", tail, count=1) or lines[-1]
 
 
 def _silence_stdout() -> None:

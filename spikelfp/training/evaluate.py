@@ -111,11 +111,36 @@ def evaluate(
     class_names: list[str] | None = None,
 ) -> dict:
     """Accuracy, per-class accuracy, confusion matrix (rows: true class, columns: predicted),
-    mean cross-entropy of the spike counts and spike rates per layer over ``batches``."""
+    mean cross-entropy of the spike counts and spike rates per layer over ``batches``.
+
+    Public as ``spikelfp.training.evaluate``; works for any :class:`spikelfp.Sequential`
+    returning ``(output, state)``, not only zoo models.
+
+    Args:
+        model: the network (evaluated in eval mode, restored afterwards, without gradients).
+        batches: iterable of ``(x, y)``: ``x`` time-first ``(T, B, ...)``, ``y`` labels ``(B,)``
+            (a list, or a DataLoader; :func:`spikelfp.datasets.make_loader`'s
+            ``(x, y, lengths)`` batches work too).
+        n_classes: output neurons; the predicted class is the one with the most spikes.
+        input_clamp: clip input counts at this value first (``1``: binary spikes).
+        class_names: names for the per-class results (default ``"0"``, ``"1"``, ...).
+
+    Returns a dict with ``accuracy``, ``loss``, ``n_samples``, ``per_class_accuracy``,
+    ``class_support``, ``confusion_matrix`` and ``spike_rates`` (``{"hidden1": ..., "output":
+    ...}``, spikes per neuron and time step).
+
+    >>> from spikelfp import LIF, Sequential
+    >>> net = Sequential(nn.Linear(3, 2), LIF(threshold=0.1))
+    >>> x, y = torch.ones(4, 5, 3), torch.zeros(5, dtype=torch.long)
+    >>> r = evaluate(net, [(x, y)], n_classes=2)
+    >>> r["n_samples"], sorted(r["spike_rates"])
+    (5, ['output'])
+    """
     confusion = torch.zeros(n_classes, n_classes, dtype=torch.int64)
     loss_sum, n = 0.0, 0
     with _eval_mode(model), SpikeRecorder(model) as rec:
-        for x, y in batches:
+        for batch in batches:
+            x, y = batch[0], batch[1]  # (x, y) or make_loader's (x, y, lengths)
             out, _ = model(prepare_input(x, input_clamp))
             pred = predict(out)
             loss_sum += float(nn.functional.cross_entropy(out.sum(0), y, reduction="sum"))

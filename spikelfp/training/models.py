@@ -314,7 +314,7 @@ ZOO: dict[str, ZooModel] = {
             "Flatten → Linear(hidden) → N → Linear(classes) → N",
             "spikelfp's baseline (lfprop's fully connected LIF network)",
             n_channels=0,
-            default_hidden=128,
+            default_hidden=256,  # TrainConfig.hidden: the same MLP as `spikelfp train`
             batch_norm=False,
         ),
         ZooModel(
@@ -620,7 +620,7 @@ def describe_models(input_shape: Sequence[int], n_classes: int, **spec_fields) -
 
     >>> rows = describe_models((2, 34, 34), 10)
     >>> [(r["name"], r["parameters"]) for r in rows][:2]
-    [('mlp', 297354), ('conv', 18214)]
+    [('mlp', 594698), ('conv', 18214)]
     """
     rows = []
     for name, entry in ZOO.items():
@@ -643,7 +643,7 @@ def models_table(input_shape: Sequence[int], n_classes: int, **spec_fields) -> s
     """:func:`describe_models` as a printable table (``spikelfp info --models``).
 
     >>> print(models_table((2, 34, 34), 10).splitlines()[2])
-    mlp                   297,354       138       297,216  -            Flatten → Linear(hidden) → N → Linear(classes) → N
+    mlp                   594,698       266       594,432  -            Flatten → Linear(hidden) → N → Linear(classes) → N
     """  # noqa: E501
     rows = describe_models(input_shape, n_classes, **spec_fields)
     shape = "x".join(str(int(v)) for v in input_shape)

@@ -1,9 +1,15 @@
-"""End-of-run figures (matplotlib, Agg canvas: no display needed)."""
+"""A run's figures, redrawn after every epoch (matplotlib, Agg canvas: no display needed).
+
+matplotlib is optional: without it :func:`plot_history` raises ``ImportError`` and the trainer
+goes on without figures.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from .._io import atomic_write
 
 __all__ = ["plot_history"]
 
@@ -14,9 +20,19 @@ def _figure():
     return Figure(figsize=(6, 4), dpi=100)
 
 
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG atomically: a run interrupted while plotting keeps the last plot."""
+    with atomic_write(path, fsync=False) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
 def plot_history(history: list[dict[str, Any]], run_dir: str | Path) -> list[Path]:
     """Write ``accuracy.png`` (train/eval accuracy per epoch) and ``spike_rates.png`` (mean
-    spikes per neuron and step of each layer, per epoch) into ``run_dir``."""
+    spikes per neuron and step of each layer, per epoch) into ``run_dir``, each atomically.
+
+    The trainer calls it after every epoch's checkpoint, so an interrupted run has the plots
+    of its completed epochs."""
     run_dir = Path(run_dir)
     if not history:
         return []
@@ -44,9 +60,7 @@ def plot_history(history: list[dict[str, Any]], run_dir: str | Path) -> list[Pat
     ax.legend()
     ax.set_title("accuracy")
     fig.tight_layout()
-    path = run_dir / "accuracy.png"
-    fig.savefig(path)
-    written.append(path)
+    written.append(_save(fig, run_dir / "accuracy.png"))
 
     fig = _figure()
     FigureCanvasAgg(fig)
@@ -65,7 +79,5 @@ def plot_history(history: list[dict[str, Any]], run_dir: str | Path) -> list[Pat
     ax.legend()
     ax.set_title("spike rates (training)")
     fig.tight_layout()
-    path = run_dir / "spike_rates.png"
-    fig.savefig(path)
-    written.append(path)
+    written.append(_save(fig, run_dir / "spike_rates.png"))
     return written

@@ -6,8 +6,9 @@
 >>> Trainer.resume("runs/digits").fit()   # after a crash: continues exactly  # doctest: +SKIP
 
 A run folder holds ``config.yaml`` (the resolved configuration), ``checkpoint.pt`` (written
-atomically after every epoch), ``metrics.jsonl`` (one JSON object per epoch) and, at the end,
-``accuracy.png`` and ``spike_rates.png``.
+atomically after every epoch), ``metrics.jsonl`` (one JSON object per epoch) and
+``accuracy.png`` and ``spike_rates.png`` (redrawn after every epoch); ``docs/run_folder.md``
+describes each file.
 
 Determinism: the order of the training samples in epoch ``e`` is a function of ``(seed, e)``
 only, and the checkpoint stores the model, optimiser, schedule and all RNG states after each
@@ -273,6 +274,7 @@ class Trainer:
         self.augmentation = make_augmentation(cfg.augment)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
+        self._plots_off = False
         self.calibration_gains: list[float] = []
         if _checkpoint is None and cfg.init_rate:
             with _num_threads(cfg.threads):
@@ -559,16 +561,25 @@ class Trainer:
             if self.main:
                 self._write_metrics()
                 self.save_checkpoint()
+                self._plot()  # after every epoch: an interrupted run keeps its plots
                 self.log(_summary_line(metrics, cfg.epochs))
             _parallel.barrier()
-        if self.main:
-            from .plots import plot_history
-
-            try:
-                plot_history(self.history, self.run_dir)
-            except ImportError as err:  # matplotlib is optional
-                self.log(f"no plots: {err}")
         return self.history
+
+    def _plot(self) -> None:
+        """Redraw ``accuracy.png`` and ``spike_rates.png``; without matplotlib (optional) say
+        so once and draw nothing more. A failed plot never stops training."""
+        if self._plots_off:
+            return
+        from .plots import plot_history
+
+        try:
+            plot_history(self.history, self.run_dir)
+        except ImportError as err:  # matplotlib is optional
+            self._plots_off = True
+            self.log(f"no plots: {err}")
+        except OSError as err:  # e.g. a full disk: the checkpoint matters, the plots do not
+            self.log(f"plots not written: {err}")
 
     def _diverged(self, what: str) -> TrainingDivergedError:
         """The error that stops a diverging run, saying what is kept and what to change."""

@@ -1,0 +1,85 @@
+"""A run folder in Python: the trained model, its configuration and its checkpoint.
+
+>>> from spikelfp.training import load_run                      # doctest: +SKIP
+>>> model, config, checkpoint = load_run("runs/digits")          # doctest: +SKIP
+>>> load_run("runs/digits").evaluate("test")["accuracy"]         # doctest: +SKIP
+0.95
+
+``docs/run_folder.md`` describes every file of a run folder.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+from torch import nn
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import ConfigError, TrainConfig
+
+__all__ = ["LoadedRun", "load_run"]
+
+
+class LoadedRun(NamedTuple):
+    """What :func:`load_run` returns; unpacks as ``model, config, checkpoint``.
+
+    Attributes:
+        model: the trained :class:`spikelfp.Sequential` (eval mode) with the weights of the
+            last completed epoch.
+        config: the run's :class:`~spikelfp.training.TrainConfig` (as ``config.yaml`` holds it).
+        checkpoint: the loaded checkpoint dict (``epoch``, ``history``, ``classes``,
+            ``model_spec``, optimiser state, ...; ``path`` is the file it came from).
+    """
+
+    model: nn.Module
+    config: TrainConfig
+    checkpoint: dict[str, Any]
+
+    @property
+    def epoch(self) -> int:
+        """Completed epochs."""
+        return int(self.checkpoint["epoch"])
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The metrics of every completed epoch (as ``metrics.jsonl``)."""
+        return list(self.checkpoint["history"])
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, indexed by output neuron."""
+        n = int(self.checkpoint["model_spec"]["n_classes"])
+        return [str(c) for c in self.checkpoint.get("classes", range(n))]
+
+    def evaluate(self, split: str = "test", **changes: Any) -> dict[str, Any]:
+        """Accuracy, per-class accuracy, confusion matrix, loss and spike rates of the model on
+        ``split`` (``train``, ``tune``, ``val``, ``test``) of the run's dataset, as
+        ``spikelfp eval`` computes them, on the whole split. ``changes`` override config
+        fields for the data (e.g. ``data_dir=...``, ``max_eval_samples=200``,
+        ``batch_size=256``)."""
+        from .cli import run_evaluation
+
+        # like `spikelfp eval`: the whole split unless asked otherwise
+        settings = {"max_train_samples": None, "max_eval_samples": None, **changes}
+        cfg = self.config.replace(**settings)
+        return run_evaluation(self.checkpoint, cfg, split, model=self.model)
+
+
+def load_run(path: str | os.PathLike[str], *, device: str = "cpu") -> LoadedRun:
+    """Load a run folder (or its ``checkpoint.pt``): ``model, config, checkpoint``.
+
+    The model is rebuilt from the checkpoint's model spec, loaded with the weights of the last
+    completed epoch and put in eval mode on ``device``. Raises
+    :class:`~spikelfp.training.CheckpointError` (one line: what is wrong with which file) when
+    the folder holds no readable checkpoint.
+    """
+    from .trainer import build_from_checkpoint
+
+    ckpt = load_checkpoint(path)
+    try:
+        config = TrainConfig.from_stored(ckpt["config"])
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{ckpt['path']}: invalid stored config ({err})") from None
+    model = build_from_checkpoint(ckpt).to(device)
+    return LoadedRun(model, config, ckpt)
