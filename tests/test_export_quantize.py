@@ -250,8 +250,13 @@ def test_quantize_argument_errors():
         quantize(net, 1)
     with pytest.raises(ValueError, match="granularity"):
         quantize(net, 8, granularity="neuron")
+    with pytest.raises(ValueError, match="threshold must be > 0"):
+        LIF(threshold=-1.0)  # refused where it is made
+    negative = LIF()
+    with torch.no_grad():
+        negative.threshold.fill_(-1.0)  # e.g. learned or loaded below zero
     with pytest.raises(ValueError, match="positive thresholds"):
-        quantize(Sequential(nn.Linear(4, 3), LIF(threshold=-1.0)), 8)
+        quantize(Sequential(nn.Linear(4, 3), negative), 8)
     with pytest.raises(ValueError, match="unknown hardware target"):
         quantize(net, 8, "truenorth")
     with pytest.raises(ValueError, match="input_scale"):
