@@ -545,9 +545,9 @@ def _eval_config(ckpt: dict[str, Any], args: argparse.Namespace):
         changes["data_dir"] = args.data_dir
     if args.cache_dir is not None:
         changes["cache_dir"] = args.cache_dir
-    if args.batch_size is not None:
+    if getattr(args, "batch_size", None) is not None:
         changes["batch_size"] = args.batch_size
-    if args.max_samples is not None:
+    if getattr(args, "max_samples", None) is not None:
         changes["max_eval_samples"] = args.max_samples
         changes["max_train_samples"] = args.max_samples
     return cfg.replace(**changes)

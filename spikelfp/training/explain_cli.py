@@ -69,18 +69,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _config(ckpt: dict[str, Any], args: argparse.Namespace):
-    from .config import TrainConfig
+    from .cli import _eval_config  # the run's config with the data flags applied, as eval does
 
-    cfg = TrainConfig.from_stored(ckpt["config"])
-    changes: dict[str, Any] = {"max_train_samples": None, "max_eval_samples": None}
-    if args.dataset is not None and args.dataset != cfg.dataset:
-        changes["dataset"] = args.dataset
-        changes["data_dir"] = None
-    if args.data_dir is not None:
-        changes["data_dir"] = args.data_dir
-    if args.cache_dir is not None:
-        changes["cache_dir"] = args.cache_dir
-    return cfg.replace(**changes)
+    return _eval_config(ckpt, args)
 
 
 def _target(text: str, label: int, n_classes: int):
