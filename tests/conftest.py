@@ -35,3 +35,13 @@ def shared_data() -> Path:
             "(.ci/run sets it from ../shared/data)"
         )
     return Path(path)
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory) -> Path:
+    """The built-in dataset, generated once per session (shared by the CLI/trainer tests)."""
+    from spikelfp.datasets import make_digits_events
+
+    root = tmp_path_factory.getbasetemp() / "digits-events"
+    make_digits_events(root)  # idempotent: later calls return at once
+    return root

@@ -12,15 +12,6 @@ import pytest
 from spikelfp.training.cli import main
 
 
-@pytest.fixture(scope="session")
-def digits_root(tmp_path_factory) -> Path:
-    from spikelfp.datasets import make_digits_events
-
-    root = tmp_path_factory.getbasetemp() / "digits-events"
-    make_digits_events(root)  # idempotent: shared with the other CLI/trainer tests
-    return root
-
-
 @pytest.fixture(scope="module")
 def small_run(digits_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("errors") / "run"

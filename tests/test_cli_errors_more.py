@@ -32,15 +32,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="session")
-def digits_root(tmp_path_factory) -> Path:
-    from spikelfp.datasets import make_digits_events
-
-    root = tmp_path_factory.getbasetemp() / "digits-events"
-    make_digits_events(root)  # idempotent: shared with the other CLI/trainer tests
-    return root
-
-
 @pytest.fixture(scope="module")
 def base_run(digits_root, tmp_path_factory) -> Path:
     """A finished one-epoch run, trained from a folder given by a relative ``--data-dir``."""

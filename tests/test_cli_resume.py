@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from spikelfp.training.cli import main
@@ -33,15 +32,6 @@ ARGS = [
     "3",
     "--no-progress",
 ]
-
-
-@pytest.fixture(scope="session")
-def digits_root(tmp_path_factory) -> Path:
-    from spikelfp.datasets import make_digits_events
-
-    root = tmp_path_factory.getbasetemp() / "digits-events"
-    make_digits_events(root)  # idempotent: shared with the other CLI/trainer tests
-    return root
 
 
 def _cmd(*args: str) -> list[str]:

@@ -29,16 +29,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="session")
-def digits_root(tmp_path_factory) -> Path:
-    """The built-in dataset, generated once per session (shared by the CLI/trainer tests)."""
-    from spikelfp.datasets import make_digits_events
-
-    root = tmp_path_factory.getbasetemp() / "digits-events"
-    make_digits_events(root)  # idempotent: later calls return at once
-    return root
-
-
 @pytest.fixture(scope="module")
 def trained_run(digits_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"

@@ -28,15 +28,6 @@ from spikelfp.training import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def digits_root(tmp_path_factory) -> Path:
-    from spikelfp.datasets import make_digits_events
-
-    root = tmp_path_factory.getbasetemp() / "digits-events"
-    make_digits_events(root)  # idempotent: shared with the other CLI/trainer tests
-    return root
-
-
 def _tiny(digits_root: Path, out: Path, **changes) -> TrainConfig:
     settings = {
         "data_dir": str(digits_root),

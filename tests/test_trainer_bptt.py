@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -13,16 +11,6 @@ from spikelfp.neurons import ALIF
 from spikelfp.training import TrainConfig, Trainer
 from spikelfp.training.bptt import fast_sigmoid_spike, spike_count_ce_loss, surrogate
 from spikelfp.training.models import ModelSpec, build_model
-
-
-@pytest.fixture(scope="session")
-def digits_root(tmp_path_factory) -> Path:
-    from spikelfp.datasets import make_digits_events
-
-    root = tmp_path_factory.getbasetemp() / "digits-events"
-    make_digits_events(root)  # idempotent: shared with the other CLI/trainer tests
-    return root
-
 
 NEURONS = [
     lambda: LIF(beta=0.9, threshold=0.5),

@@ -14,15 +14,6 @@ from spikelfp.training.config import TrainConfig
 from spikelfp.training.trainer import TIMING_KEYS, Trainer, make_composite
 
 
-@pytest.fixture(scope="module")
-def digits_root(tmp_path_factory) -> Path:
-    from spikelfp.datasets import make_digits_events
-
-    root = tmp_path_factory.getbasetemp() / "digits-events"
-    make_digits_events(root)
-    return root
-
-
 def _cfg(root: Path, out: Path, **kw) -> TrainConfig:
     settings = dict(
         data_dir=str(root),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,15 +109,6 @@ def test_models_and_calibration(name):
     assert all(0.05 < r < 0.4 for r in rates[:-1]), rates
     assert 0.02 < rates[-1] < 0.3, rates
     assert ModelSpec.from_dict(spec.to_dict()) == spec
-
-
-@pytest.fixture(scope="session")
-def digits_root(tmp_path_factory) -> Path:
-    from spikelfp.datasets import make_digits_events
-
-    root = tmp_path_factory.getbasetemp() / "digits-events"
-    make_digits_events(root)  # idempotent: shared with the other CLI/trainer tests
-    return root
 
 
 def test_library_api_trains(digits_root, tmp_path):

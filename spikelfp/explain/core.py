@@ -56,7 +56,6 @@ __all__ = [
 #: How the output reward of a class is formed (see :func:`output_reward`).
 REWARDS = ("output", "uniform")
 
-_SYNAPSES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -145,8 +144,7 @@ def depth_composite(
         raise ValueError("depth_composite(lower_layers=k) needs the model, to name its layers")
     if int(lower_layers) < 0:
         raise ValueError(f"lower_layers must be >= 0, got {lower_layers}")
-    names = [n for n, m in model.named_modules() if isinstance(m, _SYNAPSES)]
-    return base.with_names({n: low for n in names[: int(lower_layers)]})
+    return base.with_lower_rule(model, low, int(lower_layers))
 
 
 #: The explanation composites by name (``spikelfp explain --rule``, the benchmark).

@@ -151,7 +151,6 @@ def plot_event_relevance(
     vmax = _limit(rel)
     x = np.asarray(ev["x"], dtype=np.int64)
     y = np.asarray(ev["y"], dtype=np.int64)
-    width = int(x.max()) + 1 if len(x) else 1
     ax1 = fig.add_subplot(1, 2, 1)
     ax1.scatter(x, y, c=rel, cmap=_CMAP, vmin=-vmax, vmax=vmax, s=4, linewidths=0)
     ax1.invert_yaxis()
@@ -159,7 +158,19 @@ def plot_event_relevance(
     ax1.set_xlabel("x")
     ax1.set_ylabel("y")
     ax2 = fig.add_subplot(1, 2, 2)
-    sc = ax2.scatter(
+    sc = _events_over_time(ax2, ev, rel, vmax)
+    fig.colorbar(sc, ax=[ax1, ax2], shrink=0.85, label="relevance per event")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _events_over_time(ax: Any, ev: np.ndarray, rel: np.ndarray, vmax: float) -> Any:
+    """Scatter events at (time in ms, pixel ``y * W + x``) coloured by relevance."""
+    x = np.asarray(ev["x"], dtype=np.int64)
+    y = np.asarray(ev["y"], dtype=np.int64)
+    width = int(x.max()) + 1 if len(x) else 1
+    sc = ax.scatter(
         np.asarray(ev["t"], dtype=np.float64) / 1000.0,
         y * width + x,
         c=rel,
@@ -169,12 +180,9 @@ def plot_event_relevance(
         s=2,
         linewidths=0,
     )
-    ax2.set_xlabel("time (ms)")
-    ax2.set_ylabel("pixel (y * W + x)")
-    fig.colorbar(sc, ax=[ax1, ax2], shrink=0.85, label="relevance per event")
-    if title:
-        fig.suptitle(title)
-    return fig
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("pixel (y * W + x)")
+    return sc
 
 
 def plot_explanation(explanation: Any, *, title: str | None = None, max_frames: int = 8) -> Any:
@@ -222,20 +230,7 @@ def plot_explanation(explanation: Any, *, title: str | None = None, max_frames: 
         _over_time(a1, rel, None)
         order = np.argsort(np.abs(ev_rel), kind="stable")
         ev, r = events[order], ev_rel[order]
-        ev_max = _limit(r)
-        width = int(np.max(ev["x"])) + 1 if len(ev) else 1
-        sc = a2.scatter(
-            np.asarray(ev["t"], dtype=np.float64) / 1000.0,
-            np.asarray(ev["y"], dtype=np.int64) * width + np.asarray(ev["x"], dtype=np.int64),
-            c=r,
-            cmap=_CMAP,
-            vmin=-ev_max,
-            vmax=ev_max,
-            s=2,
-            linewidths=0,
-        )
-        a2.set_xlabel("time (ms)")
-        a2.set_ylabel("pixel (y * W + x)")
+        sc = _events_over_time(a2, ev, r, _limit(r))
         a2.set_title("events coloured by relevance", fontsize="small")
         bottom.colorbar(sc, ax=a2, label="relevance per event")
     if title:

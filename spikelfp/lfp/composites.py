@@ -46,6 +46,10 @@ _NATIVE_TYPES = (
 )
 
 
+#: The parametrised layers the synapse rules handle (what "depth" counts in a composite).
+SYNAPSE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 class UnsupportedModuleError(TypeError):
     """A module inside the model has no LFP rule in the composite."""
 
@@ -97,6 +101,18 @@ class Composite:
         new = copy.copy(self)  # subclasses (interop composites) keep their own settings
         new.names = {**self.names, **names}
         return new
+
+    def with_lower_rule(self, model: nn.Module, rule: object, layers: int) -> Composite:
+        """A new composite where the first ``layers`` Linear/Conv modules of ``model`` (input
+        side, in ``named_modules()`` order) get ``rule`` by name (:meth:`with_names`).
+
+        >>> from spikelfp.lfp.synapse_rules import GammaRule
+        >>> net = nn.Sequential(nn.Conv1d(1, 1, 1), nn.Linear(2, 2), nn.Linear(2, 2))
+        >>> sorted(default_composite().with_lower_rule(net, GammaRule(), 2).names)
+        ['0', '1']
+        """
+        synapses = [n for n, m in model.named_modules() if isinstance(m, SYNAPSE_TYPES)]
+        return self.with_names({n: rule for n in synapses[: int(layers)]})
 
     def rule_for(self, module: nn.Module, name: str | None = None):
         """The rule for ``module`` (``NATIVE`` or a rule), or ``None`` if it has none.

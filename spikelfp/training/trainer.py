@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..datasets.augment import make_augmentation
 from ..lfp import lfp_step, rate_coded_reward, spike_count_softmax_reward
+from ..lfp.composites import SYNAPSE_TYPES
 from . import _parallel
 from .bptt import BPTT_LOSSES, surrogate
 from .checkpoint import (
@@ -131,13 +132,7 @@ def make_composite(cfg: TrainConfig, model: nn.Module):
 
     rules = {"epsilon": EpsilonRule, "zplus": ZPlusRule, "gamma": GammaRule}
     comp = default_composite(synapse_rule=rules[cfg.synapse_rule]())
-    synapses = [n for n, m in model.named_modules() if isinstance(m, _SYNAPSES)]
-    if cfg.lower_layers:
-        comp = comp.with_names({n: rules[cfg.lower_rule]() for n in synapses[: cfg.lower_layers]})
-    return comp
-
-
-_SYNAPSES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    return comp.with_lower_rule(model, rules[cfg.lower_rule](), cfg.lower_layers)
 
 
 def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
@@ -157,9 +152,9 @@ def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
         if not own:
             continue
         seen.update(id(p) for p in own)
-        if isinstance(m, _SYNAPSES) or current is None:
+        if isinstance(m, SYNAPSE_TYPES) or current is None:
             scale = 1.0
-            if cfg.lr_scaling == "weight" and isinstance(m, _SYNAPSES):
+            if cfg.lr_scaling == "weight" and isinstance(m, SYNAPSE_TYPES):
                 scale = float(m.weight.detach().abs().mean())
             current = {"params": [], "lr": cfg.lr * scale}
             groups.append(current)
