@@ -5,7 +5,9 @@ PIP = $(PY) -m pip install -q -c constraints.txt
 .PHONY: setup test lint demo golden docs
 
 setup:
-	$(PIP) -e ".[all]"
+	$(PIP) -e ".[all,nir-producers]"
+	@# sinabs (NIR interop tests) pins nir<=1.0.4 and pulls samna: install it without its deps
+	$(PY) -m pip install -q --no-deps "sinabs==3.1.3" "pbr==7.1.3"
 
 # Runs the whole test suite and builds the docs (+ the lfprop golden check when SPIKELFP_GOLDEN is set).
 test: setup lint docs

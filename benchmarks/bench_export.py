@@ -15,6 +15,19 @@ drop and the spike agreement (share of identical neuron-steps, all spiking layer
 quantised and the float network, and checks the integer simulator against the quantised torch
 model bit for bit. Prints a markdown table, writes JSON, and exits non-zero unless the
 LFP-trained network loses at most 1 point at 8 bits and 80 % sparsity (feedback pruning).
+
+Train for the chip (``--train-target int8,loihi2,speck,xylo``)::
+
+    python benchmarks/bench_export.py --train-target int8,loihi2,speck,xylo --epochs 3
+
+runs, for each target, the user's path through the command line on the built-in
+digits-events data: ``spikelfp train --target T --epochs 3``, ``spikelfp eval RUN`` (the
+trained accuracy: the integer network trained on) and ``spikelfp export RUN --target T
+--strict --dataset digits-events --json R.json``; it reports the exit codes, violations and
+warnings, trained vs exported accuracy and whether the integer simulator reproduced the
+exported network, writes ``benchmarks/results/bench_export_targets.json``, and exits non-zero
+unless every target that is not refused up front exports with exit 0, no violation or warning,
+and the exported accuracy within 1 point of the trained one.
 """
 
 from __future__ import annotations
@@ -282,8 +295,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--data",
         default=default,
-        required=default is None,
         help="shared data folder holding nmnist/ (default: $SPIKELFP_DATA)",
+    )
+    ap.add_argument(
+        "--train-target",
+        default=None,
+        metavar="T1,T2",
+        help="instead: train --target T then export --strict on the built-in data, per target",
+    )
+    ap.add_argument("--work", default="runs/bench_export_targets", help="run folders")
+    ap.add_argument(
+        "--stochastic-rounding",
+        default=None,
+        metavar="T",
+        help="instead: train --target T twice (built-in data): float shadow weights vs shadow "
+        "weights snapped to the integer grid by stochastic rounding after every step",
+    )
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --compare-bits: keep finished runs in --work (only re-export them)",
+    )
+    ap.add_argument(
+        "--compare-bits",
+        default=None,
+        metavar="B1,B2",
+        help="instead: trained-for-target vs post-training quantisation at these weight bits "
+        "(int8-like profiles with B-bit weights, built-in data)",
     )
     ap.add_argument("--steps", type=int, default=25, help="time bins per recording (T)")
     ap.add_argument("--hidden", type=int, default=256)
@@ -306,6 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default="benchmarks/results/bench_export.json")
     args = ap.parse_args(argv)
+    if args.train_target:
+        return train_target_main(args, argv)
+    if args.compare_bits:
+        return compare_bits_main(args, argv)
+    if args.stochastic_rounding:
+        return stochastic_rounding_main(args, argv)
+    if args.data is None:
+        ap.error("--data (or $SPIKELFP_DATA) is required")
     args.sparsities = [float(s) for s in args.sparsities.split(",")]
     args.bits = [int(b) for b in args.bits.split(",")]
     torch.set_num_threads(args.threads)
@@ -407,6 +453,277 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
     return 0 if passed and all_identical else 1
+
+
+def _cli(*args: str) -> tuple[int, str, str, float]:
+    import subprocess
+
+    t0 = time.time()
+    res = subprocess.run(
+        [sys.executable, "-m", "spikelfp", *args], capture_output=True, text=True, check=False
+    )
+    return res.returncode, res.stdout, res.stderr, time.time() - t0
+
+
+def train_target_main(args, argv) -> int:
+    """``train --target T --epochs E`` then ``export --strict`` per target (see the docstring)."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for target in args.train_target.split(","):
+        run = work / f"run_{target}"
+        row: dict = {"target": target}
+        rc, _, err, secs = _cli(
+            "train", "--target", target, "--epochs", str(args.epochs), "--seed", str(args.seed),
+            "--out", str(run), "--overwrite", "--no-progress",
+        )  # fmt: skip
+        row.update(train_exit=rc, train_seconds=round(secs, 1), train_error=err.strip()[-400:])
+        if rc != 0:
+            row["refused_up_front"] = "cannot run this model" in err
+            rows.append(row)
+            print(f"{target}: train exit {rc}: {err.strip()[:300]}", flush=True)
+            continue
+        ev = work / f"eval_{target}.json"
+        rc, _, err, _ = _cli("eval", str(run), "--split", "test", "--json", str(ev))
+        row["trained_accuracy"] = json.loads(ev.read_text())["accuracy"] if rc == 0 else None
+        rep_path = work / f"export_{target}.json"
+        rc, out, err, secs = _cli(
+            "export", str(run), "--target", target, "--strict", "--dataset", "digits-events",
+            "-o", str(work / f"{target}.nir"), "--json", str(rep_path),
+        )  # fmt: skip
+        row.update(export_exit=rc, export_error=err.strip()[-400:])
+        if rc == 0:
+            rep = json.loads(rep_path.read_text())["report"]
+            row.update(
+                violations=len(rep["constraints"]["violations"]),
+                warnings=len(rep["constraints"]["warnings"]),
+                exported_accuracy=rep["accuracy_quantized"],
+                float_shadow_accuracy=rep["accuracy_float"],
+                simulator_identical=rep["simulator_identical"],
+                n_samples=rep["n_samples"],
+                neuron_layers=sum(
+                    q["threshold_int"] is not None for q in rep["quantization"]["layers"]
+                ),
+                synapses=sum(layer["synapses"] for layer in rep["sparsity"]["layers"]),
+            )
+        rows.append(row)
+        print(f"{target}: {row}", flush=True)
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}"
+
+    print(
+        "\n| target | train exit | export --strict exit | violations | warnings | trained acc | "
+        "exported acc | difference (pts) | simulator identical |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    ok = True
+    for r in rows:
+        if r["train_exit"] != 0:
+            ok &= bool(r.get("refused_up_front"))
+            print(f"| {r['target']} | {r['train_exit']} (refused before training) | | | | | | | |")
+            continue
+        diff = None
+        if r.get("exported_accuracy") is not None and r.get("trained_accuracy") is not None:
+            diff = 100 * (r["exported_accuracy"] - r["trained_accuracy"])
+        good = (
+            r["export_exit"] == 0
+            and r.get("violations") == 0
+            and r.get("warnings") == 0
+            and diff is not None
+            and abs(diff) <= 1.0
+            and r.get("simulator_identical") is True
+        )
+        ok &= good
+        print(
+            f"| {r['target']} | {r['train_exit']} | {r['export_exit']} | {r.get('violations')} | "
+            f"{r.get('warnings')} | {pct(r.get('trained_accuracy'))} | "
+            f"{pct(r.get('exported_accuracy'))} | "
+            f"{'n/a' if diff is None else f'{diff:+.2f}'} | {r.get('simulator_identical')} |"
+        )
+    print(f"\ngate (exit 0, no violation/warning, within 1 point, identical): {ok}")
+    out = Path(args.json)
+    if out.name == "bench_export.json":
+        out = out.with_name("bench_export_targets.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "command": "python benchmarks/bench_export.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "rows": rows,
+        "passed": ok,
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0 if ok else 1
+
+
+def _export_report(run: Path, work: Path, name: str, *flags: str) -> dict:
+    rep_path = work / f"{name}.json"
+    rc, _, err, _ = _cli(
+        "export", str(run), *flags, "--dataset", "digits-events",
+        "-o", str(work / f"{name}.nir"), "--json", str(rep_path),
+    )  # fmt: skip
+    if rc != 0:
+        return {"exit": rc, "error": err.strip()[-300:]}
+    rep = json.loads(rep_path.read_text())["report"]
+    return {
+        "exit": rc,
+        "accuracy": rep["accuracy_quantized"],
+        "float_accuracy": rep["accuracy_float"],
+        "violations": len(rep["constraints"]["violations"]),
+        "warnings": [w["constraint"] for w in rep["constraints"]["warnings"]],
+        "simulator_identical": rep["simulator_identical"],
+    }
+
+
+def compare_bits_main(args, argv) -> int:
+    """Trained-for-target vs post-training quantisation at several weight widths: one float
+    run exported at B bits (``--scale-method mse``, the best post-training choice) against a
+    run trained with ``--target`` an int8-like profile with B-bit weights and exported to it
+    with ``--strict``; test split of the built-in data."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    common = ("--epochs", str(args.epochs), "--seed", str(args.seed), "--overwrite")
+    float_run = work / "float"
+    rc, err = 0, ""
+    if not (args.reuse and (float_run / "checkpoint.pt").is_file()):
+        rc, _, err, _ = _cli("train", *common, "--out", str(float_run), "--no-progress")
+    if rc != 0:
+        print(f"float training failed: {err.strip()[-300:]}")
+        return 1
+    rows = []
+    for bits in (int(b) for b in args.compare_bits.split(",")):
+        prof = work / f"int{bits}.json"
+        prof.write_text(
+            json.dumps(
+                {"name": f"int{bits}", "weight_bits": bits, "state_bits": 32, "decay": "mult"}
+            )
+        )
+        ptq = _export_report(float_run, work, f"ptq{bits}", "--target", "int8", "--bits", str(bits))
+        run = work / f"trained{bits}"
+        if args.reuse and (run / "checkpoint.pt").is_file():
+            rc, secs = 0, 0.0
+        else:
+            rc, _, err, secs = _cli("train", *common, "--target", str(prof), "--out", str(run))
+        row = {"bits": bits, "ptq": ptq, "train_exit": rc, "train_seconds": round(secs, 1)}
+        if rc == 0:
+            row["trained"] = _export_report(
+                run, work, f"trained{bits}", "--target", str(prof), "--strict"
+            )
+        rows.append(row)
+        print(f"{bits} bits: {row}", flush=True)
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}"
+
+    print(
+        "\n| bits | float (no quantisation) | post-training quantised | PTQ warnings | "
+        "trained for target = exported (--strict) | strict exit | simulator identical |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        t = r.get("trained", {})
+        print(
+            f"| {r['bits']} | {pct(r['ptq'].get('float_accuracy'))} | "
+            f"{pct(r['ptq'].get('accuracy'))} | {', '.join(r['ptq'].get('warnings', [])) or '-'} "
+            f"| {pct(t.get('accuracy'))} | {t.get('exit')} | {t.get('simulator_identical')} |"
+        )
+    out = Path(args.json)
+    if out.name == "bench_export.json":
+        out = out.with_name(f"bench_export_bits_seed{args.seed}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "command": "python benchmarks/bench_export.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "rows": rows,
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _snap_stochastically(tt, gen: torch.Generator) -> None:
+    """Put every synapse weight on its integer grid ``s * k`` (the current quantisation's row
+    scales ``s``) by stochastic rounding: ``k = floor(w/s) + [u < frac(w/s)]``, unbiased."""
+    from spikelfp.hw_export._layers import SYNAPSE_TYPES
+
+    q = tt.quantized()
+    with torch.no_grad():
+        for i, layer in enumerate(tt.model):
+            if not isinstance(layer, SYNAPSE_TYPES):
+                continue
+            s = q.weight_scales[i].to(layer.weight.dtype)
+            s = s.reshape(-1, *([1] * (layer.weight.dim() - 1)))
+            r = layer.weight / s
+            lo = torch.floor(r)
+            up = torch.rand(r.shape, generator=gen) < (r - lo)
+            layer.weight.copy_(s * (lo + up.to(r.dtype)))
+
+
+def stochastic_rounding_main(args, argv) -> int:
+    """Shadow-float LFP updates vs integer weights updated with stochastic rounding."""
+    from spikelfp.training.recipes import resolve_config
+    from spikelfp.training.trainer import Trainer
+
+    work = Path(args.work)
+    rows = []
+    for mode in ("shadow", "stochastic"):
+        cfg = resolve_config(
+            {
+                "target": args.stochastic_rounding,
+                "epochs": args.epochs,
+                "seed": args.seed,
+                "out": str(work / f"sr_{mode}"),
+                "progress": False,
+            }
+        )
+        trainer = Trainer(cfg, overwrite=True, log=lambda m: None)
+        if mode == "stochastic":
+            gen = torch.Generator().manual_seed(args.seed)
+            step = trainer.optimizer.step
+
+            def snapped_step(*a, _step=step, _tt=trainer.target_training, _gen=gen, **k):
+                out = _step(*a, **k)
+                _snap_stochastically(_tt, _gen)
+                return out
+
+            trainer.optimizer.step = snapped_step
+        t0 = time.time()
+        hist = trainer.fit()
+        acc = trainer.evaluate("test")["accuracy"]
+        row = {
+            "updates": mode,
+            "test_accuracy_integer_network": acc,
+            "per_epoch_eval": [h.get("eval_acc", h.get("test_acc")) for h in hist],
+            "seconds": round(time.time() - t0, 1),
+        }
+        rows.append(row)
+        print(row, flush=True)
+    print("\n| updates | test accuracy (integer network) |")
+    print("|---|---|")
+    for r in rows:
+        print(f"| {r['updates']} | {100 * r['test_accuracy_integer_network']:.2f} |")
+    out = Path(args.json)
+    if out.name == "bench_export.json":
+        out = out.with_name(f"bench_export_rounding_{args.stochastic_rounding}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "command": "python benchmarks/bench_export.py "
+                + " ".join(sys.argv[1:] if argv is None else argv),
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":

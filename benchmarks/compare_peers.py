@@ -12,11 +12,18 @@ Methods (rows):
   default) through time.
 * ``norse-bptt``: the norse model trained with its surrogate gradient (SuperSpike, norse's
   default ``method="super"``) through time.
+* ``spikelfp-dfa``, ``spikelfp-drtp``, ``spikelfp-eprop``: spikelfp's ``Sequential`` trained
+  with the backprop-free local rules of ``spikelfp.training`` (direct feedback alignment,
+  direct random target projection, e-prop with LIF eligibility traces and random broadcast
+  feedback; hard-threshold spikes, a fast-sigmoid pseudo-derivative of slope 5 where the
+  rules use one; docs/methods.md). Their learning rates are chosen by ``--tune`` on a tuning
+  split of the *training* data (a stratified quarter held out, seed 0), never on the
+  validation split reported.
 
 Architecture: ``Flatten → Linear(D, H) → LIF → Linear(H, 10) → LIF``, LIF with ``β``, threshold
 ``θ`` and an immediate reset to zero (spikelfp ``LIF(reset="zero")`` = snntorch
 ``Leaky(reset_mechanism="zero")`` = norse ``LIFBoxCell`` with ``v_th = (1-β)θ``: the three
-spike identically). All five start from the *same* weights (converted with
+spike identically). All methods start from the *same* weights (converted with
 ``spikelfp.interop.to_snntorch`` / ``to_norse``), see the same batches in the same order, use
 Adam with a cosine schedule and the same number of epochs; the hidden size and each method's
 learning rate were chosen by ``tune_peers.py`` on a tuning split of the *training* recordings
@@ -47,6 +54,16 @@ Usage::
 
     python benchmarks/compare_peers.py            # full run (3 seeds, ~15 min on 2 cores)
     python benchmarks/compare_peers.py --quick    # smoke run (~1 min)
+
+The local rules beside LFP and snntorch BPTT on N-MNIST and MNIST, their learning rates
+chosen on the tuning split first (full: 3 seeds; the reduced run below fits ~10 min)::
+
+    python benchmarks/compare_peers.py --datasets nmnist,mnist --tune \
+        --methods spikelfp-lfp,snntorch-bptt,spikelfp-dfa,spikelfp-drtp,spikelfp-eprop \
+        --json benchmarks/results/compare_peers_local.json
+    python benchmarks/compare_peers.py --datasets nmnist,mnist --tune --seeds 1 --scale 0.25 \
+        --methods spikelfp-lfp,snntorch-bptt,spikelfp-dfa,spikelfp-drtp,spikelfp-eprop \
+        --json benchmarks/results/compare_peers_local_reduced.json
 
 One method at another size (BPTT at its best size on the tuning split), one command line::
 
@@ -80,7 +97,22 @@ from torch import nn
 from spikelfp import LIF, Sequential
 from spikelfp.lfp import lfp_step, rate_coded_reward
 
-METHODS = ("spikelfp-lfp", "snntorch-lfp", "norse-lfp", "snntorch-bptt", "norse-bptt")
+METHODS = (
+    "spikelfp-lfp",
+    "snntorch-lfp",
+    "norse-lfp",
+    "snntorch-bptt",
+    "norse-bptt",
+    "spikelfp-dfa",
+    "spikelfp-drtp",
+    "spikelfp-eprop",
+)
+#: the local rules' rows and their ``spikelfp.training.local_rules.LOCAL_RULES`` names
+LOCAL = {"spikelfp-dfa": "dfa", "spikelfp-drtp": "drtp", "spikelfp-eprop": "eprop"}
+#: their pseudo-derivative slope (chosen on digits-events' tuning split, docs/methods.md)
+LOCAL_SLOPE = 5.0
+#: learning rates ``--tune`` tries for the local rules
+TUNE_LRS = (5e-4, 1e-3, 2e-3, 5e-3)
 DATASETS = ("nmnist", "digits", "mnist")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -310,6 +342,10 @@ LEARNING_RATES = {
     "norse-lfp": 2e-3,
     "snntorch-bptt": 5e-4,
     "norse-bptt": 5e-3,
+    # the local rules: overwritten by --tune's choice (this rate only without --tune)
+    "spikelfp-dfa": 2e-3,
+    "spikelfp-drtp": 2e-3,
+    "spikelfp-eprop": 2e-3,
 }
 
 
@@ -337,6 +373,11 @@ def build(method: str, input_dim: int, cfg: Config, seed: int):
     seq = spikelfp_model(input_dim, cfg, seed)
     if method == "spikelfp-lfp":
         return seq, (lambda m, x: m(x)[0]), None
+    if method in LOCAL:  # the "composite" slot holds the rule
+        from spikelfp.training.local_rules import LOCAL_RULES
+
+        rule = LOCAL_RULES[LOCAL[method]](seq, (input_dim,), 10, seed=seed, slope=LOCAL_SLOPE)
+        return seq, (lambda m, x: m(x)[0]), rule
     if method.startswith("snntorch"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -368,7 +409,9 @@ def warm_up(methods, data: Data, cfg: Config) -> None:
         model, fwd, comp = build(m, data.input_dim, cfg, seed=999)
         for k in range(2):
             x, y = batches(data, torch.arange(min(cfg.batch_size, len(data.y_train))), k)
-            if comp is not None or m == "spikelfp-lfp":
+            if m in LOCAL:
+                comp.step(model, x.flatten(2), y)
+            elif comp is not None or m == "spikelfp-lfp":
                 lfp_step(model, x, y, _lfp_reward, composite=comp)
             else:
                 nn.functional.cross_entropy(fwd(model, x).sum(0), y).backward()
@@ -403,7 +446,11 @@ def run(method: str, data: Data, cfg: Config, seed: int, xv: torch.Tensor) -> Ru
             for k, i in enumerate(range(0, n, cfg.batch_size)):
                 x, y = batches(data, perm[i : i + cfg.batch_size], seed * 100003 + epoch * 1009 + k)
                 t0, c0 = time.perf_counter(), time.process_time()
-                if comp is not None or method == "spikelfp-lfp":
+                if method in LOCAL:  # .grad from the rule (flattened input: the rule's shape)
+                    opt.zero_grad(set_to_none=True)
+                    comp.step(model, x.flatten(2), y)
+                    opt.step()
+                elif comp is not None or method == "spikelfp-lfp":
                     lfp_step(model, x, y, _lfp_reward, opt, composite=comp)
                 else:
                     out = fwd(model, x)
@@ -484,6 +531,33 @@ QUICK = {
 }
 
 
+def tune_local(data: Data, cfg: Config, methods: list[str]) -> tuple[dict, dict]:
+    """Each local rule's learning rate of :data:`TUNE_LRS` with the best last-epoch accuracy
+    on a tuning split: a stratified quarter of the *training* data (seed 0) scored after
+    training on the other three quarters (seed 0). Returns ``(chosen, scores)``."""
+    labels = data.y_train.numpy()
+    train, tune = stratified_split(labels, len(labels) // 4, seed=0)
+    part = replace(
+        data,
+        x_train=data.x_train[train],
+        y_train=data.y_train[train],
+        x_val=data.x_train[tune],
+        y_val=data.y_train[tune],
+    )
+    xt = val_inputs(part)
+    chosen, scores = {}, {}
+    for m in methods:
+        scores[m] = {}
+        for lr in TUNE_LRS:
+            r = run(m, part, replace(cfg, lr=lr), 0, xt)
+            scores[m][f"{lr:g}"] = r.val_accuracy
+            print(
+                f"{data.name:7s} tune {m:14s} lr {lr:g}: {100 * r.val_accuracy:5.1f}%", flush=True
+            )
+        chosen[m] = max(TUNE_LRS, key=lambda lr, m=m: scores[m][f"{lr:g}"])
+    return chosen, scores
+
+
 def default_data_dir() -> str | None:
     env = os.environ.get("SPIKELFP_DATA")
     if env:
@@ -519,6 +593,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--lr", type=float, default=None, help="override the learning rate of every method"
     )
+    ap.add_argument(
+        "--tune",
+        action="store_true",
+        help="choose each local rule's learning rate (of TUNE_LRS) on a tuning split of the "
+        "training data first (seed 0)",
+    )
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="fraction of the N-MNIST recordings / MNIST images to use (reduced runs)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
@@ -531,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = QUICK if args.quick else CONFIGS
     results: list[RunResult] = []
     sources = {}
+    tuned: dict[str, dict] = {}
     t_start = time.time()
     for ds in datasets:
         cfg = configs[ds]
@@ -546,14 +633,19 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             continue
+        scaled = None if args.scale >= 1 else args.scale
         if ds == "nmnist":
-            data = load_nmnist(data_dir, cfg.T, limit=200 if args.quick else None)
+            limit = 200 if args.quick else (int(1000 * scaled) if scaled else None)
+            data = load_nmnist(data_dir, cfg.T, limit=limit)
         elif ds == "digits":
             data = load_digits(cfg.T, limit=300 if args.quick else None)
         else:
-            data = (
-                load_mnist(data_dir, cfg.T, 400, 100) if args.quick else load_mnist(data_dir, cfg.T)
-            )
+            if args.quick:
+                data = load_mnist(data_dir, cfg.T, 400, 100)
+            elif scaled:
+                data = load_mnist(data_dir, cfg.T, int(5000 * scaled), int(1000 * scaled))
+            else:
+                data = load_mnist(data_dir, cfg.T)
         sources[ds] = {
             "source": data.source,
             "train": len(data.y_train),
@@ -562,9 +654,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         xv = val_inputs(data)
         warm_up(methods, data, cfg)
+        rates = {m: cfg.lr if cfg.lr is not None else LEARNING_RATES[m] for m in methods}
+        if args.tune and args.lr is None:
+            chosen, scores = tune_local(data, cfg, [m for m in methods if m in LOCAL])
+            rates.update(chosen)
+            tuned[ds] = {"chosen": chosen, "scores": scores}
+        sources[ds]["learning_rates"] = rates
         for seed in seeds:
             for m in methods:
-                r = run(m, data, cfg, seed, xv)
+                r = run(m, data, replace(cfg, lr=rates[m]), seed, xv)
                 results.append(r)
                 print(
                     f"{ds:7s} {m:14s} seed {seed}: acc {100 * r.val_accuracy:5.1f}%  "
@@ -599,7 +697,8 @@ def main(argv: list[str] | None = None) -> int:
             "before each run and after each validation)"
         ),
         "learning_rates": LEARNING_RATES,
-        "overrides": {"hidden": args.hidden, "lr": args.lr},
+        "overrides": {"hidden": args.hidden, "lr": args.lr, "scale": args.scale},
+        "tuning": tuned,
         "datasets": sources,
         "summary": rows,
         "runs": [asdict(r) for r in results],

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import default_data_root, environment, markdown_table, write_json  # noqa: E402
 
-DATA_SUBDIR = {"nmnist": "nmnist", "mnist": "mnist", "digits-events": None}
+DATA_SUBDIR = {"nmnist": "nmnist", "mnist": "mnist", "braille": "braille", "digits-events": None}
 
 
 def _peak_rss_mb(stderr: str) -> float | None:

@@ -14,7 +14,6 @@ from spikelfp.hw_export import (
     ExportWriteError,
     NonFiniteParameterError,
     ProfileViolationError,
-    ResetNotExpressibleError,
     UnsupportedLayerError,
     evaluate,
     export,
@@ -91,16 +90,33 @@ def test_export_reports_violations_or_raises_when_strict(tmp_path):
     assert not (tmp_path / "x.nir").exists()
 
 
-def test_export_subtract_reset_needs_explicit_permission(tmp_path):
+def test_export_subtract_reset_is_the_targets_own_reset(tmp_path):
+    """Xylo neurons subtract: the file holds its reset in NIR metadata, listed as a note (no
+    circular 'retrain with zero' advice); on a target that also resets to zero the same change
+    is a warning, which --strict refuses; a reset the target lacks is a violation."""
     net = _trained_like(reset="subtract")
-    with pytest.raises(ResetNotExpressibleError, match="allow_reset_change"):
-        export(net, target="xylo", path=tmp_path / "x.nir", verbose=False)
-    assert not (tmp_path / "x.nir").exists()
-    with pytest.warns(UserWarning):
-        rep = export(
-            net, target="xylo", path=tmp_path / "x.nir", allow_reset_change=True, verbose=False
-        )
-    assert rep.constraints.ok and (tmp_path / "x.nir").is_file()
+    rep = export(net, target="xylo", path=tmp_path / "x.nir", verbose=False)
+    assert rep.constraints.ok, str(rep.constraints)
+    assert {w.constraint for w in rep.constraints.warnings} == {"decay precision"}  # 0.8 -> 0.75
+    assert any("spikelfp_reset" in n for n in rep.constraints.notes)
+    back = from_nir(tmp_path / "x.nir")
+    assert [m.reset for m in back if hasattr(m, "reset")] == ["subtract", "subtract"]
+    rep = export(net, target="int8", path=None, verbose=False)
+    assert [w.constraint for w in rep.constraints.warnings] == ["reset in NIR"]
+    with pytest.raises(ProfileViolationError, match="reset in NIR"):
+        export(net, target="int8", path=tmp_path / "i.nir", strict=True, verbose=False)
+    assert not (tmp_path / "i.nir").exists()
+    with pytest.raises(ProfileViolationError, match="reset"):
+        export(_trained_like(), target="xylo", path=tmp_path / "z.nir", verbose=False)
+    assert not (tmp_path / "z.nir").exists()
+    rep = export(
+        _trained_like(),
+        target="xylo",
+        path=tmp_path / "z.nir",
+        allow_violations=True,
+        verbose=False,
+    )
+    assert not rep.constraints.ok and (tmp_path / "z.nir").is_file()
 
 
 def test_export_feedback_pruning_from_data(tmp_path):

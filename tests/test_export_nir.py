@@ -140,7 +140,7 @@ def test_continuous_time_parameters_for_explicit_dt():
     np.testing.assert_allclose(node.tau_mem, 4e-3)
     np.testing.assert_allclose(node.r, 4.0)
     node = to_nir(Sequential(nn.Linear(2, 2), IF()), 1e-3).nodes["l1_if"]
-    np.testing.assert_allclose(node.r, 1e3)  # dv/dt = r I, Euler: v += dt r I
+    np.testing.assert_allclose(node.r, 1.0)  # r = per-step gain, as sinabs/norse/snntorch read it
 
 
 def test_per_neuron_arrays_have_the_layer_shape():
@@ -265,9 +265,10 @@ def test_snntorch_reads_our_file_and_agrees(name, tmp_path):
 
 
 def test_from_nir_errors():
-    graph = nir.NIRGraph.from_list(nir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2)))
+    lif = nir.LIF(tau=np.full(2, 0.05), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))
+    graph = nir.NIRGraph.from_list(nir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2)), lif)
     with pytest.raises(NIRImportError, match="dt="):
-        from_nir(graph)  # not written by spikelfp: no dt recorded
+        from_nir(graph)  # r = 1, tau = 50 ms: no producer writes this; no dt recorded
     leaky = nir.NIRGraph.from_list(
         nir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2)),
         nir.LIF(tau=np.ones(2), r=np.ones(2), v_leak=np.ones(2), v_threshold=np.ones(2)),
@@ -278,15 +279,15 @@ def test_from_nir_errors():
         nodes={
             "input": nir.Input(input_type=np.array([3])),
             "a": nir.Linear(weight=np.ones((2, 3))),
-            "b": nir.Linear(weight=np.ones((2, 3))),
+            "b": nir.Linear(weight=2 * np.ones((2, 3))),
             "output": nir.Output(output_type=np.array([2])),
         },
         edges=[("input", "a"), ("input", "b"), ("a", "output"), ("b", "output")],
     )
-    with pytest.raises(NIRImportError, match="branches"):
-        from_nir(branch, dt=1e-3)
-    with pytest.raises(NIRImportError, match="Threshold"):
-        from_nir(nir.NIRGraph.from_list(nir.Threshold(threshold=np.ones(3))), dt=1e-3)
+    out, _ = from_nir(branch)(torch.ones(1, 1, 3))  # branches are summed (GraphNet)
+    assert out.flatten().tolist() == [9.0, 9.0]
+    with pytest.raises(NIRImportError, match="Delay"):
+        from_nir(nir.NIRGraph.from_list(nir.Delay(delay=np.ones(3))), dt=1e-3)
 
 
 def test_from_nir_folds_foreign_input_gain():

@@ -111,7 +111,11 @@ def test_loihi_shared_decay_and_threshold_note():
     assert any("folded" in n for n in report.notes)
 
 
-def test_user_defined_profile_limits_and_bits():
+def test_user_defined_profile_limits_and_bits(monkeypatch):
+    # registered in a copy of the table, so other tests see only the built-in targets
+    import spikelfp.hw_export.profiles as profiles_module
+
+    monkeypatch.setattr(profiles_module, "PROFILES", dict(profiles_module.PROFILES))
     mine = HardwareProfile(
         "mychip",
         weight_bits=4,

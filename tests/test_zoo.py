@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from spikelfp import IF, LIF, Sequential, SumPool2d
+from spikelfp import IF, LIF, RLIF, Sequential, SumPool2d
 from spikelfp.hw_export import canonicalize, export
 from spikelfp.lfp import default_composite, lfp_step, rate_coded_reward
 from spikelfp.lfp.synapse_rules import AvgPoolRule
@@ -33,6 +33,8 @@ SMALL = {
     "speck-cnn": (2, 12, 12),
     "nmnist-cnn": (2, 8, 8),
     "dvsgesture-cnn": (2, 32, 32),
+    "braille-rsnn": (6,),
+    "braille-mlp": (6,),
 }
 
 
@@ -48,7 +50,15 @@ def spikes(spec: ModelSpec, t: int = 6, b: int = 4, p: float = 0.3) -> torch.Ten
 
 
 def test_registry_lists_every_model():
-    assert MODELS == ("mlp", "conv", "speck-cnn", "nmnist-cnn", "dvsgesture-cnn")
+    assert MODELS == (
+        "mlp",
+        "conv",
+        "speck-cnn",
+        "nmnist-cnn",
+        "dvsgesture-cnn",
+        "braille-rsnn",
+        "braille-mlp",
+    )
     assert set(SMALL) == set(MODELS)
     for name, entry in ZOO.items():
         assert entry.name == name and entry.layout and entry.source
@@ -63,7 +73,7 @@ def test_builds_and_output_shape(name, neuron):
     assert isinstance(net, Sequential)
     out, state = net(spikes(spec, t=5, b=3))
     assert out.shape == (5, 3, 4)
-    kinds = {type(m) for _, m in neuron_layers(net)}
+    kinds = {type(m) for _, m in neuron_layers(net)} - {RLIF}  # braille-rsnn's recurrent layer
     assert kinds == ({IF} if neuron == "if" else {LIF})
     assert not any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) for m in net.modules())
     canonicalize(net)  # every layer has a hardware equivalent
@@ -103,8 +113,8 @@ def test_dvsgesture_cnn_takes_full_and_downsampled_frames(shape):
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_summary_matches_the_built_model(name, batch_norm):
-    if batch_norm and name == "mlp":
-        pytest.skip("mlp has no convolutions")
+    if batch_norm and not ZOO[name].batch_norm:
+        pytest.skip(f"{name} has no convolutions")
     spec = small_spec(name, batch_norm=batch_norm)
     net = build_model(spec)
     s = model_summary(spec)
@@ -250,8 +260,8 @@ def _rates(net: Sequential, x: torch.Tensor) -> list[float]:
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("variant", ["default", "if-no-bias", "batch-norm"])
 def test_calibration_reaches_its_targets(name, variant):
-    if variant == "batch-norm" and name == "mlp":
-        pytest.skip("mlp has no convolutions")
+    if variant == "batch-norm" and not ZOO[name].batch_norm:
+        pytest.skip(f"{name} has no convolutions")
     kw = {"if-no-bias": {"neuron": "if", "bias": False}, "batch-norm": {"batch_norm": True}}
     spec = small_spec(name, **kw.get(variant, {}))
     net = build_model(spec)

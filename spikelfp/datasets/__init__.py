@@ -13,12 +13,16 @@
 * ``cache_dir=``: HDF5 frame cache keyed by every parameter and the source files.
 * :func:`pad_collate`, :func:`make_loader`: batches ``(T, B, P, H, W)`` with lengths;
   :func:`validation_split`: stratified, deterministic; :class:`EventStats`.
+* :class:`Braille`: tactile Braille letters (12 taxels), signals ``(T, C)`` encoded by the
+  sensor encoders :class:`SigmaDelta`, :class:`Resample`, :class:`SensorCurrent`
+  (:class:`SensorPipeline` chains them); untrusted pickles are refused.
 * :func:`plot_raster`, :func:`plot_frames`, :func:`save_gif`.
 
 tonic (GPL-3.0), h5py, scikit-learn and matplotlib are optional
 (``pip install 'spikelfp[datasets]'``) and imported only when used.
 """
 
+from .braille import BRAILLE_LETTERS, NIR_LETTERS, Braille, UnsafePickleError
 from .collate import make_loader, pad_collate
 from .digits import DigitsEvents, make_digits_events
 from .dvsgesture import DVSGesture
@@ -37,11 +41,20 @@ from .nmnist import NMNIST
 from .nmnist_format import EVENT_DTYPE, read_nmnist_bin, write_nmnist_bin
 from .plotting import plot_frames, plot_raster, save_gif
 from .saccade_events import SaccadeSimulation, images_to_events
+from .sensor_encoders import Resample, SensorCurrent, SensorPipeline, SigmaDelta
 from .splits import SplitIndices, validation_split
 from .stats import EventStats, event_stats
 from .transforms import Crop, Denoise, Downsample, EventsToFrames, FrameSpec
 
 __all__ = [
+    "BRAILLE_LETTERS",
+    "NIR_LETTERS",
+    "Braille",
+    "Resample",
+    "SensorCurrent",
+    "SensorPipeline",
+    "SigmaDelta",
+    "UnsafePickleError",
     "DEFAULT_TIME_BINS",
     "ENCODERS",
     "EVENT_DTYPE",

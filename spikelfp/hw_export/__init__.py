@@ -16,7 +16,10 @@ behaves like the trained network:
   imported only when used;
 * **integer simulator** — :func:`simulate` (numpy int64, bit-identical to the quantised torch
   model);
-* :func:`export` — all of the above in one call, returning an :class:`ExportReport`.
+* :func:`export` — all of the above in one call, returning an :class:`ExportReport`;
+* **training for the chip** — :class:`TargetTraining` (the training forward pass is the
+  target's integer network, :class:`IntegerLIFRule`), :func:`adapt_spec`,
+  :func:`linear_as_conv`; ``spikelfp train --target T``.
 
 See ``docs/export.md``.
 """
@@ -42,6 +45,7 @@ from .profiles import (
     XYLO,
     HardwareProfile,
     get_profile,
+    load_profile,
     register_profile,
 )
 from .pruning import (
@@ -65,6 +69,7 @@ from .quantize import (
     quantize,
 )
 from .simulator import SimulationResult, compile_integer, simulate
+from .target import IntegerLIFRule, TargetTraining, adapt_spec, linear_as_conv
 
 __all__ = [
     # pruning
@@ -94,6 +99,7 @@ __all__ = [
     "PROFILES",
     "get_profile",
     "register_profile",
+    "load_profile",
     "check_model",
     "ConstraintReport",
     "Violation",
@@ -108,6 +114,11 @@ __all__ = [
     "simulate",
     "SimulationResult",
     "compile_integer",
+    # train for the chip
+    "TargetTraining",
+    "IntegerLIFRule",
+    "adapt_spec",
+    "linear_as_conv",
     # one call
     "export",
     "ExportReport",

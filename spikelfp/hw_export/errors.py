@@ -36,9 +36,11 @@ class ResetNotExpressibleError(ExportError, ValueError):
 class ProfileViolationError(ExportError, ValueError):
     """The network breaks one or more constraints of a hardware profile (all are listed)."""
 
-    def __init__(self, message: str, violations=()):
+    def __init__(self, message: str, violations=(), report=None):
         super().__init__(message)
         self.violations = list(violations)
+        #: the :class:`~spikelfp.hw_export.ExportReport` of a refused export (else ``None``)
+        self.report = report
 
 
 class ExportWriteError(ExportError, OSError):

@@ -33,7 +33,8 @@ from torch import nn
 from ..neurons import LI
 from ..neurons.base import NeuronModule
 from ._layers import canonicalize, is_spiking, neuron_outputs
-from .checks import ConstraintReport, check_model
+from .checks import ConstraintReport, Violation, check_model
+from .errors import ProfileViolationError
 from .profiles import HardwareProfile, get_profile
 from .pruning import (
     SparsityReport,
@@ -42,7 +43,7 @@ from .pruning import (
     magnitude_prune,
     sparsity_report,
 )
-from .quantize import QuantizationReport, QuantizedNetwork, quantize
+from .quantize import QuantizationReport, QuantizedNetwork, QuantizedNeuron, quantize
 
 __all__ = ["ExportReport", "export", "evaluate", "spike_agreement", "iterate_batches"]
 
@@ -256,7 +257,7 @@ def export(
     model: nn.Module,
     target: str | HardwareProfile = "int8",
     bits: int = 8,
-    prune: float | None = 0.8,
+    prune: float | None = 0.0,
     dt: float = 1e-3,
     path: str | Path | None = None,
     data=None,
@@ -268,7 +269,10 @@ def export(
     input_shape: Sequence[int] | None = None,
     input_scale: float = 1.0,
     allow_reset_change: bool = False,
+    allow_violations: bool = False,
     strict: bool = False,
+    scale_method: str = "mse",
+    trained_for_target: bool = False,
     readout: str | None = None,
     batch_size: int = 256,
     verify: bool = True,
@@ -281,8 +285,9 @@ def export(
         target: profile name (``"int8"``, the default: a generic 8-bit integer chip;
             ``"xylo"``, ``"loihi2"``, ``"speck"``, or one registered) or a
             :class:`HardwareProfile`.
-        bits: weight bits (8, 4, 2, ...).
-        prune: fraction of weights to remove (0.8 = 80 %); 0 or ``None``: no pruning.
+        bits: weight bits (8, 4, 2, ...; at most ``profile.weight_bits``).
+        prune: fraction of weights to remove (0.8 = 80 %); 0 (the default) or ``None``: no
+            pruning.
         dt: time step in seconds for NIR's continuous-time parameters.
         path: NIR file to write (atomically); ``None`` (the default): write nothing, only
             report (``report.quantized`` holds the quantised network).
@@ -297,10 +302,25 @@ def export(
             first batch of ``data`` when given, else inferred from a leading Linear layer
             (convolutional networks without ``data`` need it).
         input_scale: float value of one unit of the chip's integer input.
-        allow_reset_change: write subtract/none/delayed resets as NIR's reset-to-zero
-            (see :func:`to_nir`); otherwise such networks are refused.
-        strict: raise :class:`ProfileViolationError` (listing every violation) instead of
-            reporting violations and writing anyway.
+        allow_reset_change: write resets the target does not implement as NIR's
+            reset-to-zero (see :func:`to_nir`). A reset the target implements (e.g.
+            ``"subtract"`` on Xylo) is always written, as NIR's reset-to-zero node with the
+            reset in the node metadata (``spikelfp_reset``), and listed in the report: a note
+            when the target has no reset-to-zero (its toolchain reads the metadata), else a
+            warning.
+        allow_violations: write ``path`` even when the network breaks the target's
+            constraints (otherwise :class:`ProfileViolationError` is raised and nothing is
+            written). Without ``path`` violations are only reported.
+        strict: also refuse warnings (clipped weights, a decay rounded far, a state that may
+            saturate, a changed reset, an accuracy drop over 1 point): raise
+            :class:`ProfileViolationError` listing every violation and warning, write nothing.
+        scale_method: ``"mse"`` or ``"max"`` (no weight clipped), see :func:`quantize`.
+        trained_for_target: the model was trained for this target with
+            :class:`~spikelfp.hw_export.TargetTraining` (``spikelfp train --target``) at these
+            ``bits`` and ``scale_method="max"``: its float weights are shadows and the
+            exported integer network is the trained one, so the float model's accuracy is no
+            reference (no accuracy-drop warning; ``accuracy_quantized`` is the trained
+            network's accuracy).
         readout: ``"count"`` or ``"mean"`` (default: counts for spiking outputs, mean for LI).
         verify: run the integer simulator on the first batch and compare bit for bit.
         verbose: print the report.
@@ -339,23 +359,24 @@ def export(
                 trainable, iterate_batches(data, batch_size), reward or rate_coded_reward
             )
         pruned = feedback_prune(float_model, scores, frac, prune_scope)
-    qnet = quantize(pruned, bits, prof, input_shape=input_shape, input_scale=input_scale)
+    qnet = quantize(
+        pruned,
+        bits,
+        prof,
+        input_shape=input_shape,
+        input_scale=input_scale,
+        scale_method=scale_method,
+    )
     constraints = check_model(qnet, prof)
-    if strict:
-        constraints.raise_if_violated()
+    _report_clipping(qnet, constraints)
+    reset_changed = _report_reset_change(qnet, prof, constraints, trained_for_target)
     sparsity = sparsity_report(pruned, qnet.input_shape)
-    written = None
-    if path is not None:
-        from .nir_io import to_nir, write_nir
-
-        graph = to_nir(qnet, dt, allow_reset_change=allow_reset_change)
-        written = write_nir(graph, path)
     report = ExportReport(
         target=prof.name,
         bits=int(bits),
         prune=frac,
         dt=float(dt),
-        path=written,
+        path=None,
         constraints=constraints,
         sparsity=sparsity,
         quantization=qnet.report,
@@ -363,9 +384,154 @@ def export(
     )
     if data is not None:
         _measure(report, float_model, pruned, qnet, data, readout, batch_size, input_scale, verify)
+        if not trained_for_target:
+            _report_accuracy(report)
+    if trained_for_target:
+        _trained_notes(constraints)
+    refusal = _refusal(report, strict, allow_violations or path is None)
+    if refusal is not None:
+        if verbose:
+            print(report)
+        raise refusal
+    if path is not None:
+        from .nir_io import to_nir, write_nir
+
+        with warnings.catch_warnings():
+            if reset_changed:  # listed in the report already
+                warnings.simplefilter("ignore", UserWarning)
+            graph = to_nir(qnet, dt, allow_reset_change=allow_reset_change or reset_changed)
+        report.path = write_nir(graph, path)
     if verbose:
         print(report)
     return report
+
+
+#: The accuracy drop (percentage points) above which an export is reported loudly.
+MAX_ACCURACY_DROP = 1.0
+
+
+def _report_clipping(qnet: QuantizedNetwork, constraints: ConstraintReport) -> None:
+    """A warning per layer whose weights were clipped (a change the chip makes silently)."""
+    for row in qnet.report.layers:
+        if row.clipped:
+            constraints.warnings.append(
+                Violation(
+                    f"layer {row.index} ({row.kind})",
+                    "weight clipping",
+                    f"{row.clipped} weight(s) clipped to +-{2 ** (qnet.bits - 1) - 1} (max "
+                    f"relative error {row.max_relative_error:.3g})",
+                    "no clipped weight",
+                    "export with scale_method='max' (CLI: --scale-method max) or train with "
+                    f"--target {qnet.profile.name} (the integer weights are what is trained)",
+                )
+            )
+
+
+def _report_reset_change(
+    qnet: QuantizedNetwork, prof: HardwareProfile, constraints, trained_for_target: bool = False
+) -> bool:
+    """List the resets NIR cannot express but the target implements; True if there are such
+    resets and no others (then the file holds them in the node metadata).
+
+    A note when the target only has such resets or the run was trained for it (its reset is
+    the target's own: a model trained with ``--target T`` never needs retraining to export to
+    T); otherwise a warning, since a NIR reader that ignores the metadata would simulate a
+    reset to zero."""
+    native, foreign = [], []
+    for i, layer in enumerate(qnet.model):
+        if not isinstance(layer, QuantizedNeuron) or layer.kind == "LI":
+            continue
+        if layer.reset == "zero" and not layer.reset_delay:
+            continue
+        ok = layer.reset in prof.resets and (prof.reset_delay or not layer.reset_delay)
+        (native if ok else foreign).append((i, layer))
+    if not native or foreign:
+        return False
+    where = ", ".join(
+        f"layer {i} ({layer.kind}, reset={layer.reset!r}"
+        + (", reset_delay=True)" if layer.reset_delay else ")")
+        for i, layer in native
+    )
+    if "zero" not in prof.resets or trained_for_target:
+        constraints.notes.append(
+            f"{where}: NIR's neurons only reset to v_reset; the file holds reset-to-zero nodes "
+            f"with the {prof.name} reset in their metadata (spikelfp_reset, "
+            "spikelfp_reset_delay), which from_nir and the target's toolchain read"
+        )
+    else:
+        constraints.warnings.append(
+            Violation(
+                where,
+                "reset in NIR",
+                "a reset NIR cannot express",
+                "reset='zero', reset_delay=False",
+                "the file holds reset-to-zero nodes with the reset in their metadata "
+                "(spikelfp_reset); tools that ignore it simulate a different network. Train "
+                f"with --target {prof.name} (the reset is then the target's own and the file "
+                "records it), or with --reset zero",
+            )
+        )
+    return True
+
+
+def _report_accuracy(report: ExportReport) -> None:
+    drop = report.accuracy_drop_points
+    if drop is not None and drop > MAX_ACCURACY_DROP:
+        report.constraints.warnings.append(
+            Violation(
+                "network",
+                "accuracy",
+                f"float {100 * report.accuracy_float:.2f}% -> exported "
+                f"{100 * report.accuracy_quantized:.2f}% ({drop:.2f} points lost on "
+                f"{report.n_samples} samples)",
+                f"<= {MAX_ACCURACY_DROP:g} point lost",
+                f"train with --target {report.target} (the exported integer network is what is "
+                "trained), prune less or use more bits",
+            )
+        )
+
+
+def _trained_notes(constraints: ConstraintReport) -> None:
+    """A network trained as the target's integer network: saturating states are part of what
+    was trained (the training forward saturates as the chip and the simulator do), so a
+    possible saturation is a note, not a warning."""
+    kept = []
+    for w in constraints.warnings:
+        if w.constraint == "state range":
+            constraints.notes.append(f"{w.layer}: {w.found}: the states saturate as in training")
+        else:
+            kept.append(w)
+    constraints.warnings[:] = kept
+    constraints.notes.append(
+        "trained for this target: the exported integer network is the one trained (the float "
+        "weights were shadows; their accuracy is no reference)"
+    )
+
+
+def _cost_text(report: ExportReport) -> str:
+    if report.accuracy_drop_points is None:
+        return ""
+    return (
+        f" (on {report.n_samples} samples the exported network scores "
+        f"{100 * report.accuracy_quantized:.2f}% against the float network's "
+        f"{100 * report.accuracy_float:.2f}%: {report.accuracy_drop_points:.2f} points)"
+    )
+
+
+def _refusal(report: ExportReport, strict: bool, allow_violations: bool):
+    """The :class:`ProfileViolationError` that refuses the export, or ``None``."""
+    c = report.constraints
+    found = list(c.violations) + (list(c.warnings) if strict else [])
+    if not found or (not strict and allow_violations):
+        return None
+    what = "violation(s)" if not strict else "violation(s)/warning(s)"
+    flag = "--strict refuses warnings too" if strict else "--allow-violations writes anyway"
+    return ProfileViolationError(
+        f"refused: the network has {len(found)} {what} of the {report.target!r} profile "
+        f"({flag}); nothing was written{_cost_text(report)}: " + "; ".join(str(v) for v in found),
+        found,
+        report=report,
+    )
 
 
 def _input_shape_of(data, batch_size: int) -> tuple[int, ...]:

@@ -13,8 +13,9 @@ so spikelfp's :math:`V_t = \beta U_{t-1} + Z_t` is matched exactly by
     v_{leak} = 0,\quad v_{threshold} = \theta,\quad v_{reset} = 0
 
 (unit input gain :math:`dt\,r/\tau = 1`). ``IF`` (:math:`\beta = 1`) becomes NIR ``IF`` with
-:math:`r = 1/dt` (:math:`\dot v = rI`); ``LI`` becomes NIR ``LI`` (or ``I`` when
-:math:`\beta = 1`); ``CubaLIF`` uses :math:`\tau_{syn} = dt/(1-\alpha)`,
+:math:`r = 1`, the per-step gain as sinabs, norse and snntorch read it (``convention="nir"``
+writes NIR's own :math:`r = 1/dt`, :math:`\dot v = rI`); ``LI`` becomes NIR ``LI`` (or ``I``
+when :math:`\beta = 1`); ``CubaLIF`` uses :math:`\tau_{syn} = dt/(1-\alpha)`,
 :math:`w_{in} = 1/(1-\alpha)` and :math:`\tau_{mem}, r` as above (current updated first, as in
 spikelfp). ``RLIF`` becomes a sub-graph ``input → LIF ⇄ Linear(W_rec)``, ``LIF → output``.
 Per-neuron parameters are written as arrays of the layer's full shape; the Input node's shape
@@ -29,6 +30,10 @@ node's metadata, which :func:`from_nir` restores.
 A quantised network (:func:`spikelfp.hw_export.quantize`) is written with its integer weights
 and thresholds; each synapse's float scale (float weight = scale · integer weight) and each
 neuron's integer decay are recorded in node metadata.
+
+Import (:func:`from_nir`) reads what other frameworks write: their conventions are in
+``spikelfp.hw_export.nir_conventions``, branching graphs and recurrent cycles become the
+modules of ``spikelfp.hw_export.nir_graph``.
 
 Files are written atomically (a temporary file in the target folder, then ``os.replace``).
 """
@@ -49,7 +54,8 @@ from torch import nn
 from .. import __version__
 from .._io import atomic_write
 from ..neurons import IF, LI, LIF, RLIF, CubaLIF
-from ..sequential import Sequential
+from ..neurons.base import NeuronModule
+from ..sequential import Sequential, apply_over_time
 from ._layers import SumPool2d, canonicalize, infer_shapes, kind_of
 from .errors import (
     ExportWriteError,
@@ -57,9 +63,21 @@ from .errors import (
     ResetNotExpressibleError,
     UnsupportedLayerError,
 )
+from .nir_conventions import CONVENTIONS, check_gain, detect_convention
+from .nir_conventions import convention as get_convention
+from .nir_graph import GraphNet, MultiSpike, RecurrentNeuron
 from .quantize import QuantizedNetwork, QuantizedNeuron
 
-__all__ = ["require_nir", "to_nir", "write_nir", "export_nir", "from_nir", "read_nir"]
+__all__ = [
+    "require_nir",
+    "to_nir",
+    "write_nir",
+    "export_nir",
+    "from_nir",
+    "read_nir",
+    "NIRConventionWarning",
+    "EXPORT_CONVENTIONS",
+]
 
 _INSTALL_HINT = "pip install 'spikelfp[export]'"
 _GAIN_TOL = 1e-9
@@ -114,14 +132,14 @@ def _decay_of(layer, key: str) -> torch.Tensor:
     return getattr(layer, key).detach().to(torch.float64)
 
 
-def _reset_problems(model) -> list[str]:
+def _reset_problems(model, expressible: str = "zero") -> list[str]:
     out = []
     for i, layer in enumerate(model):
         reset = getattr(layer, "reset", None)
         if kind_of(layer) == "LI" or reset is None:
             continue
         what = []
-        if reset != "zero":
+        if reset != expressible:
             what.append(f'reset="{reset}"')
         if getattr(layer, "reset_delay", False):
             what.append("reset_delay=True")
@@ -166,7 +184,51 @@ def _lif_params(beta: np.ndarray, dt: float, index: int, what: str):
     return tau, 1.0 / (1.0 - beta)
 
 
-def _neuron_node(nir, layer, shape, dt, index):
+def _neuron_node(nir, layer, shape, dt, index, consumer="spikelfp"):
+    node = _neuron_node_default(nir, layer, shape, dt, index)
+    if consumer in ("spikelfp", "snntorch") and not (
+        consumer == "snntorch" and isinstance(node, nir.IF)
+    ):
+        return node
+    kind = kind_of(layer)
+    meta = node.metadata
+    beta = np.asarray(meta.get("spikelfp_beta"), dtype=np.float64)
+    if consumer == "nir":  # NIR's own semantics: dv/dt = r I, Euler: v += dt r I
+        if isinstance(node, (nir.IF, nir.I)):
+            node.r = np.full(shape, 1.0 / dt)
+        return node
+    if consumer == "snntorch":  # snntorch reads IF as Leaky(beta=0.9): write a LIF with beta 1
+        tau = np.full(shape, 1e300)
+        meta["spikelfp_kind"] = kind
+        return nir.LIF(
+            tau=tau,
+            r=tau / dt,
+            v_leak=np.zeros(shape),
+            v_threshold=node.v_threshold,
+            v_reset=np.zeros(shape),
+            metadata=meta,
+        )
+    if kind == "RLIF" or (consumer == "sinabs" and kind == "CubaLIF"):
+        raise UnsupportedLayerError(
+            f"layer {index}: {kind} has no {consumer} equivalent that reads NIR; export "
+            "with convention='spikelfp' or leave it out"
+        )
+    if consumer == "norse" and isinstance(node, nir.LIF):
+        # norse's LIFBoxCell integrates (1-beta) x: its membrane is (1-beta) times ours
+        meta["spikelfp_threshold"] = np.asarray(node.v_threshold, dtype=np.float64)
+        meta["spikelfp_unit_gain"] = 1
+        node.v_threshold = node.v_threshold * (1.0 - beta)
+        node.r = np.ones(shape)
+    if consumer == "sinabs" and isinstance(node, (nir.LIF, nir.LI)):
+        # sinabs: tau in time steps, decay exp(-1/tau), gain 1 (r must be 1)
+        with np.errstate(divide="ignore"):
+            node.tau = -1.0 / np.log(beta)  # beta = 0 -> tau = 0, exp(-1/0) = 0
+        node.r = np.ones(shape)
+        meta["spikelfp_unit_gain"] = 1
+    return node
+
+
+def _neuron_node_default(nir, layer, shape, dt, index):
     kind = kind_of(layer)
     integer = isinstance(layer, QuantizedNeuron)
     meta = _neuron_meta(layer, integer)
@@ -174,7 +236,7 @@ def _neuron_node(nir, layer, shape, dt, index):
     meta["spikelfp_beta"] = beta
     if kind == "LI":
         if np.all(beta == 1):
-            return nir.I(r=np.full(shape, 1.0 / dt), metadata=meta)
+            return nir.I(r=np.ones(shape), metadata=meta)
         tau, r = _lif_params(beta, dt, index, "beta")
         return nir.LI(tau=tau, r=r, v_leak=np.zeros(shape), metadata=meta)
     theta = _np(layer.threshold, shape)
@@ -195,7 +257,7 @@ def _neuron_node(nir, layer, shape, dt, index):
             metadata=meta,
         )
     if np.all(beta == 1) and kind != "RLIF":
-        return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=theta, v_reset=zeros, metadata=meta)
+        return nir.IF(r=np.ones(shape), v_threshold=theta, v_reset=zeros, metadata=meta)
     tau, r = _lif_params(beta, dt, index, "beta")
     node = nir.LIF(
         tau=tau, r=r, v_leak=zeros.copy(), v_threshold=theta, v_reset=zeros, metadata=meta
@@ -226,22 +288,50 @@ def _flatten_dims(layer: nn.Flatten, index: int) -> tuple[int, int]:
     return (s - 1 if s > 0 else s), (e - 1 if e > 0 else e)
 
 
+EXPORT_CONVENTIONS = ("spikelfp", "nir", "snntorch", "norse", "sinabs")
+
+
 def to_nir(
     model,
     dt: float = 1e-3,
     input_shape: Sequence[int] | None = None,
     *,
     allow_reset_change: bool = False,
+    convention: str = "spikelfp",
 ):
-    """A ``nir.NIRGraph`` of ``model`` (a :class:`spikelfp.Sequential` or a
+    r"""A ``nir.NIRGraph`` of ``model`` (a :class:`spikelfp.Sequential` or a
     :class:`QuantizedNetwork`) for time step ``dt`` (seconds).
 
-    ``input_shape`` is the per-sample input shape (no time, no batch); it is inferred for
-    networks starting with a Linear layer. See the module docstring for the parameter mapping
-    and ``allow_reset_change``.
+    Args:
+        model: the network.
+        dt: the time step the continuous-time parameters are written for.
+        input_shape: the per-sample input shape (no time, no batch); inferred for networks
+            starting with a Linear layer.
+        allow_reset_change: see the module docstring.
+        convention: whose reading the file is written for (``docs/interop.md`` has the
+            table). ``"spikelfp"`` (default): LIF/CubaLIF/LI as in the module docstring,
+            IF/I with ``r = 1`` (the per-step gain, as sinabs, norse and snntorch read it).
+            ``"nir"``: NIR's own semantics, IF/I ``r = 1/dt``. ``"snntorch"``: ``dt = 1e-4``
+            (snntorch's importer hard-codes it; ``dt`` is ignored) and IF as a LIF with
+            :math:`\tau = 10^{300}` (snntorch reads NIR IF as a leaky neuron).
+            ``"norse"``: LIF with ``r = 1`` and :math:`v_{th} = (1-\beta)\theta` (norse's
+            LIFBoxCell integrates :math:`(1-\beta)x`; norse's LI readout is :math:`1-\beta`
+            times spikelfp's). ``"sinabs"``: LIF/LI :math:`\tau = -1/\ln\beta` time steps,
+            ``r = 1``, Linear as Affine; sinabs resets by subtraction, so
+            ``reset="subtract"`` neurons are expressible and ``"zero"`` ones are not.
+
+    Returns:
+        The graph; its metadata records ``dt`` and the convention, so :func:`from_nir` reads
+        it back exactly whichever convention it was written for.
     """
     nir = require_nir()
     dt = _check_dt(dt)
+    if convention not in EXPORT_CONVENTIONS:
+        raise ValueError(
+            f"unknown export convention {convention!r}; use one of {list(EXPORT_CONVENTIONS)}"
+        )
+    if convention == "snntorch":
+        dt = 1e-4
     qnet = model if isinstance(model, QuantizedNetwork) else None
     if qnet is not None:
         net = qnet.model
@@ -250,9 +340,15 @@ def to_nir(
         net = canonicalize(model)
     # a Sequential of QuantizedNeuron (e.g. read back with from_nir) is integer too
     integer = any(isinstance(m, QuantizedNeuron) for m in net)
-    problems = _reset_problems(net)
+    problems = _reset_problems(net, "subtract" if convention == "sinabs" else "zero")
     if problems:
         listed = "; ".join(problems)
+        if not allow_reset_change and convention == "sinabs":
+            raise ResetNotExpressibleError(
+                f"sinabs resets by subtraction immediately; these layers reset differently: "
+                f"{listed}. Retrain with reset='subtract', reset_delay=False, or pass "
+                "allow_reset_change=True (the original reset is kept in the node metadata)."
+            )
         if not allow_reset_change:
             raise ResetNotExpressibleError(
                 f"NIR neurons reset to v_reset immediately; these layers reset differently: "
@@ -280,8 +376,9 @@ def to_nir(
             }
         if isinstance(layer, nn.Linear):
             w = _weights(layer.weight, integer)
-            if layer.bias is not None:
-                node = nir.Affine(weight=w, bias=_weights(layer.bias, integer), metadata=meta)
+            if layer.bias is not None or convention == "sinabs":  # sinabs reads Affine only
+                bias = layer.bias if layer.bias is not None else torch.zeros(w.shape[0])
+                node = nir.Affine(weight=w, bias=_weights(bias, integer), metadata=meta)
             else:
                 node = nir.Linear(weight=w, metadata=meta)
         elif isinstance(layer, (nn.Conv1d, nn.Conv2d)):
@@ -317,7 +414,7 @@ def to_nir(
             s, e = _flatten_dims(layer, i)
             node = nir.Flatten(input_type={"input": np.array(shapes[i])}, start_dim=s, end_dim=e)
         else:
-            node = _neuron_node(nir, layer, shapes[i + 1], dt, i)
+            node = _neuron_node(nir, layer, shapes[i + 1], dt, i, convention)
         nodes[name] = node
         edges.append((prev, name))
         prev = name
@@ -329,6 +426,9 @@ def to_nir(
         "dt": dt,
         "discretisation": "forward Euler: beta = 1 - dt/tau, r = tau/dt (unit input gain)",
         "integer": int(integer),
+        # IF/I: r is the gain per step (as sinabs, norse, snntorch read it)
+        "if_r_per_step": int(convention != "nir"),
+        "convention": convention,
     }
     if qnet is not None:
         meta.update(
@@ -387,6 +487,15 @@ def read_nir(path: str | os.PathLike):
         raise FileNotFoundError(f"no NIR file at {path}")
     try:
         return nir.read(path)
+    except ValueError as err:
+        if "type" not in str(err).lower():
+            raise NIRImportError(f"{path} is not a readable NIR file: {err}") from err
+        # several producers write input types with a batch dimension, which nir's type check
+        # refuses; the parameters are what spikelfp reads, and their shapes are checked
+        try:
+            return nir.read(path, type_check=False)
+        except Exception as err2:
+            raise NIRImportError(f"{path} is not a readable NIR file: {err2}") from err2
     except Exception as err:
         raise NIRImportError(f"{path} is not a readable NIR file: {err}") from err
 
@@ -413,36 +522,6 @@ def _as_param(a: np.ndarray, dtype) -> torch.Tensor:
     if flat.numel() and bool((flat == flat[0]).all()):
         return flat[0].clone()
     return t
-
-
-def _chain(graph) -> list[tuple[str, object]]:
-    nir = require_nir()
-    inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
-    if len(inputs) != 1:
-        raise NIRImportError(f"from_nir needs exactly one Input node, found {inputs}")
-    succ: dict[str, list[str]] = {}
-    pred: dict[str, list[str]] = {}
-    for a, b in graph.edges:
-        succ.setdefault(a, []).append(b)
-        pred.setdefault(b, []).append(a)
-    order, cur, seen = [], inputs[0], set()
-    while True:
-        nxt = succ.get(cur, [])
-        if not nxt:
-            break
-        if len(nxt) != 1 or len(pred.get(nxt[0], [])) != 1:
-            raise NIRImportError(
-                f"from_nir imports chains (a spikelfp.Sequential); node {cur!r} branches or "
-                f"merges ({cur} -> {nxt}). Recurrent layers must be NIRGraph sub-graphs."
-            )
-        cur = nxt[0]
-        if cur in seen:
-            raise NIRImportError(f"cycle through {cur!r} outside a sub-graph")
-        seen.add(cur)
-        if isinstance(graph.nodes[cur], nir.Output):
-            break
-        order.append((cur, graph.nodes[cur]))
-    return order
 
 
 _NOT_PARAMETERS = ("input_type", "output_type", "metadata")
@@ -479,39 +558,6 @@ def _check_finite_node(nir, node, name: str) -> None:
             )
 
 
-def _beta_from(tau, dt, meta_beta) -> np.ndarray:
-    beta = 1.0 - dt / np.asarray(tau, dtype=np.float64)
-    if meta_beta is not None:
-        mb = np.asarray(meta_beta, dtype=np.float64)
-        if mb.shape == beta.shape and np.all(np.abs(mb - beta) < 1e-9):
-            return mb
-    return beta
-
-
-def _fold_gain(layers: list[nn.Module], gain: np.ndarray, name: str) -> None:
-    """Multiply the synapse feeding a neuron by its NIR input gain ``dt r / tau``."""
-    g = np.asarray(gain, dtype=np.float64)
-    if np.all(np.abs(g - 1.0) < _GAIN_TOL):
-        return
-    j = len(layers) - 1
-    while j >= 0 and isinstance(layers[j], (nn.AvgPool2d, SumPool2d)):
-        j -= 1
-    if j < 0 or not isinstance(layers[j], (nn.Linear, nn.Conv1d, nn.Conv2d)):
-        raise NIRImportError(
-            f"node {name!r} has an input gain dt*r/tau != 1 and no synapse in front of it to "
-            "fold the gain into"
-        )
-    syn = layers[j]
-    gflat = g.reshape(g.shape[0], -1)
-    if not np.all(gflat == gflat[:, :1]):
-        raise NIRImportError(f"node {name!r}: the input gain varies within a channel")
-    gc = torch.from_numpy(gflat[:, 0]).to(syn.weight.dtype)
-    with torch.no_grad():
-        syn.weight.mul_(gc.reshape(-1, *([1] * (syn.weight.dim() - 1))))
-        if syn.bias is not None:
-            syn.bias.mul_(gc)
-
-
 def _check_zero(node, field_name: str, name: str, what: str) -> None:
     v = getattr(node, field_name, None)
     if v is not None and not np.allclose(np.asarray(v, dtype=np.float64), 0.0):
@@ -545,204 +591,615 @@ def _reset_of(meta) -> tuple[str, bool]:
     return (str(meta.get("spikelfp_reset", "zero")), bool(int(meta.get("spikelfp_reset_delay", 0))))
 
 
-def _import_neuron(nir, node, name, dt, layers, dtype):
+# --------------------------------------------------------------------------- graph structure
+
+
+def _flatten(nir, graph, prefix: str = ""):
+    """Inline sub-graphs: returns ``(nodes, edges)`` of a graph with no NIRGraph nodes.
+
+    A sub-graph's nodes are renamed ``sub/inner``; an edge into the sub-graph goes to the
+    successors of its Input node, an edge out of it leaves from the predecessors of its Output.
+    """
+    nodes, edges = {}, []
+    entry, exit_ = {}, {}
+    for name, node in graph.nodes.items():
+        full = prefix + name
+        if isinstance(node, nir.NIRGraph):
+            sub_nodes, sub_edges = _flatten(nir, node, full + "/")
+            ins = [k for k, n in node.nodes.items() if isinstance(n, nir.Input)]
+            outs = [k for k, n in node.nodes.items() if isinstance(n, nir.Output)]
+            if len(ins) != 1 or len(outs) != 1:
+                raise NIRImportError(
+                    f"sub-graph {full!r} needs exactly one Input and one Output node, found "
+                    f"{len(ins)} and {len(outs)}"
+                )
+            i_name, o_name = f"{full}/{ins[0]}", f"{full}/{outs[0]}"
+            entry[full] = [b for a, b in sub_edges if a == i_name]
+            exit_[full] = [a for a, b in sub_edges if b == o_name]
+            for k, v in sub_nodes.items():
+                if k not in (i_name, o_name):
+                    nodes[k] = v
+            edges += [(a, b) for a, b in sub_edges if a != i_name and b != o_name]
+            # a sub-graph whose input runs straight to its output
+            if any(a == i_name and b == o_name for a, b in sub_edges):
+                raise NIRImportError(f"sub-graph {full!r} connects its Input to its Output")
+        else:
+            nodes[full] = node
+    for a, b in graph.edges:
+        a, b = prefix + a, prefix + b
+        for src in exit_.get(a, [a]):
+            for dst in entry.get(b, [b]):
+                edges.append((src, dst))
+    return nodes, list(dict.fromkeys(edges))
+
+
+def _find_recurrence(nir, nodes, preds, succs) -> dict[str, str]:
+    """``neuron -> synapse`` for every flat cycle neuron -> Linear/Affine -> same neuron."""
+    neurons = (nir.LIF, nir.IF, nir.CubaLIF)
+    rec = {}
+    for name, node in nodes.items():
+        if not isinstance(node, (nir.Linear, nir.Affine)):
+            continue
+        p, s = preds.get(name, []), succs.get(name, [])
+        if len(p) == 1 and p == s and isinstance(nodes.get(p[0]), neurons):
+            if p[0] in rec:
+                raise NIRImportError(
+                    f"neuron {p[0]!r} has two recurrent synapses ({rec[p[0]]}, {name}); "
+                    "merge them into one"
+                )
+            rec[p[0]] = name
+    return rec
+
+
+def _reaches(succs, a, b, within) -> bool:
+    """Whether ``b`` can be reached from ``a`` in one or more steps inside ``within``."""
+    seen, stack = set(), [m for m in succs.get(a, []) if m in within]
+    while stack:
+        n = stack.pop()
+        if n == b:
+            return True
+        if n not in seen:
+            seen.add(n)
+            stack += [m for m in succs.get(n, []) if m in within]
+    return False
+
+
+def _topological(nodes, preds, succs, start) -> list[str]:
+    """Kahn's order of the nodes reachable from ``start``; a cycle is an error naming it."""
+    reach, stack = {start}, [start]
+    while stack:
+        for m in succs.get(stack.pop(), []):
+            if m not in reach:
+                reach.add(m)
+                stack.append(m)
+    indeg = {n: sum(1 for p in preds.get(n, []) if p in reach) for n in reach}
+    order, frontier = [], [start]
+    while frontier:
+        n = frontier.pop(0)
+        for m in succs.get(n, []):
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                order.append(m)
+                frontier.append(m)
+    left = {n for n in reach if n != start and n not in order}
+    stuck = sorted(n for n in left if _reaches(succs, n, n, left))
+    if left:
+        raise NIRImportError(
+            f"the graph has a cycle through {', '.join(stuck)} that is not a recurrent neuron "
+            "(spikelfp imports cycles of the form neuron -> Linear/Affine -> the same neuron "
+            "only); break it or rewrite it as such a recurrent synapse"
+        )
+    return order
+
+
+# --------------------------------------------------------------------------- neurons
+
+
+def _decays(conv, tau, dt, name: str, what: str, meta_value=None, trust=False) -> np.ndarray:
+    """Per-step decays; spikelfp's own files keep the exact value from the metadata (always,
+    when ``trust``: a file written for another reader, whose tau is in that reader's units)."""
+    beta = conv.decay_of(tau, dt)
+    if meta_value is not None and conv.name == "spikelfp":
+        mb = np.asarray(meta_value, dtype=np.float64)
+        if trust or (mb.shape == beta.shape and np.all(np.abs(mb - beta) < 1e-9)):
+            beta = mb
+    if not np.all(np.isfinite(beta)) or np.any(beta < 0) or np.any(beta > 1):
+        dt_txt = "" if dt is None else f", dt = {dt:g}"
+        raise NIRImportError(
+            f"node {name!r}: {what} = {np.min(beta):.4g}..{np.max(beta):.4g} is not a decay in "
+            f"[0, 1] under convention {conv.name!r}{dt_txt}; pass the producer's convention= "
+            "or dt="
+        )
+    return beta
+
+
+def _param(a, dtype, conv) -> torch.Tensor:
+    """A per-neuron parameter (one value when all agree), in ``dtype``."""
+    return _as_param(a, dtype)
+
+
+def _exp_decay_param(tau, dtype) -> torch.Tensor:
+    """sinabs computes exp(-1/tau) in its own (float32) precision: do the same."""
+    t = torch.as_tensor(np.asarray(tau, dtype=np.float64)).to(dtype)
+    d = torch.exp(-1.0 / t)
+    flat = d.reshape(-1)
+    return flat[0].clone() if flat.numel() and bool((flat == flat[0]).all()) else d
+
+
+class _Imported:
+    """One neuron node read under a convention: the module and its per-step input gain."""
+
+    def __init__(self, module, gain):
+        self.module, self.gain = module, np.asarray(gain, dtype=np.float64)
+
+
+def _reset_for(conv, meta, reset, reset_delay, leaky: bool) -> tuple[str, bool]:
+    """The reset and its timing for one neuron node.
+
+    snntorch's ``Leaky(reset_mechanism="zero")`` zeroes the previous membrane before the leak,
+    which spikes exactly like an immediate reset (``reset_delay=False``); its ``Synaptic`` and
+    ``RLeaky`` zero the new membrane one step late (``reset_delay=True``).
+    """
+    if conv.name == "spikelfp":
+        r, d = _reset_of(meta)
+    else:
+        r, d = conv.reset, conv.reset_delay
+    r = reset if reset is not None else r
+    if reset_delay is not None:
+        return r, bool(reset_delay)
+    if conv.name == "snntorch" and r == "zero" and leaky:
+        return r, False
+    return r, d
+
+
+def _import_neuron(nir, node, name, conv, dt, dtype, reset, reset_delay, if_per_step, recurrent):
     meta = _meta(node)
-    integer = bool(int(meta.get("spikelfp_integer", 0)))
-    reset, delay = _reset_of(meta)
-    if isinstance(node, nir.NIRGraph):
-        return _import_recurrent(nir, node, name, dt, layers, dtype)
-    if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+    integer = bool(int(meta.get("spikelfp_integer", 0))) and conv.name == "spikelfp"
+    leaky = isinstance(node, (nir.LIF, nir.IF)) and not recurrent
+    rst, delay = _reset_for(conv, meta, reset, reset_delay, leaky)
+    # a spikelfp file written for another reader (sinabs, norse): the originals are in metadata
+    trust = conv.name == "spikelfp" and bool(int(meta.get("spikelfp_unit_gain", 0)))
+    if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)) and rst == "zero":
         _check_zero(node, "v_reset", name, "reset to a non-zero potential")
     if isinstance(node, (nir.LIF, nir.LI, nir.CubaLIF)):
         _check_zero(node, "v_leak", name, "a leak towards a non-zero potential")
-    if isinstance(node, nir.LIF):
-        beta = _beta_from(node.tau, dt, meta.get("spikelfp_beta"))
-        _fold_gain(layers, dt * np.asarray(node.r) / np.asarray(node.tau), name)
-        if integer:
-            return _quantized_from_meta(
-                meta.get("spikelfp_kind", "LIF"), meta, _as_param(node.v_threshold, torch.float64)
+    if isinstance(node, (nir.LIF, nir.LI)):
+        if conv.decay == "exp_steps" and not integer:
+            beta = _exp_decay_param(node.tau, dtype)
+        else:
+            beta = _param(
+                _decays(conv, node.tau, dt, name, "beta", meta.get("spikelfp_beta"), trust),
+                dtype,
+                conv,
             )
-        return LIF(
-            beta=_as_param(beta, dtype),
-            threshold=_as_param(node.v_threshold, dtype),
-            reset=reset,
-            reset_delay=delay,
-        )
-    if isinstance(node, nir.IF):
-        _fold_gain(layers, dt * np.asarray(node.r), name)
+        gain = np.ones(1) if trust else conv.lif_gain(node.tau, node.r, dt)
+        if isinstance(node, nir.LI):
+            mod = _quantized_from_meta("LI", meta, None) if integer else LI(beta=beta)
+            return _Imported(mod, gain)
+        theta = meta["spikelfp_threshold"] if "spikelfp_threshold" in meta else node.v_threshold
         if integer:
-            return _quantized_from_meta("IF", meta, _as_param(node.v_threshold, torch.float64))
-        return IF(threshold=_as_param(node.v_threshold, dtype), reset=reset, reset_delay=delay)
+            kind = meta.get("spikelfp_kind", "LIF")
+            if kind == "RLIF":  # built with its recurrent weights by _make_recurrent
+                return _Imported(None, gain)
+            return _Imported(
+                _quantized_from_meta(kind, meta, _as_param(theta, torch.float64)), gain
+            )
+        if conv.multi_spike and reset is None and not recurrent:
+            return _Imported(MultiSpike(beta, _as_param(theta, dtype)), gain)
+        mod = LIF(beta=beta, threshold=_as_param(theta, dtype), reset=rst, reset_delay=delay)
+        return _Imported(mod, gain)
+    if isinstance(node, (nir.IF, nir.I)):
+        r = np.asarray(node.r, dtype=np.float64)
+        gain = r if (if_per_step or dt is None) else dt * r
+        if isinstance(node, nir.I):
+            mod = _quantized_from_meta("LI", meta, None) if integer else LI(beta=1.0)
+            return _Imported(mod, gain)
+        if integer:
+            return _Imported(
+                _quantized_from_meta("IF", meta, _as_param(node.v_threshold, torch.float64)), gain
+            )
+        theta = _as_param(node.v_threshold, dtype)
+        if conv.multi_spike and reset is None and not recurrent:
+            return _Imported(MultiSpike(torch.ones((), dtype=dtype), theta), gain)
+        mod = IF(threshold=theta, reset=rst, reset_delay=delay)
+        return _Imported(mod, gain)
     if isinstance(node, nir.CubaLIF):
-        alpha = _beta_from(node.tau_syn, dt, meta.get("spikelfp_alpha"))
-        beta = _beta_from(node.tau_mem, dt, meta.get("spikelfp_beta"))
-        gain = (
-            dt
-            * np.asarray(node.w_in)
-            / np.asarray(node.tau_syn)
-            * dt
-            * np.asarray(node.r)
-            / np.asarray(node.tau_mem)
-        )
-        _fold_gain(layers, gain, name)
+        alpha = _decays(conv, node.tau_syn, dt, name, "alpha", meta.get("spikelfp_alpha"))
+        beta = _decays(conv, node.tau_mem, dt, name, "beta", meta.get("spikelfp_beta"))
+        if conv.decay == "exp_steps":
+            alpha_t, beta_t = (
+                _exp_decay_param(node.tau_syn, dtype),
+                _exp_decay_param(node.tau_mem, dtype),
+            )
+        else:
+            alpha_t, beta_t = _param(alpha, dtype, conv), _param(beta, dtype, conv)
+        gain = conv.cuba_gain(node.tau_syn, node.tau_mem, node.r, node.w_in, dt)
         if integer:
-            return _quantized_from_meta("CubaLIF", meta, _as_param(node.v_threshold, torch.float64))
-        return CubaLIF(
-            alpha=_as_param(alpha, dtype),
-            beta=_as_param(beta, dtype),
+            return _Imported(
+                _quantized_from_meta("CubaLIF", meta, _as_param(node.v_threshold, torch.float64)),
+                gain,
+            )
+        if conv.multi_spike and reset is None and not recurrent:
+            return _Imported(
+                MultiSpike(beta_t, _as_param(node.v_threshold, dtype), alpha=alpha_t), gain
+            )
+        mod = CubaLIF(
+            alpha=alpha_t,
+            beta=beta_t,
             threshold=_as_param(node.v_threshold, dtype),
-            reset=reset,
+            reset=rst,
             reset_delay=delay,
         )
-    if isinstance(node, nir.LI):
-        beta = _beta_from(node.tau, dt, meta.get("spikelfp_beta"))
-        _fold_gain(layers, dt * np.asarray(node.r) / np.asarray(node.tau), name)
-        if integer:
-            return _quantized_from_meta("LI", meta, None)
-        return LI(beta=_as_param(beta, dtype))
-    if isinstance(node, nir.I):
-        _fold_gain(layers, dt * np.asarray(node.r), name)
-        if integer:
-            return _quantized_from_meta("LI", meta, None)
-        return LI(beta=1.0)
+        return _Imported(mod, gain)
+    if isinstance(node, nir.Threshold):  # stateless: a LIF without memory
+        mod = LIF(beta=0.0, threshold=_as_param(node.threshold, dtype), reset="zero")
+        return _Imported(mod, np.ones(1))
     return None
 
 
-def _import_recurrent(nir, graph, name, dt, layers, dtype):
-    lif = [n for n in graph.nodes.values() if isinstance(n, nir.LIF)]
-    rec = [n for n in graph.nodes.values() if isinstance(n, (nir.Linear, nir.Affine))]
-    others = [
-        type(n).__name__
-        for n in graph.nodes.values()
-        if not isinstance(n, (nir.LIF, nir.Linear, nir.Affine, nir.Input, nir.Output))
-    ]
-    if len(lif) != 1 or len(rec) != 1 or others:
+def _make_recurrent(imp: _Imported, node, w_node, name: str, dtype, nir):
+    """A neuron with its recurrent synapse: RLIF where it can, else RecurrentNeuron."""
+    weight = np.asarray(w_node.weight, dtype=np.float64)
+    bias = np.asarray(w_node.bias, np.float64) if isinstance(w_node, nir.Affine) else None
+    if weight.ndim != 2 or weight.shape[0] != weight.shape[1]:
         raise NIRImportError(
-            f"sub-graph {name!r} is not a recurrent LIF (Input, LIF, Linear/Affine, Output); "
-            f"found LIF x{len(lif)}, Linear/Affine x{len(rec)}, other {others}"
+            f"recurrent synapse of {name!r}: weight {weight.shape} is not square (N, N)"
         )
-    node, w = lif[0], rec[0]
-    if isinstance(w, nir.Affine) and not np.allclose(w.bias, 0):
-        raise NIRImportError(f"sub-graph {name!r}: a recurrent bias cannot be expressed by RLIF")
-    meta = _meta(node)
-    _check_zero(node, "v_reset", name, "reset to a non-zero potential")
-    _check_zero(node, "v_leak", name, "a leak towards a non-zero potential")
-    gain = dt * np.asarray(node.r, dtype=np.float64) / np.asarray(node.tau, dtype=np.float64)
-    weight = np.asarray(w.weight, dtype=np.float64)
     n = weight.shape[0]
-    if bool(int(meta.get("spikelfp_integer", 0))):
-        _fold_gain(layers, gain, name)
+    mod = imp.module
+    if mod is None:  # spikelfp's integer RLIF: weights as written
         return _quantized_from_meta(
-            "RLIF", meta, _as_param(node.v_threshold, torch.float64), w_rec=torch.from_numpy(weight)
+            "RLIF", _meta(node), _as_param(node.v_threshold, torch.float64),
+            w_rec=torch.from_numpy(weight),
+        )  # fmt: skip
+    g = np.broadcast_to(imp.gain, (n,)) if imp.gain.size in (1, n) else None
+    if g is None:
+        raise NIRImportError(f"node {name!r}: its input gain does not match its {n} neurons")
+    if not np.all(np.abs(g - 1) < _GAIN_TOL):
+        weight = weight * g.reshape(-1, 1)
+        bias = None if bias is None else bias * g
+    has_bias = bias is not None and np.any(bias != 0)
+    if type(mod) is LIF and not has_bias:
+        beta, theta = mod.beta.detach(), mod.threshold.detach()
+        per = beta.dim() > 0 or theta.dim() > 0
+        layer = RLIF(
+            n,
+            beta=beta.expand(n).clone() if per else beta,
+            threshold=theta.expand(n).clone() if per else theta,
+            reset=mod.reset,
+            reset_delay=mod.reset_delay,
+            per_neuron=per,
         )
-    if not np.all(np.abs(gain - 1) < _GAIN_TOL):
-        _fold_gain(layers, gain, name)
-        weight = weight * np.asarray(gain, dtype=np.float64).reshape(-1, 1)
-    beta = _as_param(_beta_from(node.tau, dt, meta.get("spikelfp_beta")), dtype)
-    theta = _as_param(node.v_threshold, dtype)
-    reset, delay = _reset_of(meta)
-    per = beta.dim() > 0 or theta.dim() > 0
-    layer = RLIF(
-        n,
-        beta=beta.expand(n).clone() if per else beta,
-        threshold=theta.expand(n).clone() if per else theta,
-        reset=reset,
-        reset_delay=delay,
-        per_neuron=per,
+        with torch.no_grad():
+            layer.recurrent_weight.copy_(torch.from_numpy(weight).to(dtype))
+        return layer
+    return RecurrentNeuron(
+        mod,
+        torch.from_numpy(weight).to(dtype),
+        torch.from_numpy(bias).to(dtype) if has_bias else None,
     )
-    with torch.no_grad():
-        layer.recurrent_weight.copy_(torch.from_numpy(weight).to(dtype))
-    return layer
 
 
-def from_nir(graph, dt: float | None = None, dtype: torch.dtype | None = None) -> Sequential:
-    """Build a :class:`spikelfp.Sequential` from a NIR graph (or a path to a NIR file).
+# --------------------------------------------------------------------------- from_nir
 
-    ``dt`` defaults to the one recorded by spikelfp's exporter; files from other tools need
-    it. Decays are :math:`\\beta = 1 - dt/\\tau`; an input gain :math:`dt\\,r/\\tau \\ne 1` is
-    folded into the synapse in front. A node whose parameters hold NaN or infinite values is
-    refused (:class:`NIRImportError` naming the node) before anything is built. Nodes written
-    from a quantised network come back as :class:`QuantizedNeuron` (float64 integers), so the
-    round trip is exact.
+
+def _build_layer(nir, node, name, dtype):
+    """The stateless layer for a synapse / pooling / reshaping node, or None."""
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        w = torch.from_numpy(np.asarray(node.weight, dtype=np.float64)).to(dtype)
+        if w.dim() != 2:
+            raise NIRImportError(f"node {name!r}: weight must be 2-D, got {tuple(w.shape)}")
+        has_b = isinstance(node, nir.Affine)
+        layer = nn.Linear(w.shape[1], w.shape[0], bias=has_b, dtype=dtype)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            if has_b:
+                b = np.asarray(node.bias, np.float64).reshape(-1)
+                if b.shape[0] != w.shape[0]:
+                    raise NIRImportError(
+                        f"node {name!r}: bias has {b.shape[0]} entries for {w.shape[0]} outputs"
+                    )
+                layer.bias.copy_(torch.from_numpy(b))
+        return layer
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        w = torch.from_numpy(np.asarray(node.weight, dtype=np.float64)).to(dtype)
+        if isinstance(node.padding, str):
+            raise NIRImportError(
+                f"node {name!r}: string padding {node.padding!r} is not supported; use "
+                "numeric padding"
+            )
+        cls = nn.Conv1d if isinstance(node, nir.Conv1d) else nn.Conv2d
+        nd = w.dim() - 2
+        layer = cls(
+            int(w.shape[1]) * int(node.groups),
+            int(w.shape[0]),
+            tuple(w.shape[2:]),
+            _tuple_n(node.stride, nd),
+            _tuple_n(node.padding, nd),
+            _tuple_n(node.dilation, nd),
+            int(node.groups),
+            bias=True,
+            dtype=dtype,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            bias = node.bias if node.bias is not None else np.zeros(w.shape[0])
+            layer.bias.copy_(torch.from_numpy(np.asarray(bias, np.float64).reshape(-1)))
+        return layer
+    if isinstance(node, nir.SumPool2d):
+        return SumPool2d(_tuple2(node.kernel_size), _tuple2(node.stride), _tuple2(node.padding))
+    if isinstance(node, nir.AvgPool2d):
+        return nn.AvgPool2d(_tuple2(node.kernel_size), _tuple2(node.stride), _tuple2(node.padding))
+    if isinstance(node, nir.Flatten):
+        s, e = int(node.start_dim), int(node.end_dim)
+        return nn.Flatten(s + 1 if s >= 0 else s, e + 1 if e >= 0 else e)
+    if isinstance(node, nir.Scale):
+        return Scale(torch.from_numpy(np.asarray(node.scale, np.float64)).to(dtype))
+    return None
+
+
+_SUPPORTED = (
+    "Input, Output, Affine, Linear, Scale, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, "
+    "Threshold, I, LI, IF, LIF, CubaLIF, sub-graphs and recurrent cycles neuron -> "
+    "Linear/Affine -> neuron"
+)
+
+
+def _fold_into(modules, preds, succs, name, gain, dtype, nodes_order) -> None:
+    """Multiply the synapse(s) feeding neuron ``name`` by its input gain; insert a Scale
+    node where no synapse of its own is in front."""
+    g = np.asarray(gain, dtype=np.float64)
+    if np.all(np.abs(g - 1.0) < _GAIN_TOL):
+        return
+    targets = []
+    for p in preds[name]:
+        j = p
+        while isinstance(modules.get(j), (nn.AvgPool2d, SumPool2d)) and len(preds[j]) == 1:
+            if len(succs[j]) != 1:
+                break
+            j = preds[j][0]
+        m = modules.get(j)
+        ok = isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and len(succs.get(j, [])) == 1
+        ok = ok and all(len(succs.get(k, [])) == 1 for k in _between(preds, p, j))
+        if not ok:
+            targets = None
+            break
+        targets.append(m)
+    gflat = g.reshape(g.shape[0], -1) if g.ndim else g.reshape(1, 1)
+    per_channel = np.all(gflat == gflat[:, :1])
+    if targets and per_channel:
+        gc = torch.from_numpy(np.ascontiguousarray(gflat[:, 0]))
+        for syn in targets:
+            c = gc.to(syn.weight.dtype)
+            if c.numel() == 1:
+                c = c.expand(syn.weight.shape[0])
+            with torch.no_grad():
+                syn.weight.mul_(c.reshape(-1, *([1] * (syn.weight.dim() - 1))))
+                if syn.bias is not None:
+                    syn.bias.mul_(c)
+        return
+    scale_name = f"{name}.gain"
+    modules[scale_name] = Scale(torch.from_numpy(g).to(dtype))
+    preds[scale_name], preds[name] = preds[name], [scale_name]
+    for p in preds[scale_name]:
+        succs[p] = [scale_name if s == name else s for s in succs[p]]
+    succs[scale_name] = [name]
+    nodes_order.insert(nodes_order.index(name), scale_name)
+
+
+def _between(preds, start, stop) -> list[str]:
+    out, j = [], start
+    while j != stop:
+        out.append(j)
+        j = preds[j][0]
+    return out
+
+
+def from_nir(
+    graph,
+    dt: float | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    convention: str | None = None,
+    reset: str | None = None,
+    reset_delay: bool | None = None,
+):
+    r"""Build a spikelfp network from a NIR graph (or a path to a NIR file).
+
+    What ``tau``, ``r`` and ``dt`` mean depends on the producer
+    (``spikelfp.hw_export.nir_conventions``); with neither ``dt`` nor ``convention`` the
+    producer is detected (spikelfp's metadata, or the parameters' pattern: snntorch, sinabs,
+    norse, rockpool) and the network simulates what the producer simulates. Graphs with only
+    IF/I neurons need no ``dt``: their ``r`` is the per-step gain. A per-step input gain
+    outside [0.01, 100] warns (``NIRConventionWarning``): it almost always means a wrong ``dt``
+    or convention (e.g. ``dt=1e-3`` for sinabs's ``r = 1`` IF).
+
+    Args:
+        graph: a ``nir.NIRGraph`` or a path to a ``.nir`` file.
+        dt: the time step (seconds). Without ``convention`` it means NIR's own semantics:
+            forward Euler, :math:`\beta = 1 - dt/\tau`, input gain :math:`dt\,r/\tau`
+            (:math:`dt\,r` for IF/I). For spikelfp's files it overrides the recorded step.
+        dtype: parameter dtype (float64 for quantised files, else torch's default).
+        convention: the producer's convention (``"nir"``, ``"spikelfp"``, ``"snntorch"``,
+            ``"sinabs"``, ``"sinabs-single"``, ``"norse"``, ``"rockpool"``), overriding the
+            detection.
+        reset, reset_delay: override the convention's reset (``"zero"``, ``"subtract"``,
+            ``"none"``; e.g. an snntorch model built with ``reset_mechanism="zero"``).
+
+    Returns:
+        A :class:`spikelfp.Sequential` when the graph is a chain, else a
+        ``GraphNet`` (``spikelfp.hw_export.nir_graph``). Flat cycles
+        ``neuron -> Linear/Affine -> neuron`` (and spikelfp's RLIF sub-graphs) become an
+        :class:`~spikelfp.RLIF` or a ``RecurrentNeuron`` (``spikelfp.hw_export.nir_graph``).
+        Each neuron's input gain (:math:`\ne 1`) is folded into the synapse in front of it.
+
+    Raises:
+        NIRImportError: NaN/inf parameters (naming the node), node types without a spikelfp
+            equivalent (all listed), shapes that do not fit (naming the node), a cycle that is
+            not a recurrent neuron, decays outside [0, 1], or a graph whose producer cannot be
+            told and no ``dt``/``convention`` given.
     """
     nir = require_nir()
     if isinstance(graph, (str, os.PathLike)):
         graph = read_nir(graph)
     meta = _meta(graph)
-    if dt is None:
-        if "dt" not in meta:
-            raise NIRImportError(
-                "this NIR graph records no time step; pass dt= (seconds) — the step its "
-                "continuous-time parameters are to be discretised with"
-            )
-        dt = float(meta["dt"])
-    dt = _check_dt(dt)
-    integer = bool(int(meta.get("integer", 0)))
-    dtype = dtype or (torch.float64 if integer else torch.get_default_dtype())
-    layers: list[nn.Module] = []
-    unsupported = []
-    chain = _chain(graph)
-    for name, node in chain:  # before anything is built: one line naming the node
+    nodes, edges = _flatten(nir, graph)
+    for name, node in nodes.items():  # before anything is built: one line naming the node
         _check_finite_node(nir, node, name)
-    for name, node in chain:
-        layer = None
-        if isinstance(node, (nir.Affine, nir.Linear)):
-            w = torch.from_numpy(np.asarray(node.weight, dtype=np.float64)).to(dtype)
-            has_b = isinstance(node, nir.Affine)
-            layer = nn.Linear(w.shape[1], w.shape[0], bias=has_b, dtype=dtype)
-            with torch.no_grad():
-                layer.weight.copy_(w)
-                if has_b:
-                    layer.bias.copy_(torch.from_numpy(np.asarray(node.bias, np.float64)))
-        elif isinstance(node, (nir.Conv1d, nir.Conv2d)):
-            w = torch.from_numpy(np.asarray(node.weight, dtype=np.float64)).to(dtype)
-            if isinstance(node.padding, str):
-                raise NIRImportError(
-                    f"node {name!r}: string padding {node.padding!r} is not "
-                    "supported; use numeric padding"
-                )
-            cls = nn.Conv1d if isinstance(node, nir.Conv1d) else nn.Conv2d
-            nd = w.dim() - 2
-            layer = cls(
-                int(w.shape[1]) * int(node.groups),
-                int(w.shape[0]),
-                tuple(w.shape[2:]),
-                _tuple_n(node.stride, nd),
-                _tuple_n(node.padding, nd),
-                _tuple_n(node.dilation, nd),
-                int(node.groups),
-                bias=True,
-                dtype=dtype,
-            )
-            with torch.no_grad():
-                layer.weight.copy_(w)
-                layer.bias.copy_(torch.from_numpy(np.asarray(node.bias, np.float64)))
-        elif isinstance(node, nir.SumPool2d):
-            layer = SumPool2d(
-                _tuple2(node.kernel_size), _tuple2(node.stride), _tuple2(node.padding)
-            )
-        elif isinstance(node, nir.AvgPool2d):
-            layer = nn.AvgPool2d(
-                _tuple2(node.kernel_size), _tuple2(node.stride), _tuple2(node.padding)
-            )
-        elif isinstance(node, nir.Flatten):
-            s, e = int(node.start_dim), int(node.end_dim)
-            layer = nn.Flatten(s + 1 if s >= 0 else s, e + 1 if e >= 0 else e)
-        else:
-            layer = _import_neuron(nir, node, name, dt, layers, dtype)
-        if layer is None:
-            unsupported.append(f"{name} ({type(node).__name__})")
-            continue
-        layers.append(layer)
-    if unsupported:
+    known = (
+        nir.Input, nir.Output, nir.Affine, nir.Linear, nir.Scale, nir.Conv1d, nir.Conv2d,
+        nir.SumPool2d, nir.AvgPool2d, nir.Flatten, nir.Threshold, nir.I, nir.LI, nir.IF,
+        nir.LIF, nir.CubaLIF,
+    )  # fmt: skip
+    unknown = [f"{k} ({type(n).__name__})" for k, n in nodes.items() if not isinstance(n, known)]
+    if unknown:
         raise NIRImportError(
-            "NIR nodes without a spikelfp equivalent: " + ", ".join(unsupported) + ". Supported: "
-            "Affine, Linear, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, LIF, IF, CubaLIF, "
-            "LI, I, recurrent LIF sub-graphs"
+            "NIR nodes without a spikelfp equivalent: "
+            + ", ".join(unknown)
+            + ". Supported: "
+            + _SUPPORTED
         )
-    net = Sequential(*layers)
+    conv, dt = _resolve_convention(nir, nodes, meta, dt, convention)
+    integer = bool(int(meta.get("integer", 0))) and conv.name == "spikelfp"
+    dtype = dtype or (torch.float64 if integer else torch.get_default_dtype())
+    if_per_step = conv.if_gain_per_step and not (
+        conv.name == "spikelfp" and not int(meta.get("if_r_per_step", 0))
+    )
+
+    inputs = [k for k, n in nodes.items() if isinstance(n, nir.Input)]
+    outputs = [k for k, n in nodes.items() if isinstance(n, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NIRImportError(
+            f"from_nir needs exactly one Input and one Output node, found inputs {inputs} and "
+            f"outputs {outputs}"
+        )
+    preds: dict[str, list[str]] = {k: [] for k in nodes}
+    succs: dict[str, list[str]] = {k: [] for k in nodes}
+    for a, b in edges:
+        if a not in nodes or b not in nodes:
+            raise NIRImportError(f"edge {a} -> {b} names a node that does not exist")
+        succs[a].append(b)
+        preds[b].append(a)
+    rec = _find_recurrence(nir, nodes, preds, succs)
+    for neuron, w in rec.items():  # take the recurrent synapse out of the graph
+        preds[neuron].remove(w)
+        succs[neuron].remove(w)
+        del preds[w], succs[w]
+    order = _topological(nodes, preds, succs, inputs[0])
+    if outputs[0] not in order:
+        raise NIRImportError("the graph's Output is not reachable from its Input")
+    order.remove(outputs[0])
+    unused = sorted(set(nodes) - set(order) - {inputs[0], outputs[0]} - set(rec.values()))
+    if unused:
+        raise NIRImportError(f"nodes not connected between Input and Output: {unused}")
+
+    modules: dict[str, nn.Module] = {}
+    gains: dict[str, np.ndarray] = {}
+    for name in order:
+        node = nodes[name]
+        layer = _build_layer(nir, node, name, dtype)
+        if layer is None:
+            imp = _import_neuron(
+                nir, node, name, conv, dt, dtype, reset, reset_delay, if_per_step, name in rec
+            )
+            msg = check_gain(imp.gain, name, conv, dt)
+            if msg:
+                warnings.warn(msg, NIRConventionWarning, stacklevel=2)
+            layer = imp.module
+            if name in rec:
+                layer = _make_recurrent(imp, node, nodes[rec[name]], name, dtype, nir)
+            gains[name] = imp.gain
+        modules[name] = layer
+    for name, gain in gains.items():
+        _fold_into(modules, preds, succs, name, gain, dtype, order)
+
+    chain = all(len(preds[n]) == 1 for n in order) and all(
+        len(succs[n]) == 1 for n in [inputs[0], *order]
+    )
+    if chain:
+        net = Sequential(*(modules[n] for n in order))
+    else:
+        net = GraphNet(modules, order, {n: preds[n] for n in order}, preds[outputs[0]])
+    _check_shapes(nir, net, nodes[inputs[0]], order, chain, dtype)
     net.eval()
     return net
+
+
+class NIRConventionWarning(UserWarning):
+    """An imported neuron's per-step input gain is implausible (wrong ``dt``/convention?)."""
+
+
+def _resolve_convention(nir, nodes, meta, dt, name):
+    if dt is not None:
+        dt = _check_dt(dt)
+    if name is not None:
+        conv = get_convention(name)
+        if dt is None:
+            det, det_dt, _ = detect_convention(nir, nodes, meta)
+            dt = conv.dt if conv.dt is not None else (det_dt if det is not None else None)
+            if conv.name in ("spikelfp", "nir") and "dt" in meta:
+                dt = float(meta["dt"])
+        return conv, _needs_dt(nir, nodes, conv, dt)
+    det, det_dt, reason = detect_convention(nir, nodes, meta)
+    if det is not None and det.name == "spikelfp":
+        return det, dt if dt is not None else _check_dt(det_dt)
+    if dt is not None:
+        return get_convention("nir"), dt
+    if det is None:
+        raise NIRImportError(
+            f"cannot tell which producer wrote this graph ({reason}); pass convention= (one "
+            f"of {', '.join(sorted(CONVENTIONS))}) or dt= (seconds) for NIR's own forward-Euler "
+            "semantics"
+        )
+    return det, _needs_dt(nir, nodes, det, det_dt)
+
+
+def _needs_dt(nir, nodes, conv, dt):
+    timed = any(isinstance(n, (nir.LIF, nir.LI, nir.CubaLIF)) for n in nodes.values())
+    if timed and dt is None and conv.decay != "exp_steps":
+        raise NIRImportError(
+            f"convention {conv.name!r} needs the producer's time step for this graph's time "
+            "constants; pass dt= (seconds)"
+        )
+    return dt
+
+
+def _check_shapes(nir, net, inp, order, chain, dtype) -> None:
+    """Run one zero step through the network; a layer that does not fit is named."""
+    shape = np.asarray(next(iter(inp.input_type.values())) if inp.input_type else []).tolist()
+    if not shape or any(int(s) <= 0 for s in shape):
+        return
+    x = torch.zeros(1, 1, *[int(s) for s in shape], dtype=dtype)
+    with torch.no_grad():
+        if not chain:
+            try:
+                net(x)
+            except ValueError as err:
+                raise NIRImportError(f"shape mismatch: {err}") from None
+            return
+        for name, layer in zip(order, net, strict=True):
+            try:
+                if isinstance(layer, NeuronModule):
+                    x, _ = layer(x)
+                else:
+                    x = apply_over_time(layer, x)
+            except (RuntimeError, ValueError) as err:
+                raise NIRImportError(
+                    f"shape mismatch at node {name!r} ({type(layer).__name__}): it cannot take "
+                    f"an input of shape {tuple(x.shape[2:])} (per sample): {err}"
+                ) from None
+
+
+class Scale(nn.Module):
+    """NIR's Scale: multiply every feature by its own factor (shape broadcast from the
+    feature dimensions)."""
+
+    def __init__(self, scale: torch.Tensor):
+        super().__init__()
+        self.register_buffer("scale", torch.as_tensor(scale).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
 
 
 def _tuple_n(v, n: int) -> tuple[int, ...]:

@@ -15,7 +15,10 @@ True
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ._decay import DECAY_MODES, ROUNDINGS
 
@@ -28,6 +31,8 @@ __all__ = [
     "PROFILES",
     "get_profile",
     "register_profile",
+    "load_profile",
+    "PROFILE_SUFFIXES",
 ]
 
 _ALL_NEURONS = ("LIF", "IF", "CubaLIF", "LI", "RLIF")
@@ -220,3 +225,72 @@ def get_profile(target: str | HardwareProfile) -> HardwareProfile:
             f"unknown hardware target {target!r}; known: {sorted(PROFILES)}, or pass a "
             "HardwareProfile(...) (register_profile() makes it available by name)"
         ) from None
+
+
+#: File suffixes :func:`load_profile` reads.
+PROFILE_SUFFIXES = (".json", ".toml", ".yaml", ".yml")
+
+_TUPLE_FIELDS = ("weight_exponent_range", "resets", "neuron_types", "layer_types")
+
+
+def load_profile(path: str | Path) -> HardwareProfile:
+    """A :class:`HardwareProfile` from a JSON, TOML or YAML file of its fields.
+
+    The file holds one mapping whose keys are :class:`HardwareProfile` fields (``name`` is
+    required); lists become tuples. Unknown keys are refused with the list of known ones:
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "mychip.json")
+    >>> _ = open(path, "w").write('{"name": "mychip", "weight_bits": 6, "resets": ["zero"]}')
+    >>> p = load_profile(path); p.weight_bits, p.resets
+    (6, ('zero',))
+    >>> _ = open(path, "w").write('{"name": "mychip", "weigth_bits": 6}')
+    >>> load_profile(path)
+    Traceback (most recent call last):
+    ...
+    ValueError: profile file ...mychip.json: unknown key(s) ['weigth_bits']; known: ...
+
+    Args:
+        path: a ``.json``, ``.toml``, ``.yaml`` or ``.yml`` file.
+
+    Returns:
+        the profile (not registered; pass it to :func:`register_profile` to use its name).
+    """
+    p = Path(path).expanduser()
+    if p.suffix.lower() not in PROFILE_SUFFIXES:
+        raise ValueError(
+            f"profile file {p}: unknown format {p.suffix!r}; use one of "
+            f"{', '.join(PROFILE_SUFFIXES)}"
+        )
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ValueError(f"profile file {p}: cannot read it ({err.strerror or err})") from None
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        elif p.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # noqa: BLE001 - every parser has its own error type
+        raise ValueError(f"profile file {p}: not valid {p.suffix[1:]} ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"profile file {p}: expected a mapping of HardwareProfile fields")
+    known = [f.name for f in dataclasses.fields(HardwareProfile)]
+    unknown = sorted(k for k in data if k not in known)
+    if unknown:
+        raise ValueError(f"profile file {p}: unknown key(s) {unknown}; known: {', '.join(known)}")
+    if "name" not in data:
+        raise ValueError(f"profile file {p}: the key 'name' is required")
+    kwargs = {
+        k: tuple(v) if k in _TUPLE_FIELDS and isinstance(v, list) else v for k, v in data.items()
+    }
+    try:
+        return HardwareProfile(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"profile file {p}: {err}") from None

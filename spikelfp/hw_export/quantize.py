@@ -57,10 +57,10 @@ from torch import nn
 
 from ..neurons import LI, RLIF, CubaLIF
 from ..neurons.base import NeuronModule, check_time_first
-from ..neurons.cuba import CubaLIFState
-from ..neurons.li import LIState
-from ..neurons.lif import RESETS, LIFState
-from ..neurons.rlif import RLIFState
+from ..neurons.cuba import CubaLIFParameters, CubaLIFState, cuba_update
+from ..neurons.li import LIParameters, LIState, li_update
+from ..neurons.lif import RESETS, LIFParameters, LIFState, lif_update
+from ..neurons.rlif import RLIFState, rlif_update
 from ..sequential import Sequential
 from ._decay import DECAY_MODES, ROUNDINGS, decay_torch, quantize_decay
 from ._layers import (
@@ -167,23 +167,8 @@ class QuantizedNeuron(NeuronModule):
     def _decay(self, v: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
         return decay_torch(v, self.decay_mode, param, self.decay_bits, self.rounding)
 
-    def _reset(self, v_pre: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        if self.reset == "zero":
-            return torch.where(r > 0, torch.zeros_like(v_pre), v_pre)
-        if self.reset == "subtract":
-            return self._sat(v_pre - self.threshold * r)
-        return v_pre
-
-    def _lif(self, z: torch.Tensor, u: torch.Tensor):
-        v_pre = self._sat(self._decay(u, self.v_decay) + z)
-        if self.reset_delay:
-            r = (u > self.threshold).to(F64)
-            v = self._reset(v_pre, r)
-            s = (v > self.threshold).to(F64)
-        else:
-            s = (v_pre > self.threshold).to(F64)
-            v = self._reset(v_pre, s)
-        return s, v
+    def _lif_parameters(self) -> LIFParameters:
+        return LIFParameters(self.v_decay, self.threshold, self.reset, self.reset_delay)
 
     def initial_state(self, x: torch.Tensor):
         zeros = torch.zeros(x.shape[1:], dtype=F64, device=x.device)
@@ -200,22 +185,27 @@ class QuantizedNeuron(NeuronModule):
         x = x.to(F64)
         if state is None:
             state = self.initial_state(x)
+        # the neuron kernels of spikelfp.neurons with the integer decay and saturation hooks:
+        # the same recursion as the float modules and the LFP rules (the numpy simulator in
+        # simulator.py stays the independent check)
+        hooks = {"decay": self._decay, "saturate": self._sat}
+        p = self._lif_parameters()
         out = []
         for z in x.unbind(0):
             if self.kind == "LI":
-                v = self._sat(self._decay(state.v, self.v_decay) + z)
+                v = li_update(z, state.v, LIParameters(self.v_decay), **hooks)
                 state = LIState(v)
                 out.append(v)
                 continue
             if self.kind == "CubaLIF":
-                i = self._sat(self._decay(state.i, self.i_decay) + z)
-                s, v = self._lif(i, state.v)
-                state = CubaLIFState(i, v)
+                cp = CubaLIFParameters(
+                    self.i_decay, self.v_decay, self.threshold, p.reset, p.reset_delay
+                )
+                s, state, _ = cuba_update(z, state, cp, **hooks)
             elif self.kind == "RLIF":
-                s, v = self._lif(z + state.s @ self.w_rec.t(), state.v)
-                state = RLIFState(v, s)
+                s, state, _ = rlif_update(z, state, p, self.w_rec, **hooks)
             else:
-                s, v = self._lif(z, state.v)
+                s, v, _ = lif_update(z, state.v, p, **hooks)
                 state = LIFState(v)
             out.append(s)
         return torch.stack(out), state

@@ -3,6 +3,17 @@
 from .composites import NATIVE, Composite, UnsupportedModuleError, default_composite
 from .diagnostics import DIAGNOSTIC_COLUMNS, LFPDiagnostics
 from .neuron_rules import ALIFRule, CubaLIFRule, LIFRule, LIRule, RLIFRule
+from .online import (
+    CausalReward,
+    PerStepSoftmaxReward,
+    RunningRateReward,
+    SparseFrames,
+    Windowed,
+    augment_sparse,
+    calibrate_firing_online,
+    check_streamable,
+    online_lfp_step,
+)
 from .rewards import (
     check_reward,
     discrete_feedback_reward,
@@ -50,4 +61,13 @@ __all__ = [
     "StepResult",
     "feedback",
     "lfp_step",
+    "CausalReward",
+    "PerStepSoftmaxReward",
+    "RunningRateReward",
+    "SparseFrames",
+    "Windowed",
+    "augment_sparse",
+    "calibrate_firing_online",
+    "check_streamable",
+    "online_lfp_step",
 ]

@@ -36,33 +36,20 @@ import torch
 
 from .. import _native as native
 from ..allocator import empty_large_like
-from ..neurons.alif import ALIF, ALIFState
-from ..neurons.base import broadcasts_to, check_time_first
-from ..neurons.cuba import CubaLIF, CubaLIFState
-from ..neurons.li import LI, LIState
-from ..neurons.lif import LIF, LIFState
-from ..neurons.rlif import RLIF, RLIFState
+from ..neurons.alif import ALIF, ALIFParameters, ALIFState, alif_update
+from ..neurons.base import StepBuffers, broadcasts_to
+from ..neurons.cuba import CubaLIF, CubaLIFParameters, CubaLIFState, cuba_update
+from ..neurons.li import LI, LIParameters, LIState, li_update
+from ..neurons.lif import LIF, LIFParameters, LIFState, lif_reset, lif_update
+from ..neurons.rlif import RLIF, RLIFState, rlif_update
 from ._tensor import sum_to
 
 __all__ = ["LIFRule", "LIRule", "CubaLIFRule", "ALIFRule", "RLIFRule", "membrane_backward"]
 
 
 def _reset(v_pre, v_prev, theta, reset, reset_delay):
-    """Membrane after the reset, and the spikes (immediate or delayed)."""
-    if reset_delay:
-        r = (v_prev > theta).to(v_pre.dtype)
-        v_new = (
-            v_pre * (1 - r)
-            if reset == "zero"
-            else (v_pre - theta * r if reset == "subtract" else v_pre)
-        )
-        return v_new, (v_new > theta).to(v_pre.dtype)
-    s = (v_pre > theta).to(v_pre.dtype)
-    v_new = (
-        v_pre * (1 - s)
-        if reset == "zero"
-        else (v_pre - theta * s if reset == "subtract" else v_pre)
-    )
+    """Membrane after the reset, and the spikes (the kernel's :func:`lif_reset`)."""
+    s, v_new = lif_reset(v_pre, v_prev, theta, reset, reset_delay)
     return v_new, s
 
 
@@ -101,45 +88,31 @@ def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout, keep_
     ``U[t+1]`` is the membrane after step ``t`` (``U[:-1]`` are the ``U_{t-1}`` of the rule) and
     ``out`` is ``None`` (the outputs go to a rolling buffer); otherwise only two rolling
     membrane steps are kept, ``U[-1]`` is the final membrane and ``out`` holds all outputs.
-    Bit-identical to :func:`_reset`'s out-of-place formulas (a spike is 0 or 1, so
-    ``V - θ·S`` and ``V·(1 - S)`` are exact selections; up to the sign of a zero).
+    Each step is the neurons' own kernel (:func:`~spikelfp.neurons.lif_update`, or
+    :func:`~spikelfp.neurons.li.li_update` for the readout) writing into these buffers, so the
+    results are those of the out-of-place kernel, bit for bit.
     """
     steps = z.shape[0]
     mem = empty_large_like(z, ((steps + 1) if keep_mem else 2,) + tuple(z.shape[1:]))
     mem[0].copy_(v0)
-    if keep_mem:
-        if readout:
+    if readout:
+        if keep_mem:
             return None, _li_replay(z, mem, beta)
-        ring = z.new_empty((2,) + tuple(z.shape[1:]))
-        out = _Ring(ring)
-    else:
         out = empty_large_like(z)
-    keep = None if readout or reset != "zero" else torch.empty_like(v0)
-    prev = None  # the previous step's spikes (delayed reset)
+        p = LIParameters(beta)
+        for t in range(steps):
+            vp = li_update(z[t], mem[t % 2], p, out=mem[(t + 1) % 2])  # U_t = β U_{t-1} + Z_t
+            out[t].copy_(vp)
+        return out, mem[steps % 2 : steps % 2 + 1]
+    out = _Ring(z.new_empty((2,) + tuple(z.shape[1:]))) if keep_mem else empty_large_like(z)
+    scratch = None if reset == "none" else torch.empty_like(v0)  # the reset mask
+    p = LIFParameters(beta, threshold, reset, reset_delay)
     for t in range(steps):
         if keep_mem:
             v, vp = mem[t], mem[t + 1]
         else:
             v, vp = mem[t % 2], mem[(t + 1) % 2]
-        torch.mul(v, beta, out=vp)
-        vp.add_(z[t])  # V_t = β U_{t-1} + Z_t
-        if readout:
-            out[t].copy_(vp)
-            continue
-        if reset_delay:
-            # R_t = H(U_{t-1} - θ) is the previous step's spike S_{t-1}
-            r = prev if t else torch.gt(v, threshold, out=out[0])
-            if reset == "zero":
-                vp.mul_(torch.le(v, threshold, out=keep))  # V_t (1 - R_t)
-            elif reset == "subtract":
-                vp.addcmul_(r, threshold, value=-1)  # V_t - θ R_t
-            prev = torch.gt(vp, threshold, out=out[t])
-        else:
-            s_t = torch.gt(vp, threshold, out=out[t])
-            if reset == "zero":
-                vp.mul_(torch.le(vp, threshold, out=keep))  # V_t (1 - S_t)
-            elif reset == "subtract":
-                vp.addcmul_(s_t, threshold, value=-1)  # V_t - θ S_t
+        lif_update(z[t], v, p, out=StepBuffers(vp, out[t], scratch))
     if keep_mem:
         return None, mem
     return out, mem[steps % 2 : steps % 2 + 1]
@@ -156,9 +129,9 @@ class _Ring:
 
 
 def _li_replay(z, mem, beta):
+    p = LIParameters(beta)
     for t in range(z.shape[0]):
-        torch.mul(mem[t], beta, out=mem[t + 1])
-        mem[t + 1].add_(z[t])
+        li_update(z[t], mem[t], p, out=mem[t + 1])
     return mem
 
 
@@ -182,16 +155,16 @@ class _LIFLFP(torch.autograd.Function):
             return out, mem[-1].clone()
         v = v0
         u_prev, dens, outs = [], [], []
+        p = LIFParameters(beta, threshold, reset, reset_delay)
         for z_t in z.unbind(0):
-            v_pre = beta * v + z_t
+            if readout:
+                s = v_new = v_pre = li_update(z_t, v, LIParameters(beta))
+            else:
+                s, v_new, v_pre = lif_update(z_t, v, p)
             u_prev.append(v)
             dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
-            if readout:
-                v = v_pre
-                outs.append(v)
-            else:
-                v, s = _reset(v_pre, v, threshold, reset, reset_delay)
-                outs.append(s)
+            v = v_new
+            outs.append(s)
         u_prev = torch.stack(u_prev)
         inv_d = torch.stack(dens).reciprocal_()
         ctx.save_for_backward(z, u_prev, inv_d, beta, threshold)
@@ -272,7 +245,7 @@ class LIFRule:
         self.epsilon = float(epsilon)
 
     def forward(self, module: LIF, x: torch.Tensor, state: LIFState | None = None):
-        check_time_first(x, type(module).__name__)
+        module.check_input(x)
         v0 = module.initial_state(x).v if state is None else state.v
         s, v = _LIFLFP.apply(
             x,
@@ -294,7 +267,7 @@ class LIRule(LIFRule):
     """LFP rule for the :class:`~spikelfp.neurons.LI` readout (output = membrane)."""
 
     def forward(self, module: LI, x: torch.Tensor, state: LIState | None = None):
-        check_time_first(x, "LI")
+        module.check_input(x)
         v0 = module.initial_state(x).v if state is None else state.v
         thr = torch.zeros((), dtype=x.dtype, device=x.device)
         u, v = _LIFLFP.apply(x, v0, module.beta, thr, "none", False, self.epsilon, True)
@@ -306,16 +279,16 @@ class _CubaLFP(torch.autograd.Function):
     def forward(ctx, z, i0, v0, alpha, beta, threshold, reset, reset_delay, epsilon):
         i, v = i0, v0
         i_prev, i_all, u_prev, dv, di, outs = [], [], [], [], [], []
+        p = CubaLIFParameters(alpha, beta, threshold, reset, reset_delay)
         for z_t in z.unbind(0):
-            i_new = alpha * i + z_t
-            v_pre = beta * v + i_new
+            s, state, v_pre = cuba_update(z_t, CubaLIFState(i, v), p)
+            i_new = state.i
             i_prev.append(i)
             i_all.append(i_new)
             u_prev.append(v)
             dv.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
             di.append((i.abs() + (i_new - i).abs()).add_(epsilon))
-            v, s = _reset(v_pre, v, threshold, reset, reset_delay)
-            i = i_new
+            i, v = state
             outs.append(s)
         st = torch.stack
         ctx.save_for_backward(
@@ -355,7 +328,7 @@ class CubaLIFRule(LIFRule):
     """LFP rule for :class:`~spikelfp.neurons.CubaLIF` (current and membrane both decomposed)."""
 
     def forward(self, module: CubaLIF, x: torch.Tensor, state: CubaLIFState | None = None):
-        check_time_first(x, "CubaLIF")
+        module.check_input(x)
         st = module.initial_state(x) if state is None else state
         s, i, v = _CubaLFP.apply(
             x,
@@ -376,14 +349,13 @@ class _ALIFLFP(torch.autograd.Function):
     def forward(ctx, z, v0, a0, beta, threshold, rho, kappa, reset, epsilon):
         v, a = v0, a0
         u_prev, a_prev, dens, outs = [], [], [], []
+        p = ALIFParameters(beta, threshold, rho, kappa, reset)
         for z_t in z.unbind(0):
-            theta = threshold + kappa * a
-            v_pre = beta * v + z_t
+            s, state, v_pre, _ = alif_update(z_t, ALIFState(v, a), p)
             u_prev.append(v)
             a_prev.append(a)
             dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
-            v, s = _reset(v_pre, v, theta, reset, False)
-            a = rho * a + (1 - rho) * s
+            v, a = state
             outs.append(s)
         u_prev = torch.stack(u_prev)
         ctx.save_for_backward(
@@ -407,7 +379,7 @@ class ALIFRule(LIFRule):
     """LFP rule for :class:`~spikelfp.neurons.ALIF` (adaptive threshold held constant)."""
 
     def forward(self, module: ALIF, x: torch.Tensor, state: ALIFState | None = None):
-        check_time_first(x, "ALIF")
+        module.check_input(x)
         st = module.initial_state(x) if state is None else state
         s, v, a = _ALIFLFP.apply(
             x,
@@ -428,12 +400,12 @@ class _RLIFLFP(torch.autograd.Function):
     def forward(ctx, z, v0, s0, w_rec, beta, threshold, reset, reset_delay, epsilon):
         v, s = v0, s0
         u_prev, dens, outs = [], [], []
-        w_t = w_rec.t()
+        p = LIFParameters(beta, threshold, reset, reset_delay)
         for z_t in z.unbind(0):
-            v_pre = beta * v + (z_t + s @ w_t)
+            s, state, v_pre = rlif_update(z_t, RLIFState(v, s), p, w_rec)
             u_prev.append(v)
             dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
-            v, s = _reset(v_pre, v, threshold, reset, reset_delay)
+            v = state.v
             outs.append(s)
         spikes = torch.stack(outs)
         ctx.save_for_backward(
@@ -474,7 +446,7 @@ class RLIFRule(LIFRule):
     """LFP rule for :class:`~spikelfp.neurons.RLIF` (recurrent weights get their share)."""
 
     def forward(self, module: RLIF, x: torch.Tensor, state: RLIFState | None = None):
-        check_time_first(x, "RLIF", min_dim=3)
+        module.check_input(x)
         st = module.initial_state(x) if state is None else state
         s, v, s_last = _RLIFLFP.apply(
             x,

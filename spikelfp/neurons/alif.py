@@ -15,7 +15,16 @@ from typing import NamedTuple
 
 import torch
 
-from .base import NeuronModule, check_time_first, heaviside, make_parameter
+from .base import (
+    DecayFn,
+    NeuronModule,
+    SaturateFn,
+    SpikeFn,
+    leaky_integrate,
+    make_parameter,
+    threshold_spike,
+)
+from .lif import lif_reset
 
 __all__ = ["ALIF", "ALIFParameters", "ALIFState", "alif_update", "alif_step", "alif_sequence"]
 
@@ -37,28 +46,52 @@ class ALIFState(NamedTuple):
     a: torch.Tensor
 
 
-def alif_update(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
-    """One step; returns ``(S_t, state_t, V_t, θ_t)``."""
+def alif_update(
+    z: torch.Tensor,
+    state: ALIFState,
+    p: ALIFParameters,
+    spike_fn: SpikeFn = threshold_spike,
+    *,
+    decay: DecayFn | None = None,
+    saturate: SaturateFn | None = None,
+) -> tuple[torch.Tensor, ALIFState, torch.Tensor, torch.Tensor]:
+    r"""The ALIF kernel: :math:`\theta_t = \theta_0 + \kappa a_{t-1}`, the LIF integration
+    and immediate reset against :math:`\theta_t` (:func:`~spikelfp.neurons.lif.lif_reset`),
+    then :math:`a_t = \rho a_{t-1} + (1 - \rho) S_t`.
+
+    Args:
+        z: synaptic input of one step ``(B, ...)``.
+        state: the state before the step (a :class:`ALIFState`).
+        p: the parameters (a :class:`ALIFParameters`).
+        spike_fn: the spike function (see :func:`~spikelfp.neurons.lif_update`).
+        decay: optional hook ``decay(v, beta)`` replacing :math:`\beta v`.
+        saturate: optional hook ``saturate(v)``.
+
+    Returns:
+        ``(S_t, ALIFState(U_t, a_t), V_t, θ_t)``.
+
+    >>> p = ALIFParameters(*map(torch.tensor, (1.0, 1.0, 0.5, 2.0)))
+    >>> s, st, v_pre, theta = alif_update(torch.tensor([1.5]), ALIFState(*torch.zeros(2, 1)), p)
+    >>> s.item(), st.a.item(), theta.item()
+    (1.0, 0.5, 1.0)
+    """
     theta = p.threshold + p.kappa * state.a
-    v_pre = p.beta * state.v + z
-    s = heaviside(v_pre - theta)
-    if p.reset == "zero":
-        v = v_pre * (1 - s)
-    elif p.reset == "subtract":
-        v = v_pre - theta * s
-    else:
-        v = v_pre
+    v_pre = leaky_integrate(z, state.v, p.beta, decay=decay, saturate=saturate)
+    s, v = lif_reset(v_pre, state.v, theta, p.reset, False, spike_fn, saturate=saturate)
     a = p.rho * state.a + (1 - p.rho) * s
     return s, ALIFState(v, a), v_pre, theta
 
 
-def alif_step(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
+def alif_step(
+    z: torch.Tensor, state: ALIFState, p: ALIFParameters, spike_fn: SpikeFn = threshold_spike
+):
     """Advance an ALIF population by one step (pure function; equations in :class:`ALIF`).
 
     Args:
         z: synaptic input of one step ``(B, ...)``.
         state: the state before the step (a :class:`ALIFState`; zeros to start).
         p: the parameters (a :class:`ALIFParameters`).
+        spike_fn: the spike function (see :func:`~spikelfp.neurons.lif_update`).
 
     Returns:
         ``(spikes, state)``: spikes of the shape of ``z`` and the ALIFState after the step.
@@ -68,17 +101,20 @@ def alif_step(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
     >>> s.item(), st.a.item()
     (1.0, 0.5)
     """
-    s, state, _, _ = alif_update(z, state, p)
+    s, state, _, _ = alif_update(z, state, p, spike_fn)
     return s, state
 
 
-def alif_sequence(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
+def alif_sequence(
+    z: torch.Tensor, state: ALIFState, p: ALIFParameters, spike_fn: SpikeFn = threshold_spike
+):
     """Run an ALIF population over a time-first input (pure function).
 
     Args:
         z: synaptic input ``(T, B, ...)`` (time first).
         state: the state before the first step (a :class:`ALIFState`; zeros to start).
         p: the parameters (a :class:`ALIFParameters`).
+        spike_fn: the spike function (see :func:`~spikelfp.neurons.lif_update`).
 
     Returns:
         ``(spikes, state)``: spikes ``(T, B, ...)`` and the ALIFState after the last step.
@@ -90,7 +126,7 @@ def alif_sequence(z: torch.Tensor, state: ALIFState, p: ALIFParameters):
     """
     out = []
     for z_t in z.unbind(0):
-        s, state, _, _ = alif_update(z_t, state, p)
+        s, state, _, _ = alif_update(z_t, state, p, spike_fn)
         out.append(s)
     return torch.stack(out), state
 
@@ -130,6 +166,8 @@ class ALIF(NeuronModule):
     (torch.Size([10, 2, 8]), torch.Size([2, 8]))
     """
 
+    per_neuron = ("beta", "threshold", "rho", "kappa")
+
     def __init__(
         self,
         beta: float | torch.Tensor = 0.9,
@@ -159,13 +197,14 @@ class ALIF(NeuronModule):
         zeros = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
         return ALIFState(zeros, zeros.clone())
 
-    def forward(self, x: torch.Tensor, state: ALIFState | None = None):
-        check_time_first(x, "ALIF")
-        for name in ("beta", "threshold", "rho", "kappa"):
-            self._check_features(x, name, getattr(self, name))
+    def sequence(
+        self, x: torch.Tensor, state: ALIFState | None = None, spike_fn: SpikeFn = threshold_spike
+    ):
+        """``(spikes, state)`` over ``x`` ``(T, B, ...)`` with the spike function ``spike_fn``."""
+        self.check_input(x)
         if state is None:
             state = self.initial_state(x)
-        return alif_sequence(x, state, self.parameters_tuple)
+        return alif_sequence(x, state, self.parameters_tuple, spike_fn)
 
     def extra_repr(self) -> str:
         return f"reset={self.reset!r}"

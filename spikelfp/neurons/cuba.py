@@ -13,10 +13,25 @@ from typing import NamedTuple
 
 import torch
 
-from .base import NeuronModule, check_time_first, make_parameter
+from .base import (
+    DecayFn,
+    NeuronModule,
+    SaturateFn,
+    SpikeFn,
+    leaky_integrate,
+    make_parameter,
+    threshold_spike,
+)
 from .lif import LIFParameters, _check_reset, lif_update
 
-__all__ = ["CubaLIF", "CubaLIFParameters", "CubaLIFState", "cuba_step", "cuba_sequence"]
+__all__ = [
+    "CubaLIF",
+    "CubaLIFParameters",
+    "CubaLIFState",
+    "cuba_update",
+    "cuba_step",
+    "cuba_sequence",
+]
 
 
 class CubaLIFParameters(NamedTuple):
@@ -40,8 +55,45 @@ class CubaLIFState(NamedTuple):
     v: torch.Tensor
 
 
+def cuba_update(
+    z: torch.Tensor,
+    state: CubaLIFState,
+    p: CubaLIFParameters,
+    spike_fn: SpikeFn = threshold_spike,
+    *,
+    decay: DecayFn | None = None,
+    saturate: SaturateFn | None = None,
+) -> tuple[torch.Tensor, CubaLIFState, torch.Tensor]:
+    r"""The CubaLIF kernel: :math:`I_t = \mathrm{sat}(\alpha I_{t-1} + Z_t)`, then the LIF
+    kernel (:func:`~spikelfp.neurons.lif_update`) with input :math:`I_t`.
+
+    Args:
+        z: synaptic input of one step ``(B, ...)``.
+        state: the state before the step (a :class:`CubaLIFState`).
+        p: the parameters (a :class:`CubaLIFParameters`).
+        spike_fn: the spike function (see :func:`~spikelfp.neurons.lif_update`).
+        decay: optional hook ``decay(v, decay_factor)`` for both decays (integer decay).
+        saturate: optional hook ``saturate(v)`` (current and membrane).
+
+    Returns:
+        ``(S_t, CubaLIFState(I_t, U_t), V_t)``: spikes, the state, the membrane before the reset.
+
+    >>> p = CubaLIFParameters(torch.tensor(0.5), torch.tensor(0.5), torch.tensor(1.0))
+    >>> state = CubaLIFState(torch.ones(1), torch.ones(1))
+    >>> s, st, v_pre = cuba_update(torch.tensor([1.0]), state, p)
+    >>> s.item(), st.i.item(), v_pre.item()
+    (1.0, 1.5, 2.0)
+    """
+    i = leaky_integrate(z, state.i, p.alpha, decay=decay, saturate=saturate)
+    s, v, v_pre = lif_update(i, state.v, p.lif, spike_fn, decay=decay, saturate=saturate)
+    return s, CubaLIFState(i, v), v_pre
+
+
 def cuba_step(
-    z: torch.Tensor, state: CubaLIFState, p: CubaLIFParameters
+    z: torch.Tensor,
+    state: CubaLIFState,
+    p: CubaLIFParameters,
+    spike_fn: SpikeFn = threshold_spike,
 ) -> tuple[torch.Tensor, CubaLIFState]:
     """One step of a current-based LIF population (pure function; equations in
     :class:`CubaLIF`).
@@ -50,6 +102,7 @@ def cuba_step(
         z: synaptic input of one step ``(B, ...)``.
         state: the state before the step (a :class:`CubaLIFState`; zeros to start).
         p: the parameters (a :class:`CubaLIFParameters`).
+        spike_fn: the spike function (see :func:`~spikelfp.neurons.lif_update`).
 
     Returns:
         ``(spikes, state)``: spikes of the shape of ``z`` and the CubaLIFState after the step.
@@ -59,13 +112,15 @@ def cuba_step(
     >>> s.item(), st.i.item()
     (1.0, 1.5)
     """
-    i = p.alpha * state.i + z
-    s, v, _ = lif_update(i, state.v, p.lif)
-    return s, CubaLIFState(i, v)
+    s, state, _ = cuba_update(z, state, p, spike_fn)
+    return s, state
 
 
 def cuba_sequence(
-    z: torch.Tensor, state: CubaLIFState, p: CubaLIFParameters
+    z: torch.Tensor,
+    state: CubaLIFState,
+    p: CubaLIFParameters,
+    spike_fn: SpikeFn = threshold_spike,
 ) -> tuple[torch.Tensor, CubaLIFState]:
     """Run a current-based LIF population over a time-first input (pure function).
 
@@ -73,6 +128,7 @@ def cuba_sequence(
         z: synaptic input ``(T, B, ...)`` (time first).
         state: the state before the first step (a :class:`CubaLIFState`; zeros to start).
         p: the parameters (a :class:`CubaLIFParameters`).
+        spike_fn: the spike function (see :func:`~spikelfp.neurons.lif_update`).
 
     Returns:
         ``(spikes, state)``: spikes ``(T, B, ...)`` and the CubaLIFState after the last step.
@@ -84,7 +140,7 @@ def cuba_sequence(
     """
     out = []
     for z_t in z.unbind(0):
-        s, state = cuba_step(z_t, state, p)
+        s, state, _ = cuba_update(z_t, state, p, spike_fn)
         out.append(s)
     return torch.stack(out), state
 
@@ -122,6 +178,8 @@ class CubaLIF(NeuronModule):
     (torch.Size([10, 4, 16]), torch.Size([4, 16]))
     """
 
+    per_neuron = ("alpha", "beta", "threshold")
+
     def __init__(
         self,
         alpha: float | torch.Tensor = 0.8,
@@ -152,15 +210,17 @@ class CubaLIF(NeuronModule):
         zeros = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
         return CubaLIFState(zeros, zeros.clone())
 
-    def forward(
-        self, x: torch.Tensor, state: CubaLIFState | None = None
+    def sequence(
+        self,
+        x: torch.Tensor,
+        state: CubaLIFState | None = None,
+        spike_fn: SpikeFn = threshold_spike,
     ) -> tuple[torch.Tensor, CubaLIFState]:
-        check_time_first(x, "CubaLIF")
-        for name in ("alpha", "beta", "threshold"):
-            self._check_features(x, name, getattr(self, name))
+        """``(spikes, state)`` over ``x`` ``(T, B, ...)`` with the spike function ``spike_fn``."""
+        self.check_input(x)
         if state is None:
             state = self.initial_state(x)
-        return cuba_sequence(x, state, self.parameters_tuple)
+        return cuba_sequence(x, state, self.parameters_tuple, spike_fn)
 
     def extra_repr(self) -> str:
         return f"reset={self.reset!r}, reset_delay={self.reset_delay}"

@@ -10,9 +10,18 @@ from typing import NamedTuple
 
 import torch
 
-from .base import NeuronModule, check_time_first, make_parameter, resolve_beta
+from .base import (
+    DecayFn,
+    NeuronModule,
+    SaturateFn,
+    SpikeFn,
+    leaky_integrate,
+    make_parameter,
+    resolve_beta,
+    threshold_spike,
+)
 
-__all__ = ["LI", "LIParameters", "LIState", "li_step", "li_sequence"]
+__all__ = ["LI", "LIParameters", "LIState", "li_update", "li_step", "li_sequence"]
 
 
 class LIParameters(NamedTuple):
@@ -25,6 +34,35 @@ class LIState(NamedTuple):
     """State of a leaky integrator: the membrane ``v``."""
 
     v: torch.Tensor
+
+
+def li_update(
+    z: torch.Tensor,
+    v: torch.Tensor,
+    p: LIParameters,
+    *,
+    decay: DecayFn | None = None,
+    saturate: SaturateFn | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""The LI kernel: :math:`U_t = \mathrm{sat}(\beta U_{t-1} + Z_t)`, the one place it is
+    written (module, LFP rule and the LIF rule's readout mode call it).
+
+    Args:
+        z: input of one step ``(B, ...)``.
+        v: the membrane after the previous step :math:`U_{t-1}`.
+        p: the parameters (a :class:`LIParameters`).
+        decay: optional hook ``decay(v, beta)`` replacing :math:`\beta v` (integer decay).
+        saturate: optional hook ``saturate(v)``.
+        out: optional preallocated destination (the in-place fast paths).
+
+    Returns:
+        :math:`U_t`.
+
+    >>> li_update(torch.tensor([1.0]), torch.tensor([2.0]), LIParameters(torch.tensor(0.5)))
+    tensor([2.])
+    """
+    return leaky_integrate(z, v, p.beta, decay=decay, saturate=saturate, out=out)
 
 
 def li_step(z: torch.Tensor, state: LIState, p: LIParameters) -> tuple[torch.Tensor, LIState]:
@@ -43,7 +81,7 @@ def li_step(z: torch.Tensor, state: LIState, p: LIParameters) -> tuple[torch.Ten
     >>> u
     tensor([2.])
     """
-    v = p.beta * state.v + z
+    v = li_update(z, state.v, p)
     return v, LIState(v)
 
 
@@ -66,7 +104,7 @@ def li_sequence(z: torch.Tensor, state: LIState, p: LIParameters) -> tuple[torch
     v = state.v
     out = []
     for z_t in z.unbind(0):
-        v = p.beta * v + z_t
+        v = li_update(z_t, v, p)
         out.append(v)
     return torch.stack(out), LIState(v)
 
@@ -97,6 +135,8 @@ class LI(NeuronModule):
     [1.0, 1.5, 1.75]
     """
 
+    per_neuron = ("beta",)
+
     def __init__(
         self,
         beta: float | torch.Tensor | None = None,
@@ -118,11 +158,11 @@ class LI(NeuronModule):
     def initial_state(self, x: torch.Tensor) -> LIState:
         return LIState(torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device))
 
-    def forward(
-        self, x: torch.Tensor, state: LIState | None = None
+    def sequence(
+        self, x: torch.Tensor, state: LIState | None = None, spike_fn: SpikeFn = threshold_spike
     ) -> tuple[torch.Tensor, LIState]:
-        check_time_first(x, "LI")
-        self._check_features(x, "beta", self.beta)
+        """``(membrane, state)`` over ``x`` ``(T, B, ...)``; no spike, ``spike_fn`` is unused."""
+        self.check_input(x)
         if state is None:
             state = self.initial_state(x)
         return li_sequence(x, state, self.parameters_tuple)

@@ -31,9 +31,29 @@ from typing import NamedTuple
 import torch
 
 from .. import _native as native
-from .base import NeuronModule, check_time_first, heaviside, make_parameter, resolve_beta
+from .base import (
+    DecayFn,
+    NeuronModule,
+    SaturateFn,
+    SpikeFn,
+    StepBuffers,
+    leaky_integrate,
+    make_parameter,
+    resolve_beta,
+    threshold_spike,
+)
 
-__all__ = ["LIF", "IF", "LIFParameters", "LIFState", "lif_step", "lif_sequence", "RESETS"]
+__all__ = [
+    "LIF",
+    "IF",
+    "LIFParameters",
+    "LIFState",
+    "lif_reset",
+    "lif_update",
+    "lif_step",
+    "lif_sequence",
+    "RESETS",
+]
 
 RESETS = ("zero", "subtract", "none")
 
@@ -58,38 +78,127 @@ def _check_reset(reset: str) -> None:
         raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
 
 
-def lif_update(
-    z: torch.Tensor, v: torch.Tensor, p: LIFParameters
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step: returns ``(S_t, U_t, V_t)`` (spikes, membrane after and before the reset)."""
-    v_pre = p.beta * v + z
-    if p.reset_delay:
-        r = heaviside(v - p.threshold)
-        if p.reset == "zero":
-            v_new = v_pre * (1 - r)
-        elif p.reset == "subtract":
-            v_new = v_pre - p.threshold * r
-        else:
-            v_new = v_pre
-        s = heaviside(v_new - p.threshold)
+def _reset_mask(v, threshold, reset, spikes, out):
+    """What the reset multiplies or subtracts: ``1 - H(v - θ)`` (zero) or ``H(v - θ)``.
+
+    Both are exact 0/1 values, computed without autograd (the reset is a constant of the
+    decomposition and detached in the BPTT baseline, as in snntorch); ``spikes`` are reused
+    for the subtractive reset when given.
+    """
+    if reset == "zero":
+        return torch.le(v, threshold, out=out) if out is not None else (v <= threshold).to(v.dtype)
+    if spikes is not None:
+        return spikes.detach()
+    return torch.gt(v, threshold, out=out) if out is not None else (v > threshold).to(v.dtype)
+
+
+def lif_reset(
+    v_pre: torch.Tensor,
+    v_prev: torch.Tensor,
+    threshold: torch.Tensor,
+    reset: str = "zero",
+    reset_delay: bool = False,
+    spike_fn: SpikeFn = threshold_spike,
+    *,
+    saturate: SaturateFn | None = None,
+    out: StepBuffers | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The spike and reset of every LIF-type neuron, given the membrane before the reset.
+
+    Immediate reset: :math:`S_t = H(V_t - \theta)`, :math:`U_t = V_t (1 - S_t)` (zero),
+    :math:`\mathrm{sat}(V_t - \theta S_t)` (subtract) or :math:`V_t` (none). Delayed reset:
+    :math:`R_t = H(U_{t-1} - \theta)`, :math:`U_t` as above with :math:`R_t`, then
+    :math:`S_t = H(U_t - \theta)`. The zero reset is computed as :math:`V_t \cdot [V_t \le
+    \theta]` and the subtractive one as :math:`V_t + (-1 \cdot S_t)\,\theta`: the same bits
+    as the formulas (a spike is exactly 0 or 1), and the native kernel's order.
+
+    Args:
+        v_pre: the membrane before the reset :math:`V_t`.
+        v_prev: the membrane after the previous step :math:`U_{t-1}` (delayed reset only).
+        threshold: :math:`\theta` (a tensor; ALIF passes its adaptive :math:`\theta_t`).
+        reset: ``"zero"``, ``"subtract"`` or ``"none"``.
+        reset_delay: reset from the previous membrane.
+        spike_fn: the spike function ``spike_fn(v, threshold, out=None)``.
+        saturate: optional hook applied to the subtractive reset's result.
+        out: preallocated destinations (:class:`~spikelfp.neurons.base.StepBuffers`) for the
+            in-place fast paths; ``out.v`` may be ``v_pre`` itself.
+
+    Returns:
+        ``(S_t, U_t)``.
+
+    >>> lif_reset(torch.tensor([0.5, 1.5]), torch.zeros(2), torch.tensor(1.0), "subtract")
+    (tensor([0., 1.]), tensor([0.5000, 0.5000]))
+    """
+    o_v, o_s, o_k = (None, None, None) if out is None else out
+    if reset_delay:  # R_t = H(U_{t-1} - θ), before v_pre may be overwritten
+        mask = None if reset == "none" else _reset_mask(v_prev, threshold, reset, None, o_k)
     else:
-        s = heaviside(v_pre - p.threshold)
-        if p.reset == "zero":
-            v_new = v_pre * (1 - s)
-        elif p.reset == "subtract":
-            v_new = v_pre - p.threshold * s
-        else:
-            v_new = v_pre
+        s = spike_fn(v_pre, threshold, out=o_s)
+        mask = None if reset == "none" else _reset_mask(v_pre, threshold, reset, s, o_k)
+    if reset == "zero":
+        v_new = torch.mul(v_pre, mask, out=o_v)  # V_t (1 - S_t)
+    elif reset == "subtract":
+        v_new = torch.addcmul(v_pre, mask, threshold, value=-1, out=o_v)  # V_t - θ S_t
+        v_new = v_new if saturate is None else saturate(v_new)
+    else:
+        v_new = v_pre if o_v is None or o_v is v_pre else o_v.copy_(v_pre)
+    if reset_delay:
+        s = spike_fn(v_new, threshold, out=o_s)  # S_t = H(U_t - θ)
+    return s, v_new
+
+
+def lif_update(
+    z: torch.Tensor,
+    v: torch.Tensor,
+    p: LIFParameters,
+    spike_fn: SpikeFn = threshold_spike,
+    *,
+    decay: DecayFn | None = None,
+    saturate: SaturateFn | None = None,
+    out: StepBuffers | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The LIF kernel: one step, :math:`V_t = \mathrm{sat}(\beta U_{t-1} + Z_t)` then
+    :func:`lif_reset`; the one place the LIF/IF recursion is written.
+
+    The module (:class:`LIF`), the LFP rule's forward (:mod:`spikelfp.lfp.neuron_rules`), the
+    BPTT baseline (a surrogate ``spike_fn``) and CubaLIF/RLIF call it; an integer neuron
+    passes its integer ``decay`` and ``saturate`` hooks.
+
+    Args:
+        z: synaptic input of one step ``(B, ...)``.
+        v: the membrane after the previous step :math:`U_{t-1}`.
+        p: the parameters (a :class:`LIFParameters`).
+        spike_fn: the spike function (default :func:`~spikelfp.neurons.base.threshold_spike`).
+        decay: optional hook ``decay(v, beta)`` replacing :math:`\beta v`.
+        saturate: optional hook ``saturate(v)`` (after the integration and the subtraction).
+        out: preallocated destinations for the in-place fast paths (no autograd, no hooks);
+            ``out.v`` must not be ``v`` (the delayed reset reads ``v`` after the integration).
+
+    Returns:
+        ``(S_t, U_t, V_t)``: spikes, membrane after and before the reset.
+
+    >>> p = LIFParameters(torch.tensor(0.5), torch.tensor(1.0), reset="subtract")
+    >>> lif_update(torch.tensor([0.6, 1.2]), torch.tensor([0.0, 1.0]), p)
+    (tensor([0., 1.]), tensor([0.6000, 0.7000]), tensor([0.6000, 1.7000]))
+    """
+    o_v = None if out is None else out.v
+    v_pre = leaky_integrate(z, v, p.beta, decay=decay, saturate=saturate, out=o_v)
+    s, v_new = lif_reset(
+        v_pre, v, p.threshold, p.reset, p.reset_delay, spike_fn, saturate=saturate, out=out
+    )
     return s, v_new, v_pre
 
 
-def lif_step(z: torch.Tensor, state: LIFState, p: LIFParameters) -> tuple[torch.Tensor, LIFState]:
+def lif_step(
+    z: torch.Tensor, state: LIFState, p: LIFParameters, spike_fn: SpikeFn = threshold_spike
+) -> tuple[torch.Tensor, LIFState]:
     """Advance a LIF population by one step (pure function; equations in :class:`LIF`).
 
     Args:
         z: synaptic input of one step ``(B, ...)``.
         state: the state before the step (a :class:`LIFState`; zeros to start).
         p: the parameters (a :class:`LIFParameters`).
+        spike_fn: the spike function (see :func:`lif_update`).
 
     Returns:
         ``(spikes, state)``: spikes of the shape of ``z`` and the LIFState after the step.
@@ -99,19 +208,24 @@ def lif_step(z: torch.Tensor, state: LIFState, p: LIFParameters) -> tuple[torch.
     >>> s, st.v
     (tensor([0., 1.]), tensor([0.6000, 0.0000]))
     """
-    s, v, _ = lif_update(z, state.v, p)
+    s, v, _ = lif_update(z, state.v, p, spike_fn)
     return s, LIFState(v)
 
 
 def lif_sequence(
-    z: torch.Tensor, state: LIFState, p: LIFParameters
+    z: torch.Tensor, state: LIFState, p: LIFParameters, spike_fn: SpikeFn = threshold_spike
 ) -> tuple[torch.Tensor, LIFState]:
     """Run a LIF population over a time-first input ``z`` of shape ``(T, B, ...)``.
+
+    Without autograd to record, the kernel writes into preallocated outputs and updates the
+    membrane in place (on CPU the fused native kernel, :mod:`spikelfp._native`, does the same
+    arithmetic in one pass); the results are the same bits.
 
     Args:
         z: synaptic input ``(T, B, ...)`` (time first).
         state: the state before the first step (a :class:`LIFState`; zeros to start).
         p: the parameters (a :class:`LIFParameters`).
+        spike_fn: the spike function (see :func:`lif_update`).
 
     Returns:
         ``(spikes, state)``: spikes ``(T, B, ...)`` and the LIFState after the last step.
@@ -121,12 +235,12 @@ def lif_sequence(
     >>> s.flatten().tolist(), st.v.item()   # V = 0.5, 1.0 (not > θ), 1.5 -> spike, 1.0
     ([0.0, 0.0, 1.0, 0.0], 1.0)
     """
-    if _inplace_ok(z, state.v, p):
+    if spike_fn is threshold_spike and _inplace_ok(z, state.v, p):
         return _lif_sequence_inplace(z, state.v, p)
     v = state.v
     out = []
     for z_t in z.unbind(0):
-        s, v, _ = lif_update(z_t, v, p)
+        s, v, _ = lif_update(z_t, v, p, spike_fn)
         out.append(s)
     return torch.stack(out), LIFState(v)
 
@@ -145,37 +259,19 @@ def _inplace_ok(z: torch.Tensor, v: torch.Tensor, p: LIFParameters) -> bool:
 
 
 def _lif_sequence_inplace(z: torch.Tensor, v0: torch.Tensor, p: LIFParameters):
-    """:func:`lif_sequence` without autograd: outputs preallocated, the membrane updated in place.
-
-    Bit-identical to :func:`lif_update` (a spike is 0 or 1, so the resets are exact); on CPU
-    the fused native kernel does the same arithmetic in one pass (``spikelfp._native``).
+    """:func:`lif_sequence` without autograd: :func:`lif_update` writing into preallocated
+    outputs, the membrane updated in place; on CPU the fused native kernel (a verified fast
+    path of the same arithmetic, ``spikelfp._native``).
     """
     if z.is_contiguous() and native.usable(z, v0, p.beta, p.threshold):
         out, v = native.lif_forward(z, v0, p.beta, p.threshold, p.reset, p.reset_delay, False)
         return out, LIFState(v)
     out = torch.empty_like(z)
-    v = v0.clone()
-    keep = torch.empty_like(v) if p.reset == "zero" else None
-    beta, theta = p.beta, p.threshold
+    mem = (v0.clone(), torch.empty_like(v0))  # U_{t-1} and U_t, in turn
+    scratch = torch.empty_like(v0)
     for t in range(z.shape[0]):
-        if p.reset_delay:
-            r = out[t - 1] if t else (v > theta).to(v.dtype)
-            if p.reset == "zero":
-                torch.le(v, theta, out=keep)
-            v.mul_(beta).add_(z[t])
-            if p.reset == "zero":
-                v.mul_(keep)
-            elif p.reset == "subtract":
-                v.addcmul_(r, theta, value=-1)
-            torch.gt(v, theta, out=out[t])
-        else:
-            v.mul_(beta).add_(z[t])
-            s = torch.gt(v, theta, out=out[t])
-            if p.reset == "zero":
-                v.mul_(torch.le(v, theta, out=keep))
-            elif p.reset == "subtract":
-                v.addcmul_(s, theta, value=-1)
-    return out, LIFState(v)
+        lif_update(z[t], mem[t % 2], p, out=StepBuffers(mem[(t + 1) % 2], out[t], scratch))
+    return out, LIFState(mem[z.shape[0] % 2])
 
 
 class LIF(NeuronModule):
@@ -230,6 +326,8 @@ class LIF(NeuronModule):
     (torch.Size([30, 8, 100]), torch.Size([8, 100]))
     """
 
+    per_neuron = ("beta", "threshold")
+
     def __init__(
         self,
         beta: float | torch.Tensor | None = None,
@@ -259,15 +357,14 @@ class LIF(NeuronModule):
     def initial_state(self, x: torch.Tensor) -> LIFState:
         return LIFState(torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device))
 
-    def forward(
-        self, x: torch.Tensor, state: LIFState | None = None
+    def sequence(
+        self, x: torch.Tensor, state: LIFState | None = None, spike_fn: SpikeFn = threshold_spike
     ) -> tuple[torch.Tensor, LIFState]:
-        check_time_first(x, type(self).__name__)
-        self._check_features(x, "beta", self.beta)
-        self._check_features(x, "threshold", self.threshold)
+        """``(spikes, state)`` over ``x`` ``(T, B, ...)`` with the spike function ``spike_fn``."""
+        self.check_input(x)
         if state is None:
             state = self.initial_state(x)
-        return lif_sequence(x, state, self.parameters_tuple)
+        return lif_sequence(x, state, self.parameters_tuple, spike_fn)
 
     def extra_repr(self) -> str:
         beta = self.beta.item() if self.beta.dim() == 0 else f"shape {tuple(self.beta.shape)}"

@@ -17,10 +17,18 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .base import NeuronModule, check_time_first, make_parameter
+from .base import (
+    DecayFn,
+    NeuronModule,
+    SaturateFn,
+    SpikeFn,
+    check_time_first,
+    make_parameter,
+    threshold_spike,
+)
 from .lif import LIFParameters, _check_reset, lif_update
 
-__all__ = ["RLIF", "RLIFState", "rlif_step", "rlif_sequence"]
+__all__ = ["RLIF", "RLIFState", "rlif_update", "rlif_step", "rlif_sequence"]
 
 
 class RLIFState(NamedTuple):
@@ -30,8 +38,50 @@ class RLIFState(NamedTuple):
     s: torch.Tensor
 
 
+def rlif_update(
+    z: torch.Tensor,
+    state: RLIFState,
+    p: LIFParameters,
+    w_rec: torch.Tensor,
+    spike_fn: SpikeFn = threshold_spike,
+    *,
+    decay: DecayFn | None = None,
+    saturate: SaturateFn | None = None,
+) -> tuple[torch.Tensor, RLIFState, torch.Tensor]:
+    r"""The RLIF kernel: the LIF kernel (:func:`~spikelfp.neurons.lif_update`) with input
+    :math:`Z_t + W_{rec} S_{t-1}`.
+
+    Args:
+        z: synaptic input of one step ``(B, N)``.
+        state: the state before the step (a :class:`RLIFState`).
+        p: the parameters (a :class:`~spikelfp.neurons.LIFParameters`).
+        w_rec: recurrent weights ``(N, N)``; neuron ``i`` receives ``w_rec[i] @ s``.
+        spike_fn: the spike function (see :func:`~spikelfp.neurons.lif_update`).
+        decay: optional hook ``decay(v, beta)`` replacing :math:`\beta v`.
+        saturate: optional hook ``saturate(v)``.
+
+    Returns:
+        ``(S_t, RLIFState(U_t, S_t), V_t)``.
+
+    >>> p = LIFParameters(torch.tensor(0.5), torch.tensor(1.0))
+    >>> w = torch.tensor([[0.0, 2.0], [0.0, 0.0]])
+    >>> state = RLIFState(torch.zeros(1, 2), torch.tensor([[0.0, 1.0]]))
+    >>> s, st, v_pre = rlif_update(torch.zeros(1, 2), state, p, w)
+    >>> s.tolist(), v_pre.tolist()
+    ([[1.0, 0.0]], [[2.0, 0.0]])
+    """
+    s, v, v_pre = lif_update(
+        z + state.s @ w_rec.t(), state.v, p, spike_fn, decay=decay, saturate=saturate
+    )
+    return s, RLIFState(v, s), v_pre
+
+
 def rlif_step(
-    z: torch.Tensor, state: RLIFState, p: LIFParameters, w_rec: torch.Tensor
+    z: torch.Tensor,
+    state: RLIFState,
+    p: LIFParameters,
+    w_rec: torch.Tensor,
+    spike_fn: SpikeFn = threshold_spike,
 ) -> tuple[torch.Tensor, RLIFState]:
     """One step of a recurrent LIF population (pure function; equations in :class:`RLIF`).
 
@@ -40,6 +90,7 @@ def rlif_step(
         state: the state before the step (a :class:`RLIFState`; zeros to start).
         p: the parameters (a :class:`LIFParameters`).
         w_rec: recurrent weights ``(N, N)``; neuron ``i`` receives ``w_rec[i] @ s``.
+        spike_fn: the spike function (see :func:`~spikelfp.neurons.lif_update`).
 
     Returns:
         ``(spikes, state)``: spikes of the shape of ``z`` and the RLIFState after the step.
@@ -51,12 +102,16 @@ def rlif_step(
     >>> s.tolist()
     [[1.0, 0.0]]
     """
-    s, v, _ = lif_update(z + state.s @ w_rec.t(), state.v, p)
-    return s, RLIFState(v, s)
+    s, state, _ = rlif_update(z, state, p, w_rec, spike_fn)
+    return s, state
 
 
 def rlif_sequence(
-    z: torch.Tensor, state: RLIFState, p: LIFParameters, w_rec: torch.Tensor
+    z: torch.Tensor,
+    state: RLIFState,
+    p: LIFParameters,
+    w_rec: torch.Tensor,
+    spike_fn: SpikeFn = threshold_spike,
 ) -> tuple[torch.Tensor, RLIFState]:
     """Run a recurrent LIF population over a time-first input ``(T, B, N)`` (pure function).
 
@@ -65,6 +120,7 @@ def rlif_sequence(
         state: the state before the first step (a :class:`RLIFState`; zeros to start).
         p: the parameters (a :class:`LIFParameters`).
         w_rec: recurrent weights ``(N, N)``; neuron ``i`` receives ``w_rec[i] @ s``.
+        spike_fn: the spike function (see :func:`~spikelfp.neurons.lif_update`).
 
     Returns:
         ``(spikes, state)``: spikes ``(T, B, ...)`` and the RLIFState after the last step.
@@ -78,7 +134,7 @@ def rlif_sequence(
     """
     out = []
     for z_t in z.unbind(0):
-        s, state = rlif_step(z_t, state, p, w_rec)
+        s, state, _ = rlif_update(z_t, state, p, w_rec, spike_fn)
         out.append(s)
     return torch.stack(out), state
 
@@ -150,15 +206,22 @@ class RLIF(NeuronModule):
         zeros = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
         return RLIFState(zeros, zeros.clone())
 
-    def forward(self, x: torch.Tensor, state: RLIFState | None = None):
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise the layer's own one-line error unless ``x`` is ``(T, B, size)``."""
         check_time_first(x, "RLIF", min_dim=3)
         if x.shape[-1] != self.size or x.dim() != 3:
             raise ValueError(
                 f"RLIF({self.size}) expects input (T, B, {self.size}), got {tuple(x.shape)}"
             )
+
+    def sequence(
+        self, x: torch.Tensor, state: RLIFState | None = None, spike_fn: SpikeFn = threshold_spike
+    ):
+        """``(spikes, state)`` over ``x`` ``(T, B, size)`` with the spike function ``spike_fn``."""
+        self.check_input(x)
         if state is None:
             state = self.initial_state(x)
-        return rlif_sequence(x, state, self.parameters_tuple, self.recurrent_weight)
+        return rlif_sequence(x, state, self.parameters_tuple, self.recurrent_weight, spike_fn)
 
     def extra_repr(self) -> str:
         return f"{self.size}, reset={self.reset!r}, reset_delay={self.reset_delay}"

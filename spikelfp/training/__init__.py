@@ -12,23 +12,32 @@ The public API for your own code (all importable from ``spikelfp.training``):
 * :func:`calibrate_firing` — scale a new network's initial weights until each layer fires at a
   target rate (LFP only moves reward along spikes: a silent layer gets no feedback);
 * :class:`ModelSpec` / :func:`build_model` — the model zoo; :func:`open_split` — a dataset
-  split as the trainer opens it; :class:`TrainConfig`, :class:`Trainer`.
+  split as the trainer opens it; :class:`TrainConfig`, :class:`Trainer`;
+* :class:`DFA`, :class:`DRTP`, :class:`EProp` — the backprop-free baselines
+  (``--method dfa|drtp|eprop``, ``docs/methods.md``); :data:`LOCAL_RULES` maps the names to them.
 """
 
 from .bptt import fast_sigmoid_spike, spike_count_ce_loss, surrogate
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, TrainConfig, load_config_file
 from .data import DataError, open_split
+from .eprop import EProp
 from .evaluate import evaluate
+from .feedback_alignment import DFA, DRTP
+from .local_rules import LOCAL_RULES
 from .models import MODELS, ModelSpec, build_model, calibrate_firing
 from .runs import LoadedRun, load_run
 from .trainer import RunExistsError, Trainer, build_from_checkpoint, make_reward
 
 __all__ = [
+    "DFA",
+    "DRTP",
+    "LOCAL_RULES",
     "MODELS",
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "EProp",
     "LoadedRun",
     "ModelSpec",
     "RunExistsError",

@@ -3,10 +3,12 @@ r"""The baseline: backpropagation through time with a surrogate gradient.
 spikelfp's neurons spike with a Heaviside whose derivative is exactly zero, so ordinary
 ``loss.backward()`` through them gives no gradient. Inside ``with surrogate(model):`` every
 spiking layer's forward is replaced (on the instance, exactly like an LFP composite does, and
-undone on exit) by a functional re-implementation of the same neuron equations whose spike is
-:math:`H(v)` in the forward pass and has the *fast-sigmoid* derivative
+undone on exit) by the layer's own kernel (:meth:`~spikelfp.neurons.base.NeuronModule.sequence`,
+the same code as its forward and its LFP rule's forward) with the spike function
+:class:`FastSigmoid`, whose spike is :math:`H(v - \theta)` in the forward pass (the same
+bits as the module's) and has the *fast-sigmoid* derivative
 
-.. math:: \frac{\partial S}{\partial v} = \frac{1}{(k |v| + 1)^2}
+.. math:: \frac{\partial S}{\partial v} = \frac{1}{(k |v - \theta| + 1)^2}
 
 in the backward pass (``k`` = ``slope``, 25 by default as in SuperSpike/snntorch). The reset
 term is detached (as snntorch does by default). Parameters and ``state_dict`` are untouched:
@@ -27,20 +29,19 @@ False
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..neurons import ALIF, LI, LIF, RLIF, CubaLIF
-from ..neurons.alif import ALIFState
-from ..neurons.base import NeuronModule, check_time_first
-from ..neurons.cuba import CubaLIFState
-from ..neurons.lif import LIFState
-from ..neurons.rlif import RLIFState
+from ..neurons import LI
+from ..neurons.base import NeuronModule
 
 __all__ = [
     "surrogate",
+    "FastSigmoid",
     "fast_sigmoid_spike",
     "spike_count_ce_loss",
     "spike_count_mse_loss",
@@ -72,117 +73,44 @@ def fast_sigmoid_spike(v: torch.Tensor, slope: float = 25.0) -> torch.Tensor:
     return _FastSigmoidSpike.apply(v, float(slope))
 
 
-def _reset(v_pre, s, theta, reset):
-    s = s.detach()
-    if reset == "zero":
-        return v_pre * (1 - s)
-    if reset == "subtract":
-        return v_pre - theta * s
-    return v_pre
+@dataclass(frozen=True)
+class FastSigmoid:
+    r"""The BPTT baseline's spike function for the neuron kernels (their ``spike_fn`` hook).
 
+    :math:`S = H(v - \theta)` forwards, the fast-sigmoid surrogate derivative
+    :math:`1/(k|v - \theta| + 1)^2` backwards (:func:`fast_sigmoid_spike`).
 
-def _lif_update(z, v, beta, theta, reset, reset_delay, slope):
-    v_pre = beta * v + z
-    if reset_delay:
-        r = (v > theta).to(v.dtype)
-        v_new = _reset(v_pre, r, theta, reset)
-        return fast_sigmoid_spike(v_new - theta, slope), v_new
-    s = fast_sigmoid_spike(v_pre - theta, slope)
-    return s, _reset(v_pre, s, theta, reset)
+    Args:
+        slope: :math:`k` (> 0; 25 as in SuperSpike/snntorch).
 
+    >>> from spikelfp.neurons import LIFParameters, lif_update
+    >>> p = LIFParameters(torch.tensor(0.9), torch.tensor(1.0))
+    >>> z = torch.tensor([0.5, 1.5], requires_grad=True)
+    >>> s, v, _ = lif_update(z, torch.zeros(2), p, FastSigmoid(slope=1.0))
+    >>> s.sum().backward(); s.tolist(), z.grad   # 1/(|0.5 - 1| + 1)^2 = 0.444
+    ([0.0, 1.0], tensor([0.4444, 0.4444]))
+    """
 
-def _lif_forward(module: LIF, slope: float):
-    def forward(x: torch.Tensor, state: LIFState | None = None):
-        check_time_first(x, type(module).__name__)
-        v = module.initial_state(x).v if state is None else state.v
-        out = []
-        for z in x.unbind(0):
-            s, v = _lif_update(
-                z, v, module.beta, module.threshold, module.reset, module.reset_delay, slope
-            )
-            out.append(s)
-        return torch.stack(out), LIFState(v)
+    slope: float = 25.0
 
-    return forward
+    def __post_init__(self):
+        if not float(self.slope) > 0:
+            raise ValueError(f"the surrogate slope must be positive, got {self.slope}")
 
-
-def _cuba_forward(module: CubaLIF, slope: float):
-    def forward(x: torch.Tensor, state: CubaLIFState | None = None):
-        check_time_first(x, type(module).__name__)
-        st = module.initial_state(x) if state is None else state
-        i, v = st.i, st.v
-        out = []
-        for z in x.unbind(0):
-            i = module.alpha * i + z
-            s, v = _lif_update(
-                i, v, module.beta, module.threshold, module.reset, module.reset_delay, slope
-            )
-            out.append(s)
-        return torch.stack(out), CubaLIFState(i, v)
-
-    return forward
-
-
-def _alif_forward(module: ALIF, slope: float):
-    def forward(x: torch.Tensor, state: ALIFState | None = None):
-        check_time_first(x, type(module).__name__)
-        st = module.initial_state(x) if state is None else state
-        v, a = st.v, st.a
-        p = module.parameters_tuple
-        out = []
-        for z in x.unbind(0):
-            theta = p.threshold + p.kappa * a
-            v_pre = p.beta * v + z
-            s = fast_sigmoid_spike(v_pre - theta, slope)
-            v = _reset(v_pre, s, theta, p.reset)
-            a = p.rho * a + (1 - p.rho) * s
-            out.append(s)
-        return torch.stack(out), ALIFState(v, a)
-
-    return forward
-
-
-def _rlif_forward(module: RLIF, slope: float):
-    def forward(x: torch.Tensor, state: RLIFState | None = None):
-        check_time_first(x, "RLIF", min_dim=3)
-        st = module.initial_state(x) if state is None else state
-        v, s = st.v, st.s
-        w = module.recurrent_weight
-        out = []
-        for z in x.unbind(0):
-            s, v = _lif_update(
-                z + s @ w.t(),
-                v,
-                module.beta,
-                module.threshold,
-                module.reset,
-                module.reset_delay,
-                slope,
-            )
-            out.append(s)
-        return torch.stack(out), RLIFState(v, s)
-
-    return forward
+    def __call__(self, v: torch.Tensor, threshold: torch.Tensor, out=None) -> torch.Tensor:
+        return fast_sigmoid_spike(v - threshold, self.slope)
 
 
 def _forward_for(module: nn.Module, slope: float):
-    # most specific type first (IF is a LIF; LI has no spike and keeps its own forward)
-    if isinstance(module, LI):
-        return None
-    if isinstance(module, RLIF):
-        return _rlif_forward(module, slope)
-    if isinstance(module, CubaLIF):
-        return _cuba_forward(module, slope)
-    if isinstance(module, ALIF):
-        return _alif_forward(module, slope)
-    if isinstance(module, LIF):
-        return _lif_forward(module, slope)
-    if isinstance(module, NeuronModule):
+    """The surrogate forward of one layer: its kernel sequence with :class:`FastSigmoid`."""
+    if isinstance(module, LI) or not isinstance(module, NeuronModule):
+        return None  # LI has no spike and keeps its own forward
+    if type(module).sequence is NeuronModule.sequence:
         raise TypeError(
             f"no surrogate-gradient forward for {type(module).__name__}; "
             "BPTT supports LIF, IF, CubaLIF, ALIF, RLIF and LI"
         )
-    return None
+    return functools.partial(module.sequence, spike_fn=FastSigmoid(slope))
 
 
 @contextlib.contextmanager

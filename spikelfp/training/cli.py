@@ -115,7 +115,30 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         choices=ENCODINGS,
         default=S,
         help="spike encoding of static images (mnist): direct current, rate (Bernoulli), "
-        "poisson or latency",
+        "poisson or latency; of sensor signals (braille): direct, sigma-delta (ON/OFF "
+        "events) or sigma-delta-or (ON or OFF, one channel per sensor)",
+    )
+    g.add_argument(
+        "--letters",
+        default=S,
+        metavar="LIST",
+        help="braille: the letters to learn, 'all' (27) or e.g. Space,A,E,I,O,U,Y",
+    )
+    g.add_argument(
+        "--taxels",
+        nargs="+",
+        type=int,
+        default=S,
+        metavar="I",
+        help="braille: read only these taxels (0-11; default all 12; 1 2 6 10 are the ones "
+        "that change in the shared recordings)",
+    )
+    g.add_argument(
+        "--delta-threshold",
+        type=float,
+        default=S,
+        metavar="THETA",
+        help="sigma-delta encodings: the threshold (sensor units, 1.0)",
     )
     g.add_argument(
         "--augment",
@@ -202,10 +225,28 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     g = p.add_argument_group("training")
     g.add_argument(
+        "--target",
+        default=S,
+        metavar="T",
+        help="train the integer network of hardware target T (int8, loihi2, speck, xylo or a "
+        "profile file): the model is built within T's limits (refused before training if T "
+        "cannot run it) and its forward pass is T's integer network",
+    )
+    g.add_argument(
         "--method",
         choices=METHODS,
         default=S,
-        help="lfp (default) or bptt (surrogate-gradient baseline, same model)",
+        help="lfp (default), bptt (surrogate-gradient baseline, same model), or the "
+        "backprop-free dfa, drtp, eprop (docs/methods.md)",
+    )
+    g.add_argument(
+        "--online-window",
+        type=int,
+        default=S,
+        metavar="K",
+        help="online LFP: run each recording in windows of K time bins (neuron state carried "
+        "over, feedback summed over the recording), frames made one window at a time: memory "
+        "independent of --time-bins (docs/lfp_rules.md, Online LFP)",
     )
     g.add_argument(
         "--reward",
@@ -221,7 +262,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "default) or ce (cross-entropy)",
     )
     g.add_argument(
-        "--surrogate-slope", type=float, default=S, help="BPTT fast-sigmoid surrogate slope (25)"
+        "--surrogate-slope",
+        type=float,
+        default=S,
+        help="fast-sigmoid slope of the BPTT surrogate and of the dfa/drtp/eprop "
+        "pseudo-derivative (25)",
     )
     g.add_argument(
         "--synapse-rule",
@@ -370,7 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Accuracy (overall, per class), spike rates per layer and "
         "the confusion matrix of a checkpoint on a split.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt or its run folder")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="checkpoint.pt or its run folder, or a NIR graph (.nir) from any framework",
+    )
     _add_data_options(p)
     p.add_argument(
         "--split",
@@ -379,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="split to evaluate (val: the part held out by --val-fraction)",
     )
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    _add_nir_eval_options(p)
 
     p = sub.add_parser(
         "export",
@@ -390,11 +440,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         default="int8",
         help="hardware target: int8 (a generic 8-bit integer chip, default, as "
-        "spikelfp.hw_export.export), xylo, loihi2 or speck",
+        "spikelfp.hw_export.export), xylo, loihi2, speck, or a profile file (.json/.toml/.yaml "
+        "of HardwareProfile fields)",
     )
-    p.add_argument("--bits", type=int, default=8, help="weight bits (8)")
     p.add_argument(
-        "--prune", type=float, default=0.8, help="fraction of the weights set to zero (0.8)"
+        "--bits",
+        type=int,
+        default=None,
+        help="weight bits (default: the target's weight width, 8 for the built-in targets)",
+    )
+    p.add_argument(
+        "--prune",
+        type=float,
+        default=0.0,
+        help="fraction of the weights set to zero (default 0: no pruning)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="also refuse warnings (clipped weights, a decay rounded far, a state that may "
+        "saturate, a reset NIR cannot express, an accuracy drop over 1 point)",
+    )
+    p.add_argument(
+        "--allow-violations",
+        action="store_true",
+        help="write the file even if the network breaks the target's constraints (otherwise "
+        "the export is refused with a non-zero exit and nothing is written)",
+    )
+    p.add_argument(
+        "--scale-method",
+        choices=("mse", "max"),
+        default=None,
+        help="weight scale: mse (least squared error; may clip outliers, reported) or max "
+        "(no weight clipped). Default: max for a run trained with --target for this target "
+        "(its exported network is then the trained one), else mse",
     )
     p.add_argument("--dt", type=float, default=1e-3, help="time step in seconds (1e-3)")
     p.add_argument(
@@ -426,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train, evaluate and export on the built-in dataset",
         description="The main job: train an MLP with LFP on the built-in "
         "digits-events dataset (generated offline), evaluate it on "
-        "its test split and export it as int8 NIR for Xylo.",
+        "its test split and export it as int8 NIR.",
     )
     p.add_argument("--out", default="runs/demo", metavar="RUN_DIR", help="run folder")
     _add_memory_option(p)
@@ -478,7 +557,7 @@ def _add_data_options(p: argparse.ArgumentParser, accuracy: bool = False) -> Non
 
 # -- commands -------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from . import _parallel
+    from . import distributed as _dist
     from .config import ConfigError, TrainConfig, load_config_file
     from .recipes import resolve_config
     from .trainer import Trainer
@@ -513,7 +592,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
                     f"spikelfp train: --batch-size {cfg.batch_size} must be a multiple of "
                     f"--nproc {nproc} (each process trains on batch-size / nproc samples)"
                 )
-        return _parallel.launch_local(nproc, ["train", *argv])
+        return _dist.launch_local(nproc, ["train", *argv])
     if args.resume:
         trainer = Trainer.resume(args.resume, overrides, allow_data_change=args.allow_data_change)
     else:
@@ -521,7 +600,7 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         history = trainer.fit()
     finally:
-        _parallel.shutdown()
+        _dist.shutdown()
     if trainer.main:
         last = history[-1] if history else {}
         _print(f"run: {trainer.run_dir}")
@@ -562,7 +641,14 @@ def run_evaluation(ckpt: dict[str, Any], cfg, split: str, model=None) -> dict[st
     from .evaluate import evaluate
     from .trainer import build_from_checkpoint
 
-    model = build_from_checkpoint(ckpt) if model is None else model
+    if model is None:
+        from .models import ModelSpec
+        from .trainer import _target_training
+
+        model = build_from_checkpoint(ckpt)
+        trained = _target_training(model, ModelSpec.from_dict(ckpt["model_spec"]))
+        if trained is not None:  # train --target: the integer network is what was trained
+            model = trained.evaluation_model()
     data = open_split(cfg, split)
     spec_shape = tuple(ckpt["model_spec"]["input_shape"])
     if tuple(data.frame_shape) != spec_shape:
@@ -625,27 +711,46 @@ def _check_output(path: str, flag: str, command: str, folder: bool = False) -> N
         raise UsageError(f"spikelfp {command}: cannot write {flag} {path}: {problem}")
 
 
-def _check_export_options(target: str, bits: int, prune: float, dt: float) -> None:
-    """The export's settings, checked before the checkpoint is loaded."""
+def resolve_target(target: str, command: str = "export"):
+    """The :class:`~spikelfp.hw_export.HardwareProfile` a ``--target`` names: a registered
+    profile, or a profile file (``.json``/``.toml``/``.yaml``); ``None`` when the hardware
+    export is not installed. Bad input is a one-line :class:`UsageError`."""
+    try:
+        from ..hw_export.profiles import PROFILE_SUFFIXES, PROFILES, load_profile
+    except ImportError:  # reported by _export_fn
+        return None
+    if Path(target).suffix.lower() in PROFILE_SUFFIXES:
+        try:
+            return load_profile(target)
+        except ValueError as err:
+            raise UsageError(f"spikelfp {command}: --target {err}") from None
+    if target.lower() not in PROFILES:
+        raise UsageError(
+            f"spikelfp {command}: unknown --target {target!r}; choose one of "
+            f"{', '.join(sorted(PROFILES))}, or give a profile file (.json/.toml/.yaml)"
+        )
+    return PROFILES[target.lower()]
+
+
+def _check_export_options(target: str, bits: int, prune: float, dt: float):
+    """The export's settings, checked before the checkpoint is loaded; returns the profile."""
     import math
 
-    try:
-        from ..hw_export.profiles import PROFILES
-    except ImportError:  # reported by _export_fn
-        PROFILES = None
-    if PROFILES is not None and target.lower() not in PROFILES:
-        raise UsageError(
-            f"spikelfp export: unknown --target {target!r}; choose one of "
-            f"{', '.join(sorted(PROFILES))}"
-        )
-    if not 2 <= bits <= 31:
+    prof = resolve_target(target)
+    if bits is not None and not 2 <= bits <= 31:
         raise UsageError(f"spikelfp export: --bits must be in 2..31 (8: int8), got {bits}")
+    if bits is not None and prof is not None and bits > prof.weight_bits:
+        raise UsageError(
+            f"spikelfp export: --bits {bits} is more than {prof.name} stores "
+            f"({prof.weight_bits}-bit weights); use --bits 2..{prof.weight_bits}"
+        )
     if not 0 <= prune < 1:
         raise UsageError(f"spikelfp export: --prune must be in [0, 1), got {prune}")
     if not (math.isfinite(dt) and dt > 0):
         raise UsageError(
             f"spikelfp export: --dt must be a positive time step in seconds (1e-3), got {dt}"
         )
+    return prof
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -657,11 +762,81 @@ def _write_json(path: str, obj: Any) -> None:
         raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
 
 
+def _add_nir_eval_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("NIR graph (CHECKPOINT is a .nir file)")
+    g.add_argument(
+        "--convention",
+        default=None,
+        help="the producer's convention (nir, spikelfp, snntorch, sinabs, sinabs-single, norse, "
+        "rockpool); default: detected from the graph",
+    )
+    g.add_argument(
+        "--dt", type=float, default=None, help="time step in seconds (only if not detected)"
+    )
+    g.add_argument("--time-bins", type=int, default=None, help="frames per recording (16)")
+    g.add_argument(
+        "--bin-ms", type=float, default=None, metavar="MS", help="frames of MS milliseconds"
+    )
+    g.add_argument(
+        "--input-clamp",
+        default=None,
+        metavar="C",
+        help="clip counts per pixel and bin at C (1: binary, default), or 'none' (raw counts)",
+    )
+    g.add_argument("--val-fraction", type=float, default=None, help="hold out for 'val'")
+    g.add_argument("--tune-fraction", type=float, default=None, help="hold out for 'tune'")
+    g.add_argument("--split-seed", type=int, default=None, help="seed of the held-out splits")
+
+
+_NIR_EVAL_FIELDS = (
+    "time_bins", "bin_ms", "input_clamp", "val_fraction", "tune_fraction", "split_seed"
+)  # fmt: skip
+
+
+def _cmd_eval_nir(args: argparse.Namespace) -> int:
+    from ..hw_export.nir_cli import evaluate_nir
+    from .config import TrainConfig
+
+    if args.dataset is None:
+        raise UsageError("spikelfp eval: a NIR graph needs --dataset (and --data-dir)")
+    changes: dict[str, Any] = {"dataset": args.dataset}
+    for name in ("data_dir", "cache_dir", "batch_size", *_NIR_EVAL_FIELDS):
+        if getattr(args, name, None) is not None:
+            changes[name] = getattr(args, name)
+    if args.max_samples is not None:
+        changes["max_eval_samples"] = changes["max_train_samples"] = args.max_samples
+    clamp = changes.get("input_clamp")
+    if isinstance(clamp, str):
+        try:
+            changes["input_clamp"] = None if clamp.lower() == "none" else float(clamp)
+        except ValueError:
+            raise UsageError(
+                f"spikelfp eval: --input-clamp must be a number or 'none', got {clamp!r}"
+            ) from None
+    cfg = TrainConfig().replace(**changes)
+    result = evaluate_nir(args.checkpoint, cfg, args.split, convention=args.convention, dt=args.dt)
+    result = {"graph": str(args.checkpoint), **result}
+    _print(_format_eval(result))
+    if args.json:
+        _write_json(args.json, result)
+        _print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
 
     if args.json:
         _check_output(args.json, "--json", "eval")
+    if str(args.checkpoint).lower().endswith(".nir"):
+        return _cmd_eval_nir(args)
+    used = [f"--{n.replace('_', '-')}" for n in ("convention", "dt", *_NIR_EVAL_FIELDS)]
+    used = [flag for flag in used if getattr(args, flag[2:].replace("-", "_")) is not None]
+    if used:
+        raise UsageError(
+            f"spikelfp eval: {', '.join(used)} apply to a NIR graph (.nir) only; a checkpoint "
+            "is evaluated with the frames it was trained on"
+        )
     ckpt = load_checkpoint(args.checkpoint)
     cfg = _eval_config(ckpt, args)
     result = run_evaluation(ckpt, cfg, args.split)
@@ -682,12 +857,26 @@ def _export_fn():
 
 
 def run_export(
-    ckpt, *, target, bits, prune, dt, output, data_cfg=None, split="test", print_fn=_print
+    ckpt,
+    *,
+    target,
+    bits,
+    prune,
+    dt,
+    output,
+    data_cfg=None,
+    split="test",
+    print_fn=_print,
+    strict=False,
+    allow_violations=False,
+    scale_method=None,
 ) -> dict[str, Any]:
     """Export a checkpoint with :func:`spikelfp.hw_export.export`; returns a JSON-able report.
 
     With ``data_cfg`` the exporter measures the accuracy on ``split`` of that dataset before
     (float) and after pruning and quantisation, and checks its integer simulator on it.
+    A refused export (violations, or warnings with ``strict``) prints its report and raises
+    :class:`~spikelfp.hw_export.ProfileViolationError`; nothing is written.
     """
     import inspect
 
@@ -699,14 +888,22 @@ def run_export(
     export = _export_fn()
     model = build_from_checkpoint(ckpt)
     spec = ckpt["model_spec"]
+    prof = resolve_target(target) if isinstance(target, str) else target
+    trained = _trained_for(spec, prof, bits)
+    if scale_method is None:
+        scale_method = "max" if trained else "mse"
     kwargs: dict[str, Any] = {
-        "target": target,
+        "target": prof if prof is not None else target,
         "bits": bits,
         "prune": prune,
         "dt": dt,
         "path": str(output),
         "input_shape": tuple(spec["input_shape"]),
         "verbose": False,
+        "strict": strict,
+        "allow_violations": allow_violations,
+        "scale_method": scale_method,
+        "trained_for_target": trained and scale_method == "max",
     }
     if data_cfg is not None:
         data = open_split(data_cfg, split)
@@ -722,11 +919,25 @@ def run_export(
         )
     params = inspect.signature(export).parameters
     kwargs = {k: v for k, v in kwargs.items() if k in params or _accepts_kwargs(params)}
-    report = export(model, **kwargs)
+    try:
+        report = export(model, **kwargs)
+    except Exception as err:
+        refused = getattr(err, "report", None)
+        if refused is not None:  # a refused export: show what was found, then the one line
+            print_fn(str(refused))
+        raise
+    drop = report.accuracy_drop_points
+    if any(w.constraint == "accuracy" for w in report.constraints.warnings):
+        print(
+            f"spikelfp export: WARNING: the exported network loses {drop:.2f} accuracy points "
+            f"({100 * report.accuracy_float:.2f}% -> {100 * report.accuracy_quantized:.2f}%)",
+            file=sys.stderr,
+            flush=True,
+        )
     out = {
         "checkpoint": ckpt["path"],
         "output": str(output),
-        "target": target,
+        "target": report.target,
         "bits": bits,
         "prune": prune,
         "dt": dt,
@@ -736,6 +947,17 @@ def run_export(
     out["report"] = _jsonable(report)
     print_fn(str(report))
     return out
+
+
+def _trained_for(spec: dict, prof, bits: int) -> bool:
+    """Whether the run was trained with ``--target`` for ``prof`` at ``bits``: its float
+    weights are shadows of the integer network that export() writes."""
+    if prof is None or not (spec.get("extra") or {}).get("target"):
+        return False
+    from ..hw_export.target import target_of
+    from .models import ModelSpec
+
+    return target_of(ModelSpec.from_dict(spec)) == prof and bits == prof.weight_bits
 
 
 class _Batches:
@@ -787,7 +1009,9 @@ def _jsonable(obj: Any) -> Any:
 def cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
 
-    _check_export_options(args.target, args.bits, args.prune, args.dt)
+    prof = _check_export_options(args.target, args.bits, args.prune, args.dt)
+    if args.bits is None:
+        args.bits = prof.weight_bits if prof is not None else 8
     _check_output(args.output, "--output", "export")
     if args.json:
         _check_output(args.json, "--json", "export")
@@ -802,6 +1026,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         output=args.output,
         data_cfg=data_cfg,
         split=args.split,
+        strict=args.strict,
+        allow_violations=args.allow_violations,
+        scale_method=args.scale_method,
     )
     if args.json:
         _write_json(args.json, out)
@@ -908,7 +1135,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     _memory_setting(args)
     if not args.no_export:
-        _check_export_options(args.target, 8, 0.8, 1e-3)
+        _check_export_options(args.target, 8, 0.0, 1e-3)
     t0 = time.perf_counter()
     settings = dict(DEMO_CONFIG)
     settings["out"] = args.out
@@ -936,7 +1163,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ckpt,
             target=args.target,
             bits=8,
-            prune=0.8,
+            prune=0.0,
             dt=1e-3,
             output=trainer.run_dir / "net.nir",
             data_cfg=trainer.config,

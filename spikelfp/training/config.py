@@ -33,14 +33,18 @@ __all__ = [
     "default_data_dir",
 ]
 
-DATASETS = ("digits-events", "nmnist", "dvsgesture", "mnist")
+DATASETS = ("digits-events", "nmnist", "dvsgesture", "mnist", "braille")
 #: spike encoders of static-image datasets (``spikelfp.datasets.ENCODERS``)
-ENCODINGS = ("direct", "rate", "poisson", "latency")
+ENCODINGS = ("direct", "rate", "poisson", "latency", "sigma-delta", "sigma-delta-or")
+#: encodings of analogue-sensor datasets (braille): the signal as a current, or sigma-delta
+#: events (ON/OFF channels, or OR-ed into one per sensor)
+SENSOR_ENCODINGS = ("direct", "sigma-delta", "sigma-delta-or")
 NEURONS = ("lif", "if")
 SYNAPSE_RULES = ("epsilon", "zplus", "gamma")
 #: frame augmentations of the training split (``spikelfp.datasets.augment``) and their types
 AUGMENTATIONS = {"shift": int, "drop": float}
-METHODS = ("lfp", "bptt")
+#: training methods: LFP, the BPTT baseline and the local rules of ``local_rules.LOCAL_RULES``
+METHODS = ("lfp", "bptt", "dfa", "drtp", "eprop")
 REWARDS = ("rate", "softmax")
 OPTIMIZERS = ("sgd", "adam")
 SPLITS = ("train", "tune", "val", "test")
@@ -70,6 +74,12 @@ class TrainConfig:
     input_clamp: float | None = 1.0
     bin_ms: float | None = None
     encoding: str = "direct"
+    #: braille: the letters to learn (``all`` or a list such as ``Space,A,E,I,O,U,Y``)
+    letters: str = "all"
+    #: braille: the taxels to read (indices 0-11; ``None``: all 12)
+    taxels: list[int] | None = None
+    #: sigma-delta encodings: the threshold θ, in the sensor's units
+    delta_threshold: float = 1.0
     augment: dict[str, Any] = field(default_factory=dict)
     download: bool = False
     # model
@@ -83,6 +93,9 @@ class TrainConfig:
     beta: float = 0.9
     threshold: float = 1.0
     reset: str = "zero"
+    #: hardware target trained for (``spikelfp train --target``): a profile name or file;
+    #: ``None``: a float network
+    target: str | None = None
     init_rate: list[float] | float | None = field(default_factory=lambda: [0.15, 0.1])
     # training
     method: str = "lfp"
@@ -99,6 +112,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     surrogate_slope: float = 25.0
+    #: online LFP (``--online-window K``): windows of ``K`` steps, state carried, feedback summed
+    #: over the sequence and frames made one window at a time; ``None``: whole-sequence LFP
+    online_window: int | None = None
     bptt_loss: str = "mse"
     seed: int = 0
     #: the recipe the settings came from (``None``: none; provenance only)
@@ -230,6 +246,14 @@ class TrainConfig:
         number("seed", int, 0)
         number("split_seed", int, 0)
         number("lower_layers", int, 0)
+        number("online_window", int, 1, allow_none=True)
+        if self.online_window is not None and self.method != "lfp":
+            raise ConfigError(
+                f"--online-window runs LFP in windows; --method {self.method} cannot: use "
+                "--method lfp or drop --online-window"
+            )
+        if self.online_window is not None and self.target is not None:
+            raise ConfigError("--online-window trains a float network; drop --target")
         number("bin_ms", float, 0.0, allow_none=True, low_open=True)
         number("num_workers", int, 0)
         number("nproc", int, 1)
@@ -242,6 +266,8 @@ class TrainConfig:
         number("beta", float, 0.0)
         number("threshold", float, 0.0, low_open=True)
         number("surrogate_slope", float, 0.0, low_open=True)
+        number("delta_threshold", float, 0.0, low_open=True)
+        _check_encoding(self)
         number("input_clamp", float, 0.0, allow_none=True, low_open=True)
         number("val_fraction", float, 0.0)
         if not self.val_fraction < 1:
@@ -263,6 +289,19 @@ class TrainConfig:
                     f"channels must be a list of positive integers, got {self.channels!r}"
                 )
             self.channels = [int(c) for c in self.channels]
+        if self.target is not None and not (isinstance(self.target, str) and self.target):
+            raise ConfigError(f"target must be a profile name or file, got {self.target!r}")
+        if self.target is not None and self.method != "lfp":
+            raise ConfigError(
+                f"--target trains the integer network with LFP; --method {self.method} cannot "
+                "(it needs a derivative of the forward pass): use --method lfp"
+            )
+        if self.target is not None and self.nproc != 1:
+            raise ConfigError("--target trains in one process; drop --nproc")
+        if self.target is not None and getattr(self, "online_window", None) is not None:
+            raise ConfigError(
+                "--target trains on whole recordings; drop --online-window (not combined yet)"
+            )
         for name in ("bias", "batch_norm", "download"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
@@ -294,6 +333,36 @@ class TrainConfig:
         if self.tune_fraction > 0:
             return "tune"
         return "val" if self.val_fraction > 0 else "test"
+
+
+def _check_encoding(cfg: TrainConfig) -> None:
+    """The encoding must suit the dataset; ``letters`` must name Braille letters."""
+    sensor = cfg.dataset == "braille"
+    allowed = SENSOR_ENCODINGS if sensor else ENCODINGS[:4]
+    if cfg.dataset in ("braille", "mnist") and cfg.encoding not in allowed:  # others: unused
+        kind = "a sensor dataset" if sensor else f"dataset {cfg.dataset!r}"
+        raise ConfigError(
+            f"encoding {cfg.encoding!r} does not apply to {kind}; choose one of "
+            f"{', '.join(allowed)}"
+        )
+    if not isinstance(cfg.letters, str):
+        if isinstance(cfg.letters, (list, tuple)):
+            cfg.letters = ",".join(str(v) for v in cfg.letters)
+        else:
+            raise ConfigError(f"letters must be 'all' or a list of letters, got {cfg.letters!r}")
+    from ..datasets.braille import parse_letters
+
+    try:
+        parse_letters(cfg.letters)
+    except ValueError as err:
+        raise ConfigError(str(err).rstrip(".")) from None
+    if cfg.taxels is not None:
+        t = cfg.taxels
+        if not isinstance(t, (list, tuple)) or not t or not all(_is_int(v) for v in t):
+            raise ConfigError(f"taxels must be a list of taxel indices (0-11), got {t!r}")
+        if any(not 0 <= v < 12 for v in t) or len(set(t)) != len(t):
+            raise ConfigError(f"taxels must be distinct indices in 0..11, got {list(t)!r}")
+        cfg.taxels = [int(v) for v in t]
 
 
 def _is_int(value: Any) -> bool:

@@ -27,6 +27,9 @@ __all__ = [
     "EpochSampler",
     "epoch_permutation",
     "collate",
+    "stack_samples",
+    "sparse_batch",
+    "SparseLoader",
 ]
 
 
@@ -37,6 +40,7 @@ DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "nmnist": ((2, 34, 34), 10),
     "dvsgesture": ((2, 32, 32), 11),
     "mnist": ((1, 28, 28), 10),
+    "braille": ((24,), 27),  # signals (C,): ON/OFF sigma-delta of 12 taxels, all letters
 }
 
 
@@ -45,40 +49,62 @@ class DataError(ValueError):
 
 
 class MemoryCache(Dataset):
-    """Keeps every sample's frames in memory after the first read (compact dtype).
+    """Keeps every sample's frames in memory after the first read (compact form).
 
-    Event counts are stored as ``uint8`` when they fit (else as they are), so N-MNIST's
-    1,000 recordings at 30 bins take ~70 MB. ``targets`` are passed through.
+    Event counts that fit ``uint8`` are stored as the flat indices (``int32``) and counts
+    (``uint8``) of their non-zero entries when that is smaller (event frames are mostly zeros:
+    N-MNIST at 1 ms bins is >99.9 % zeros), else as a dense ``uint8`` array; other frames as
+    ``float32``. So the memory of the cache grows with the number of events, not with the
+    number of time bins. ``targets`` are passed through. :meth:`sparse` gives a sample's
+    stored indices without making its dense frames.
     """
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
         self.targets = list(getattr(dataset, "targets", []))
-        self._frames: dict[int, torch.Tensor] = {}
+        self._frames: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _store(self, index: int) -> tuple:
+        frames, _ = self.dataset[index]
+        arr = np.asarray(frames)
+        shape = arr.shape
+        if arr.size and arr.min() >= 0 and arr.max() <= 255 and np.array_equal(arr, np.rint(arr)):
+            flat = arr.reshape(-1)
+            where = np.flatnonzero(flat)
+            if where.size * 5 < flat.size and flat.size < 2**31:
+                item = ("sparse", shape, where.astype(np.int32), flat[where].astype(np.uint8))
+            else:
+                item = ("dense", shape, arr.astype(np.uint8))
+        else:
+            item = ("dense", shape, np.array(arr, dtype=np.float32))
+        self._frames[index] = item
+        return item
+
+    def sparse(self, index: int) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, int]:
+        """Sample ``index`` as ``(shape (T, P, H, W), flat indices, counts, label)``: the
+        non-zero entries of its frames in C order (so sorted by time bin)."""
+        index = int(index)
+        item = self._frames.get(index) or self._store(index)
+        if item[0] == "sparse":
+            _, shape, where, counts = item
+            return shape, where, counts, int(self.targets[index])
+        flat = item[2].reshape(-1)
+        where = np.flatnonzero(flat)
+        return item[1], where, flat[where], int(self.targets[index])
+
     def __getitem__(self, index: int):
         index = int(index)
-        x = self._frames.get(index)
-        if x is None:
-            frames, label = self.dataset[index]
-            arr = np.asarray(frames)
-            if (
-                arr.size
-                and arr.min() >= 0
-                and arr.max() <= 255
-                and np.array_equal(arr, np.rint(arr))
-            ):
-                x = torch.from_numpy(arr.astype(np.uint8))
-            else:
-                x = torch.from_numpy(np.array(arr, dtype=np.float32))
-            frames = torch.from_numpy(np.asarray(arr, dtype=np.float32))
-            self._frames[index] = x
-            return frames.float(), int(label)
+        item = self._frames.get(index) or self._store(index)
+        if item[0] == "sparse":
+            _, shape, where, counts = item
+            out = np.zeros(int(np.prod(shape)), dtype=np.float32)
+            out[where] = counts
+            return torch.from_numpy(out.reshape(shape)), int(self.targets[index])
         # numpy's conversion: torch's is multi-threaded and slow for small tensors on a busy CPU
-        return torch.from_numpy(x.numpy().astype(np.float32)), int(self.targets[index])
+        return torch.from_numpy(item[2].astype(np.float32)), int(self.targets[index])
 
 
 class _Subset(Dataset):
@@ -179,6 +205,8 @@ def _open_raw(cfg: TrainConfig, split: str):
     if cfg.cache_dir is not None:
         kwargs["cache_dir"] = os.fspath(Path(cfg.cache_dir).expanduser())
     try:
+        if cfg.dataset == "braille":
+            return ds.Braille(root, split, cfg.letters, sensor_encoding(cfg), taxels=cfg.taxels)
         if cfg.dataset == "mnist":
             return ds.MNIST(
                 root,
@@ -211,6 +239,22 @@ def _open_raw(cfg: TrainConfig, split: str):
     except ValueError as err:  # layout errors, corrupt recordings
         raise DataError(_one_line(err)) from None
     raise ConfigError(f"unknown dataset {cfg.dataset!r}")
+
+
+def sensor_encoding(cfg: TrainConfig):
+    """The sensor encoder a config asks for (braille): ``direct`` is the pressure
+    ``(255 - x) / 255`` as a current, ``sigma-delta`` ON/OFF event counts (``2C`` channels),
+    ``sigma-delta-or`` ON plus OFF counts (``C`` channels; ``input_clamp=1`` makes them the
+    NIR paper's binary OR), both with threshold ``delta_threshold``.
+
+    >>> sensor_encoding(TrainConfig(dataset="braille", encoding="sigma-delta-or"))
+    SigmaDelta(threshold=1.0, merge=True, binary=False)
+    """
+    from ..datasets.sensor_encoders import SensorCurrent, SigmaDelta
+
+    if cfg.encoding == "direct":
+        return SensorCurrent(scale=-1.0 / 255.0, offset=255.0)
+    return SigmaDelta(cfg.delta_threshold, merge=cfg.encoding == "sigma-delta-or")
 
 
 def frame_spec(cfg: TrainConfig):
@@ -275,8 +319,9 @@ def open_split(cfg: TrainConfig, split: str, memory_cache: bool = True) -> Split
         cfg.time_bins,
         cfg.cache_dir,
         cfg.bin_ms,
-        cfg.encoding if cfg.dataset == "mnist" else None,
+        cfg.encoding if cfg.dataset in ("mnist", "braille") else None,
         cfg.seed if cfg.dataset == "mnist" else None,
+        (cfg.letters, cfg.delta_threshold, str(cfg.taxels)) if cfg.dataset == "braille" else None,
     )
     raw = _RAW_CACHE.get(key)
     if raw is None:
@@ -355,6 +400,80 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+def stack_samples(dataset: Dataset, indices, clamp: float | None = None) -> torch.Tensor:
+    """Frames ``(T_max, B, P, H, W)`` float32 of ``dataset[i]`` for ``i`` in ``indices``,
+    written sample by sample into one zero-padded tensor and clipped at ``clamp`` in place:
+    the memory of the batch once (:func:`collate` holds every sample's frames and the batch,
+    and clipping out of place a second batch).
+    """
+    indices = [int(i) for i in indices]
+    first = dataset[indices[0]][0]
+    lengths = [first.shape[0]]
+    if isinstance(dataset, MemoryCache):
+        lengths += [dataset.sparse(i)[0][0] for i in indices[1:]]
+    else:
+        lengths = None
+    if lengths is None:  # no cheap lengths: collate as usual
+        x, _ = collate([dataset[i] for i in indices])
+        return x.clamp_(max=clamp) if clamp is not None else x
+    out = torch.zeros((max(lengths), len(indices), *first.shape[1:]), dtype=torch.float32)
+    out[: first.shape[0], 0] = first
+    del first
+    for b, i in enumerate(indices[1:], start=1):
+        frames = dataset[i][0]
+        out[: frames.shape[0], b] = frames
+    return out.clamp_(max=clamp) if clamp is not None else out
+
+
+def sparse_batch(dataset: Dataset, indices, clamp: float | None = None):
+    """Samples ``indices`` of ``dataset`` as :class:`~spikelfp.lfp.SparseFrames` ``(T_max, B,
+    P, H, W)`` (counts clipped at ``clamp``) and their labels ``(B,)``.
+
+    Read from the :class:`MemoryCache` under ``dataset`` (through held-out subsets) without
+    making any sample's dense frames once it is cached; other datasets are read densely,
+    one sample at a time.
+    """
+    from ..lfp.online import SparseFrames
+
+    samples, labels = [], []
+    for i in indices:
+        base, j = dataset, int(i)
+        while isinstance(base, _Subset):
+            base, j = base.dataset, int(base.indices[j])
+        if isinstance(base, MemoryCache):
+            shape, where, counts, label = base.sparse(j)
+        else:
+            frames, label = base[j]
+            flat = np.asarray(frames, dtype=np.float32).reshape(-1)
+            where = np.flatnonzero(flat)
+            shape, counts = tuple(np.shape(frames)), flat[where]
+        samples.append((shape, where, counts))
+        labels.append(int(label))
+    return SparseFrames.from_samples(samples).clamp(clamp), torch.tensor(labels, dtype=torch.int64)
+
+
+class SparseLoader:
+    """Batches ``(SparseFrames, labels)`` of ``dataset`` in ``sampler``'s order (online LFP).
+
+    What a ``DataLoader`` with :func:`collate` gives, except that each batch's frames stay
+    sparse (:func:`sparse_batch`); read in the calling process. ``len()`` is the number of
+    batches (the last may be smaller).
+    """
+
+    def __init__(self, dataset: Dataset, sampler=None, batch_size: int = 32):
+        self.dataset, self.sampler, self.batch_size = dataset, sampler, int(batch_size)
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
+        return -(-n // self.batch_size)
+
+    def __iter__(self):
+        order = list(self.sampler) if self.sampler is not None else range(len(self.dataset))
+        order = [int(i) for i in order]
+        for start in range(0, len(order), self.batch_size):
+            yield sparse_batch(self.dataset, order[start : start + self.batch_size])
 
 
 def collate(batch):

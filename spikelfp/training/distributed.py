@@ -1,10 +1,12 @@
-r"""Data-parallel LFP training on ``torch.distributed``.
+r"""Data-parallel training on torch's :class:`~torch.nn.parallel.DistributedDataParallel`.
 
-LFP writes each parameter's feedback ``F`` as ``param.grad = -F`` from custom autograd
-Functions, so :class:`torch.nn.parallel.DistributedDataParallel`'s gradient hooks cannot be relied
-on to all-reduce it. This module does that part itself, plus the small pieces a trainer needs
-around it: joining the process group, sharding the data, reducing metrics, copying rank 0's
-initial weights, and launching workers on one machine.
+LFP's feedback ``F`` of a parameter reaches ``param.grad = -F`` through autograd (the rules are
+autograd Functions), so DDP's gradient hooks see it: DDP buckets it, all-reduces the buckets
+while the backward pass still runs, and hands every process the reduced ``.grad``. This module
+adds what DDP does not do and a trainer needs: joining the process group from torchrun's
+environment with a finite timeout, a reduction that is right for LFP (:func:`wrap_model`),
+sharding the data in the single-process order, reducing metrics, a one-line error when a peer
+dies or stalls, and launching workers on one machine.
 
 **Which reduction makes N processes equal one process.** For a batch :math:`\mathcal B`, LFP's
 feedback is a *sum* over the samples,
@@ -19,36 +21,39 @@ weights. This holds when
 2. no layer mixes samples: BatchNorm in training mode normalises with the batch's statistics
    (each process sees only its shard's statistics), and Dropout draws random masks, so networks
    with either are equal only in distribution, not to float tolerance,
-3. every process holds the same weights (:func:`broadcast_parameters` once at the start; equal
-   feedback and a deterministic optimiser keep them equal).
+3. every process holds the same weights (DDP broadcasts rank 0's parameters and buffers when it
+   wraps the model; equal feedback and a deterministic optimiser keep them equal).
 
 Split the global batch into shards :math:`\mathcal B = \bigcup_k \mathcal B_k`, one per process.
 Then :math:`\sum_k F^{(k)} = F`: a **sum** all-reduce of the per-shard feedback is exactly the
-global batch's feedback, whatever the shard sizes. So :class:`FeedbackAllReducer` sums by default
-(``op="sum"``), and **N processes with batch B/N each, at learning rate lr, equal one process
-with batch B at the same lr** (to floating-point reassociation of the sums: ~1e-16 relative in
-float64; spikes are thresholds, so in float32 long runs can drift apart like any data-parallel
-run). ``--batch-size`` is the *global* batch; each process loads ``B / N`` samples
+global batch's feedback, whatever the shard sizes. DDP *averages* by default
+(:math:`\frac1N \sum_k`), right for losses that are batch means (the BPTT baseline: the mean of N
+equal shards' mean gradients is the global batch's mean gradient) but :math:`N` times too small
+for LFP. So :func:`wrap_model` with ``reduction="sum"`` registers :func:`sum_allreduce_hook`, a
+DDP communication hook that all-reduces each bucket with SUM and does not divide. Then **N
+processes with batch B/N each, at learning rate lr, equal one process with batch B at the same
+lr** (to floating-point reassociation of the sums: ~1e-16 relative in float64; spikes are
+thresholds, so in float32 long runs can drift apart like any data-parallel run). The documented
+equivalent without a hook, plain DDP at learning rate ``N · lr``, is the same step for SGD but
+not exactly for Adam (whose ``eps`` does not scale with the feedback) nor with weight decay,
+hence the hook. ``--batch-size`` is the *global* batch; each process loads ``B / N`` samples
 (:func:`local_batch_size`).
 
-``op="mean"`` divides the sum by ``N``: that is one process with batch B at learning rate
-``lr / N`` for SGD (Adam is nearly invariant to the scale). Use it only when the reward is
-normalised by the *local* batch size (``reward / B_local``): then the mean over N equal shards is
-the global batch's normalised feedback. This needs equal shard sizes.
-
 :func:`make_sampler` hands rank ``k`` the indices ``perm[k::N]`` of the same seeded permutation a
-single process would use, so step ``s`` of the N processes covers exactly the samples
-``perm[s·B : (s+1)·B]`` of the single-process run with batch ``B``.
+single process's :class:`~spikelfp.training.data.EpochSampler` uses, so step ``s`` of the N
+processes covers exactly the samples ``perm[s·B : (s+1)·B]`` of the single-process run with
+batch ``B``.
 
 **Failures.** A collective that fails (a peer died: its sockets close; or it stalled beyond the
 timeout of :func:`init_distributed`) raises :class:`DistributedError` with a message that says
-so, instead of hanging. Under ``torchrun``, the launcher also stops the remaining workers when
-one fails (SIGTERM, handled by printing a line and exiting) and reports the first failure.
+so, instead of hanging (:func:`collective` turns torch's error into it; the trainer runs each
+DDP step inside it). Under ``torchrun``, the launcher also stops the remaining workers when one
+fails (SIGTERM, handled by printing a line and exiting) and reports the first failure.
 Checkpoints must be written atomically by rank 0 (temporary file + rename), so the last complete
 checkpoint survives any of this.
 
-Self-check of a launch setup (two processes training a tiny network; prints whether the weights
-stayed equal)::
+Self-check of a launch setup (two processes training a tiny network through DDP; prints whether
+the weights stayed equal)::
 
     torchrun --standalone --nproc-per-node 2 -m spikelfp.training.distributed --steps 5
 """
@@ -57,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.util
 import math
 import os
@@ -64,7 +70,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
+import weakref
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,7 +79,10 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Sampler
+
+from .data import EpochSampler
 
 # ``torch.distributed.nn.functional`` binds ``group.WORLD`` as a default argument when it is first
 # imported (torch.optim/dynamo import it). Imported after the group exists, that default keeps
@@ -86,14 +95,16 @@ with contextlib.suppress(ImportError):
 __all__ = [
     "DistInfo",
     "DistributedError",
-    "FeedbackAllReducer",
     "EpochSampler",
     "init_distributed",
     "shutdown",
     "get_info",
     "is_main_process",
     "barrier",
-    "broadcast_parameters",
+    "collective",
+    "wrap_model",
+    "sum_allreduce_hook",
+    "reduce_gradients",
     "max_parameter_difference",
     "reduce_metrics",
     "make_sampler",
@@ -177,15 +188,58 @@ def _who() -> str:
     return _IDENTITY
 
 
+# Words of the errors torch's process groups raise when a peer is gone or late (gloo: "Connection
+# reset by peer", "Timed out waiting 4000ms ..."; NCCL: "NCCL error", watchdog "timeout").
+_COMM_WORDS = (
+    "gloo",
+    "nccl",
+    "c10d",
+    "processgroup",
+    "connection",
+    "timed out",
+    "timeout",
+    "peer",
+    "socket",
+    "broken pipe",
+)
+
+
+def _is_comm_failure(err: BaseException, only_comm: bool) -> bool:
+    if isinstance(err, DistributedError) or not isinstance(err, RuntimeError):
+        return False
+    if only_comm and not _active():  # one process: nothing to communicate, nothing to blame
+        return False
+    if not only_comm or isinstance(err, getattr(dist, "DistError", ())):
+        return True
+    text = str(err).lower()
+    return any(w in text for w in _COMM_WORDS)
+
+
 @contextlib.contextmanager
-def _collective(what: str) -> Iterator[None]:
-    """Turn a failing collective into a :class:`DistributedError` that says what happened."""
+def collective(what: str, *, mixed: bool = False) -> Iterator[None]:
+    """Turn a collective that fails into a :class:`DistributedError` that says what happened.
+
+    Args:
+        what: what the block does, for the message (e.g. ``"barrier"``).
+        mixed: the block also computes (a DDP training step: forward, backward with the
+            all-reduce inside). Then only errors that come from the process group (torch's
+            ``DistError``, or a message about gloo/NCCL, a connection, a timeout or a peer)
+            are turned into :class:`DistributedError`, and only while a process group is
+            active; any other error passes unchanged.
+
+    Raises:
+        DistributedError: one line: which rank, what failed, that another process most likely
+            died or stalled, that rank 0's last checkpoint is intact, and torch's error.
+
+    >>> with collective("a step", mixed=True):
+    ...     pass
+    """
     global _FAILURE
     try:
         yield
-    except DistributedError:
-        raise
     except RuntimeError as err:
+        if not _is_comm_failure(err, only_comm=mixed):
+            raise
         msg = (
             f"{_who()}: {what} failed, most likely because another process died or stalled "
             f"(look for the first error in the other processes' output; torchrun names the "
@@ -229,14 +283,22 @@ def init_distributed(
 
     Args:
         backend: ``"gloo"`` or ``"nccl"``; default NCCL when the device is CUDA, else gloo.
-        device: where to compute; default ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
-            ``"cuda"`` means ``cuda:LOCAL_RANK``.
+        device: where to compute; default (``None`` or ``"auto"``) ``cuda:LOCAL_RANK`` when CUDA
+            is available, else CPU. ``"cuda"`` means ``cuda:LOCAL_RANK``.
         timeout_s: how long joining and each collective may wait for a peer before raising
             (default :data:`DEFAULT_TIMEOUT_S` or ``$SPIKELFP_DIST_TIMEOUT``), so that a stalled
             peer cannot hang the job forever. With NCCL, the timeout is enforced by the NCCL
             watchdog (``TORCH_NCCL_ASYNC_ERROR_HANDLING``, on by default).
         handle_sigterm: under torchrun, print a clear line and exit when the launcher stops this
             worker because another one failed.
+
+    Returns:
+        This process's :class:`DistInfo` (also returned by :func:`get_info` from then on).
+
+    Raises:
+        DistributedError: the group could not be joined within the timeout.
+        RuntimeError: CUDA requested but not available, or ``WORLD_SIZE`` without
+            ``MASTER_ADDR``/``MASTER_PORT``.
 
     >>> info = init_distributed(device="cpu")   # not launched by torchrun
     >>> info.world_size, info.rank, info.backend
@@ -249,7 +311,7 @@ def init_distributed(
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"invalid torchrun environment: RANK={rank}, WORLD_SIZE={world}")
 
-    if device is None:
+    if device is None or device == "auto":
         dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     else:
         dev = torch.device(device)
@@ -314,10 +376,25 @@ def init_distributed(
     return _INFO
 
 
+# The DDP wrappers of wrap_model, so that shutdown() can release their reducers first.
+_WRAPPERS: weakref.WeakSet[DistributedDataParallel] = weakref.WeakSet()
+
+
 def shutdown() -> None:
-    """Leave the process group (call once at the end of training; harmless without one)."""
+    """Leave the process group (call once at the end of training; harmless without one).
+
+    The wrappers of :func:`wrap_model` cannot train after this: their DDP reducers are released
+    first. (A reducer with a Python communication hook that outlives the group holds its last
+    reference; freeing it later deadlocks: the gloo group's destructor joins its worker
+    thread, which waits for the GIL that the freeing thread holds.)
+    """
     global _INFO
     if _active():
+        for ddp in list(_WRAPPERS):
+            for name in ("logger", "reducer"):  # both hold the process group
+                ddp.__dict__.pop(name, None)
+        _WRAPPERS.clear()
+        gc.collect()
         with contextlib.suppress(RuntimeError):
             dist.destroy_process_group()
     _INFO = None
@@ -346,7 +423,7 @@ def is_main_process() -> bool:
 def barrier() -> None:
     """Wait until every process arrives here (no-op when not distributed)."""
     if _active():
-        with _collective("barrier"):
+        with collective("barrier"):
             dist.barrier()
 
 
@@ -361,19 +438,6 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def broadcast_parameters(model: nn.Module, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers into every other process's ``model``.
-
-    Call once after building (or loading) the model and before the first step; from then on
-    identical reduced feedback keeps the copies identical. No-op when not distributed.
-    """
-    if not _active():
-        return
-    with torch.no_grad(), _collective("broadcast of the initial parameters"):
-        for t in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(t.data, src=src)
-
-
 def max_parameter_difference(model: nn.Module) -> float:
     """Largest ``|w - w_rank0|`` over all parameters and processes (0.0 when not distributed).
 
@@ -384,7 +448,7 @@ def max_parameter_difference(model: nn.Module) -> float:
     params = [p.detach().reshape(-1) for p in model.parameters()]
     if not params:
         return 0.0
-    with torch.no_grad(), _collective("parameter consistency check"):
+    with torch.no_grad(), collective("parameter consistency check"):
         flat = torch.cat(params).to(_comm_device(), torch.float64)
         ref = flat.clone()
         dist.broadcast(ref, src=0)
@@ -425,7 +489,7 @@ def reduce_metrics(
     world = dist.get_world_size()
     check = float(zlib.crc32("\x00".join(keys).encode()))
     buf = torch.tensor(values, dtype=torch.float64, device=_comm_device())
-    with _collective(f"reduce_metrics({', '.join(keys)})"):
+    with collective(f"reduce_metrics({', '.join(keys)})"):
         dist.all_reduce(buf, op=getattr(dist.ReduceOp, _OPS[op]))
         tag = torch.tensor([check, check], dtype=torch.float64, device=_comm_device())
         dist.all_reduce(tag[:1], op=dist.ReduceOp.MIN)
@@ -441,41 +505,6 @@ def reduce_metrics(
     return dict(zip(keys, out.tolist(), strict=True))
 
 
-class EpochSampler(Sampler[int]):
-    """Single-process sampler with the same seeded order as :class:`DistributedSampler`.
-
-    ``shuffle=True`` draws ``torch.randperm(n)`` from a generator seeded with ``seed + epoch``
-    (exactly what ``DistributedSampler`` does before it splits the permutation over ranks), so one
-    process with batch ``B`` sees the union of what ``N`` processes with ``B/N`` each see.
-    Call :meth:`set_epoch` before every epoch.
-
-    >>> s = EpochSampler(range(5), shuffle=False)
-    >>> list(s)
-    [0, 1, 2, 3, 4]
-    """
-
-    def __init__(self, dataset, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
-        self.n = len(dataset)
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.drop_last = drop_last  # kept for the same signature; one replica drops nothing
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of this epoch."""
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.n))
-        g = torch.Generator()
-        g.manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
 def make_sampler(
     dataset,
     shuffle: bool = True,
@@ -485,13 +514,25 @@ def make_sampler(
     num_replicas: int | None = None,
     rank: int | None = None,
 ) -> Sampler[int]:
-    """This process's sampler: ``DistributedSampler`` when world > 1, else :class:`EpochSampler`.
+    """This process's sampler: ``DistributedSampler`` when world > 1, else the single-process
+    :class:`~spikelfp.training.data.EpochSampler` (the same seeded permutation, unsplit).
 
-    Both have ``set_epoch(epoch)``; call it at the start of every epoch (otherwise every epoch
-    repeats the first epoch's order). Pass the sampler to ``DataLoader(sampler=...)`` (with
-    ``shuffle=False``) and ``batch_size=local_batch_size(B, world)``. With world > 1 and
-    ``drop_last=False`` the dataset is padded with repeated samples to a multiple of the world
-    size (``DistributedSampler``'s rule). ``num_replicas``/``rank`` override the process group's.
+    Both draw ``torch.randperm(n)`` from a generator seeded with ``seed + epoch``; rank ``k`` of
+    ``N`` takes ``perm[k::N]``. Both have ``set_epoch(epoch)``; call it at the start of every
+    epoch (otherwise every epoch repeats the first epoch's order). Pass the sampler to
+    ``DataLoader(sampler=...)`` and ``batch_size=local_batch_size(B, world)``.
+
+    Args:
+        dataset: anything with ``len()``.
+        shuffle: permute (else the dataset's order).
+        seed: the permutation's seed (plus the epoch).
+        drop_last: world > 1 only: drop the tail instead of padding the dataset with repeated
+            samples to a multiple of the world size (``DistributedSampler``'s rule).
+        num_replicas: number of processes (default: the process group's).
+        rank: this process's rank (default: the process group's).
+
+    Returns:
+        A ``torch.utils.data.Sampler`` of dataset indices with ``set_epoch``.
 
     >>> s = make_sampler(range(4), shuffle=True, seed=1, num_replicas=2, rank=1)
     >>> type(s).__name__, len(s)
@@ -504,7 +545,7 @@ def make_sampler(
         return DistributedSampler(
             dataset, num_replicas=world, rank=rk, shuffle=shuffle, seed=seed, drop_last=drop_last
         )
-    return EpochSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    return EpochSampler(len(dataset), seed=seed, shuffle=shuffle)
 
 
 def local_batch_size(global_batch: int, world_size: int | None = None) -> int:
@@ -522,208 +563,121 @@ def local_batch_size(global_batch: int, world_size: int | None = None) -> int:
     return global_batch // world
 
 
-class _Bucket:
-    __slots__ = (
-        "params",
-        "numels",
-        "dtype",
-        "device",
-        "index",
-        "ready",
-        "work",
-        "flat",
-        "launched",
-    )
+def sum_allreduce_hook(process_group, bucket):  # no annotations: DDP checks them
+    r"""DDP communication hook: all-reduce a gradient bucket with SUM and do not divide.
 
-    def __init__(self, index: int, params: list[nn.Parameter]):
-        self.index = index
-        self.params = params
-        self.numels = [p.numel() for p in params]
-        self.dtype = params[0].dtype
-        self.device = params[0].device
-        self.ready = 0
-        self.work = None
-        self.flat = None
-        self.launched = False
+    DDP's default hook computes :math:`\frac1N \sum_k g^{(k)}`; LFP's feedback is a sum over the
+    batch, so the global batch's feedback is :math:`\sum_k F^{(k)}` (module docstring). Register
+    it with ``ddp.register_comm_hook(None, sum_allreduce_hook)`` (:func:`wrap_model` does).
 
-    @property
-    def nbytes(self) -> int:
-        return sum(self.numels) * self.params[0].element_size()
+    Args:
+        process_group: the group to reduce over (``None``: the default group).
+        bucket: DDP's ``GradBucket``; its flat ``buffer()`` is reduced in place.
 
-
-class FeedbackAllReducer:
-    r"""Sum (or average) every parameter's LFP feedback ``.grad`` over all processes.
-
-    Call :meth:`reduce` after :func:`~spikelfp.lfp.lfp_step` (with ``optimizer=None``) and before
-    ``optimizer.step()``. Parameters are grouped into buckets of up to ``bucket_cap_mb``
-    megabytes, from the output layer backwards (the order in which LFP's feedback arrives). Each
-    bucket's grads are flattened into one buffer, all-reduced asynchronously (the next bucket is
-    flattened while the previous one is on the wire), and handed back as views of the reduced
-    buffer. ``bucket_cap_mb <= 0`` disables bucketing: every parameter's ``.grad`` is all-reduced
-    in place on its own.
-
-    ``op="sum"`` (default) makes N processes with batch B/N equal one process with batch B at the
-    same learning rate (see the module docstring); ``op="mean"`` divides by N.
-
-    ``overlap=True`` registers ``register_post_accumulate_grad_hook`` on every parameter: a
-    bucket's all-reduce starts during the backward pass as soon as all its parameters' feedback
-    has arrived (buckets are launched strictly in order, so every process issues the same
-    collectives). Then every backward pass must be followed by :meth:`reduce` (or
-    :meth:`reset`). Call :meth:`remove` to take the hooks off.
-
-    A parameter without feedback on a process contributes zeros; after :meth:`reduce` every
-    trainable parameter has a ``.grad``. Without a process group (world 1), :meth:`reduce` does
-    nothing.
-
-    Timing of the last :meth:`reduce` (seconds): ``last_reduce_s`` (time spent inside it: the
-    exposed communication), ``last_hook_s`` (flattening/launching done inside the backward pass
-    with ``overlap=True``).
-
-    >>> net = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
-    >>> r = FeedbackAllReducer(net, bucket_cap_mb=25)
-    >>> r.bucket_names()
-    [['1.bias', '1.weight', '0.bias', '0.weight']]
-    >>> r.reduce()   # world 1: nothing to do
+    Returns:
+        A future holding the summed buffer, which DDP copies back into the parameters' ``.grad``.
     """
+    group = process_group if process_group is not None else dist.group.WORLD
+    fut = dist.all_reduce(bucket.buffer(), group=group, async_op=True).get_future()
+    return fut.then(lambda f: f.value()[0])
 
-    def __init__(
-        self,
-        model: nn.Module,
-        bucket_cap_mb: float = 25.0,
-        op: str = "sum",
-        overlap: bool = False,
-        process_group=None,
+
+_REDUCTIONS = ("sum", "mean")
+
+
+def wrap_model(model: nn.Module, reduction: str = "sum", **ddp_kwargs) -> nn.Module:
+    """The module to run data-parallel training steps through: ``model`` in
+    :class:`~torch.nn.parallel.DistributedDataParallel` when a process group with more than
+    one process is active, else ``model`` itself.
+
+    Run the forward pass through the returned module (``lfp_step(wrapped, ...)`` or
+    ``wrapped(x)`` then ``.backward()``): DDP all-reduces ``.grad`` bucket by bucket during the
+    backward pass, so when the backward returns every process holds the reduced ``.grad`` and
+    the optimiser of ``model.parameters()`` steps as usual. Keep using ``model`` itself for
+    evaluation, ``state_dict()`` and checkpoints (its names have no ``module.`` prefix). With
+    CUDA, ``device_ids`` is this process's GPU. Wrapping broadcasts rank 0's parameters and
+    buffers to every process. An LFP composite that names modules must be built for the
+    wrapper (its names gain ``module.``).
+
+    Args:
+        model: the network, already on this process's device.
+        reduction: ``"sum"`` for LFP (registers :func:`sum_allreduce_hook`: N processes with
+            batch B/N equal one process with batch B at the same learning rate); ``"mean"``
+            for losses that are batch means (plain DDP, e.g. the BPTT baseline).
+        **ddp_kwargs: passed to ``DistributedDataParallel`` (``bucket_cap_mb``,
+            ``find_unused_parameters``, ``gradient_as_bucket_view``, ``static_graph``...).
+
+    Returns:
+        The ``DistributedDataParallel`` wrapper, or ``model`` when not distributed.
+
+    Raises:
+        ValueError: ``reduction`` is neither ``"sum"`` nor ``"mean"``.
+        DistributedError: a peer died or stalled while the weights were broadcast.
+
+    >>> net = nn.Linear(3, 2)
+    >>> wrap_model(net) is net   # not distributed: nothing to wrap
+    True
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    if not _active() or dist.get_world_size() == 1:
+        return model
+    device = get_info().device
+    if device.type == "cuda":
+        ddp_kwargs.setdefault("device_ids", [device.index])
+    with collective(
+        "wrapping the model in DistributedDataParallel (broadcast of rank 0's weights)"
     ):
-        if op not in ("sum", "mean"):
-            raise ValueError(f"op must be 'sum' or 'mean', got {op!r}")
-        self.op = op
-        self.overlap = bool(overlap)
-        self.group = process_group
-        self.bucket_cap_bytes = bucket_cap_mb * 2**20
-        names = {id(p): n for n, p in model.named_parameters()}
-        params = [p for p in model.parameters() if p.requires_grad]
-        self._names = names
-        self.buckets = self._make_buckets(list(reversed(params)))
-        self._bucket_of = {id(p): b for b in self.buckets for p in b.params}
-        self._next = 0
-        self._handles = []
-        self.last_reduce_s = 0.0
-        self.last_hook_s = 0.0
-        self._hook_s = 0.0
-        if self.overlap:
-            for p in params:
-                self._handles.append(p.register_post_accumulate_grad_hook(self._on_grad_ready))
+        ddp = DistributedDataParallel(model, **ddp_kwargs)
+    if reduction == "sum":
+        ddp.register_comm_hook(None, sum_allreduce_hook)
+    _WRAPPERS.add(ddp)
+    return ddp
 
-    def _make_buckets(self, params: list[nn.Parameter]) -> list[_Bucket]:
-        buckets: list[_Bucket] = []
-        current: list[nn.Parameter] = []
-        size = 0
-        for p in params:
-            fits = (
-                current
-                and current[0].dtype == p.dtype
-                and current[0].device == p.device
-                and size + p.numel() * p.element_size() <= self.bucket_cap_bytes
-            )
-            if current and not fits:
-                buckets.append(_Bucket(len(buckets), current))
-                current, size = [], 0
-            current.append(p)
-            size += p.numel() * p.element_size()
-        if current:
-            buckets.append(_Bucket(len(buckets), current))
-        return buckets
 
-    def bucket_names(self) -> list[list[str]]:
-        """The parameter names in each bucket, in launch order."""
-        return [[self._names.get(id(p), "?") for p in b.params] for b in self.buckets]
+def reduce_gradients(model: nn.Module, reduction: str = "mean") -> None:
+    r"""All-reduce the ``.grad`` of ``model``'s parameters, for updates that do not run through
+    a DDP forward pass (the local rules dfa/drtp/eprop write ``.grad`` from their own passes
+    over the layers, which DDP's hooks ignore). No-op without a process group.
 
-    @property
-    def world_size(self) -> int:
-        """Number of processes the feedback is reduced over (1 without a process group)."""
-        return dist.get_world_size(self.group) if _active() else 1
+    Only parameters that have a ``.grad`` take part, in ``model.parameters()`` order, packed
+    into one buffer per dtype and device; every process must have ``.grad`` on the same
+    parameters (deterministic rules do).
 
-    # -- launching ---------------------------------------------------------------------------
-    def _launch(self, b: _Bucket) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in b.params]
-        if len(b.params) == 1 and grads[0].is_contiguous():
-            flat = grads[0]
-            if b.params[0].grad is None:
-                b.params[0].grad = flat
-        else:
+    Args:
+        model: the network (not the DDP wrapper).
+        reduction: ``"mean"`` (:math:`\frac1N\sum_k g^{(k)}`, for batch-mean updates) or
+            ``"sum"``.
+
+    Raises:
+        ValueError: ``reduction`` is neither ``"sum"`` nor ``"mean"``.
+        DistributedError: a peer died or stalled.
+
+    >>> net = nn.Linear(2, 1)
+    >>> net(torch.ones(1, 2)).sum().backward()
+    >>> reduce_gradients(net)   # not distributed: unchanged
+    >>> net.bias.grad
+    tensor([1.])
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    if not _active() or dist.get_world_size() == 1:
+        return
+    groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for p in model.parameters():
+        if p.grad is not None:
+            groups.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
+    world = dist.get_world_size()
+    with collective("all-reduce of the gradients"):
+        for grads in groups.values():
             flat = torch.cat([g.reshape(-1) for g in grads])
-        b.flat = flat
-        with _collective("all-reduce of the LFP feedback"):
-            b.work = dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group, async_op=True)
-        b.launched = True
-
-    def _on_grad_ready(self, param: torch.Tensor) -> None:
-        if not _active():
-            return
-        t0 = time.perf_counter()
-        b = self._bucket_of[id(param)]
-        b.ready += 1
-        while self._next < len(self.buckets):
-            nb = self.buckets[self._next]
-            if nb.launched or nb.ready < len(nb.params):
-                break
-            self._launch(nb)
-            self._next += 1
-        self._hook_s += time.perf_counter() - t0
-
-    # -- public ------------------------------------------------------------------------------
-    def reduce(self) -> None:
-        """All-reduce every parameter's ``.grad``; returns when the reduced feedback is in place."""
-        t0 = time.perf_counter()
-        if not _active() or self.world_size == 1:
-            self.reset()
-            self.last_reduce_s = time.perf_counter() - t0
-            return
-        try:
-            for b in self.buckets:
-                if not b.launched:
-                    self._launch(b)
-            world = self.world_size
-            for b in self.buckets:
-                with _collective("all-reduce of the LFP feedback"):
-                    b.work.wait()
-                flat = b.flat
-                if self.op == "mean":
-                    flat.div_(world)
-                if len(b.params) == 1 and flat.data_ptr() == b.params[0].grad.data_ptr():
-                    continue  # reduced in place
-                offset = 0
-                for p, n in zip(b.params, b.numels, strict=True):
-                    p.grad = flat[offset : offset + n].view_as(p)
-                    offset += n
-        finally:
-            self.last_hook_s = self._hook_s
-            self.reset()
-        self.last_reduce_s = time.perf_counter() - t0
-
-    def reset(self) -> None:
-        """Forget partially launched buckets (call if a backward pass was not reduced)."""
-        for b in self.buckets:
-            b.ready = 0
-            b.work = None
-            b.flat = None
-            b.launched = False
-        self._next = 0
-        self._hook_s = 0.0
-
-    def remove(self) -> None:
-        """Remove the overlap hooks from the parameters."""
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        self.overlap = False
-
-    def __repr__(self) -> str:
-        mb = [f"{b.nbytes / 2**20:.2f}" for b in self.buckets]
-        return (
-            f"FeedbackAllReducer(op={self.op!r}, overlap={self.overlap}, "
-            f"buckets={len(self.buckets)} [{', '.join(mb)} MB])"
-        )
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            if reduction == "mean":
+                flat /= world
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
 
 
 def _strip_nproc(argv: Sequence[str]) -> list[str]:
@@ -816,7 +770,6 @@ def _selfcheck(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=16, help="global batch")
-    ap.add_argument("--overlap", action="store_true")
     ap.add_argument(
         "--simulate-failure",
         type=int,
@@ -827,15 +780,14 @@ def _selfcheck(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=None, help="collective timeout (s)")
     args = ap.parse_args(argv)
     info = init_distributed(device="cpu", timeout_s=args.timeout)
-    torch.manual_seed(1234 + info.rank)  # different on purpose: broadcast must fix it
+    torch.manual_seed(1234 + info.rank)  # different on purpose: DDP must broadcast rank 0's
     net = Sequential(
         nn.Linear(20, 16),
         LIF(beta=0.9, threshold=0.5),
         nn.Linear(16, 4),
         LIF(beta=0.9, threshold=0.5),
     ).double()
-    broadcast_parameters(net)
-    reducer = FeedbackAllReducer(net, bucket_cap_mb=0.001, overlap=args.overlap)
+    wrapped = wrap_model(net, "sum")
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
     b = local_batch_size(args.batch_size, info.world_size)
     g = torch.Generator().manual_seed(7)
@@ -844,8 +796,8 @@ def _selfcheck(argv: Sequence[str] | None = None) -> int:
         x = (torch.rand(10, args.batch_size, 20, generator=g) < 0.3).double()
         y = torch.randint(0, 4, (args.batch_size,), generator=g)
         sl = slice(info.rank * b, (info.rank + 1) * b)
-        res = lfp_step(net, x[:, sl], y[sl], rate_coded_reward)
-        reducer.reduce()
+        with collective("DDP step (all-reduce of the LFP feedback)", mixed=True):
+            res = lfp_step(wrapped, x[:, sl], y[sl], rate_coded_reward)
         opt.step()
         if args.simulate_failure == info.rank and step == 0:
             sys.stderr.write(f"rank {info.rank}: simulating a crash\n")
@@ -857,7 +809,7 @@ def _selfcheck(argv: Sequence[str] | None = None) -> int:
     if info.is_main:
         print(
             f"spikelfp distributed self-check: world {info.world_size} ({info.backend}), "
-            f"{args.steps} steps, {reducer}, last acc {m['acc']:.3f}, "
+            f"{args.steps} steps through {type(wrapped).__name__}, last acc {m['acc']:.3f}, "
             f"max |w - w_rank0| = {diff:.3g}",
             flush=True,
         )

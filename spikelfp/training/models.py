@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..layers import SumPool2d
-from ..neurons import IF, LIF
+from ..neurons import IF, LIF, RLIF
 from ..neurons.base import NeuronModule
 from ..sequential import Sequential
 
@@ -197,6 +197,11 @@ class _Stack:
     def neuron(self) -> None:
         self._add(lambda: _make_neuron(self.spec))
 
+    def recurrent_neuron(self) -> None:
+        (n,) = self.shape
+        spec = self.spec
+        self._add(lambda: RLIF(n, spec.beta, spec.threshold, spec.reset, spec.reset_delay))
+
     def flatten(self) -> None:
         self._add(nn.Flatten)
         self.shape = (math.prod(self.shape),)
@@ -267,6 +272,27 @@ def _dvsgesture_cnn(spec: ModelSpec, s: _Stack) -> None:
     _classifier(spec, s)
 
 
+def _flat(s: _Stack) -> None:
+    if len(s.shape) > 1:  # (C,) signals go straight in: no Flatten, which Xylo lacks
+        s.flatten()
+
+
+def _braille_rsnn(spec: ModelSpec, s: _Stack) -> None:
+    _flat(s)
+    s.linear(spec.hidden)
+    s.recurrent_neuron()
+    s.linear(spec.n_classes)
+    s.neuron()
+
+
+def _braille_mlp(spec: ModelSpec, s: _Stack) -> None:
+    _flat(s)
+    s.linear(spec.hidden)
+    s.neuron()
+    s.linear(spec.n_classes)
+    s.neuron()
+
+
 def _classifier(spec: ModelSpec, s: _Stack) -> None:
     s.flatten()
     s.linear(spec.hidden)
@@ -289,6 +315,8 @@ class ZooModel:
         default_channels, default_hidden: what ``None`` in a spec means (``default_hidden``
             ``None``: the model has no hidden fully connected layer).
         batch_norm: whether the model can take ``batch_norm=True``.
+        input_dims: the numbers of dimensions ``spec.input_shape`` may have (``(3,)``: frames
+            ``(P, H, W)``; the sensor models also take signals ``(C,)``).
 
     >>> ZOO["speck-cnn"].n_channels, ZOO["speck-cnn"].default_channels
     (3, (16, 16, 8))
@@ -302,6 +330,7 @@ class ZooModel:
     default_channels: tuple[int, ...] = ()
     default_hidden: int | None = None
     batch_norm: bool = True
+    input_dims: tuple[int, ...] = (3,)
 
 
 #: The zoo, keyed by model name (insertion order: smallest first).
@@ -360,6 +389,26 @@ ZOO: dict[str, ZooModel] = {
             default_channels=(16, 32, 32, 64),
             default_hidden=256,
         ),
+        ZooModel(
+            "braille-rsnn",
+            _braille_rsnn,
+            "[Flatten] → Linear(hidden) → RLIF(hidden, recurrent) → Linear(classes) → N",
+            "NIR paper's recurrent Braille network (Pedersen et al., Nat. Commun. 2024: 12 taxels "
+            "→ 38/55 recurrent CuBa-LIF → 7); here recurrent LIF neurons; fits Xylo (<= 16 "
+            "inputs, <= 8 outputs) with reset='subtract'",
+            default_hidden=40,
+            batch_norm=False,
+            input_dims=(1, 3),
+        ),
+        ZooModel(
+            "braille-mlp",
+            _braille_mlp,
+            "[Flatten] → Linear(hidden) → N → Linear(classes) → N",
+            "feed-forward baseline of braille-rsnn (same sizes, no recurrence)",
+            default_hidden=40,
+            batch_norm=False,
+            input_dims=(1, 3),
+        ),
     )
 }
 
@@ -375,8 +424,12 @@ def _entry(name: str) -> ZooModel:
 
 
 def _check(spec: ModelSpec, entry: ZooModel) -> None:
-    if len(spec.input_shape) != 3:
-        raise ValueError(f"input_shape must be (P, H, W), got {spec.input_shape}")
+    if len(spec.input_shape) not in entry.input_dims:
+        if entry.input_dims == (3,):
+            raise ValueError(f"input_shape must be (P, H, W), got {spec.input_shape}")
+        raise ValueError(
+            f"{entry.name} takes input_shape (C,) or (P, H, W), got {spec.input_shape}"
+        )
     if min(spec.input_shape) < 1 or int(spec.n_classes) < 1:
         raise ValueError(
             f"input_shape and n_classes must be positive, got {spec.input_shape}, {spec.n_classes}"
@@ -586,6 +639,8 @@ def model_summary(spec: ModelSpec) -> dict:
                 synops = n_out * layer.in_features
             elif isinstance(layer, nn.modules.conv._ConvNd):
                 synops = n_out * layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+            elif isinstance(layer, RLIF):
+                synops = n_out * layer.size  # the recurrent weights
             elif isinstance(layer, (SumPool2d, nn.AvgPool2d)):
                 pool_ops = n_out * math.prod(_pair(layer.kernel_size))
             rows.append(

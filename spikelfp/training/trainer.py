@@ -19,6 +19,8 @@ uninterrupted run with the same seed (a run killed mid-epoch restarts that epoch
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import json
 import math
 import os
@@ -40,7 +42,8 @@ from .. import __version__
 from ..datasets.augment import make_augmentation
 from ..lfp import lfp_step, rate_coded_reward, spike_count_softmax_reward
 from ..lfp.composites import SYNAPSE_TYPES
-from . import _parallel
+from ..lfp.online import Windowed, augment_sparse, calibrate_firing_online, online_lfp_step
+from . import distributed as _dist
 from .bptt import BPTT_LOSSES, surrogate
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -56,8 +59,16 @@ from .checkpoint import (
     write_text_atomic,
 )
 from .config import ConfigError, TrainConfig
-from .data import collate, epoch_permutation, open_split
-from .evaluate import SpikeRecorder, evaluate, predict, prepare_input
+from .data import (
+    SparseLoader,
+    collate,
+    epoch_permutation,
+    open_split,
+    sparse_batch,
+    stack_samples,
+)
+from .evaluate import SpikeRecorder, evaluate, predict
+from .local_rules import LOCAL_RULES, make_local_rule
 from .models import ModelSpec, build_model, calibrate_firing, neuron_layers
 
 __all__ = [
@@ -182,7 +193,7 @@ def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     """The trained model stored in a loaded checkpoint (in eval mode)."""
     try:
         spec = ModelSpec.from_dict(ckpt["model_spec"])
-        model = build_model(spec)
+        model = _build(spec)
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         first = error_text(err)
@@ -190,6 +201,45 @@ def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
             f"{ckpt.get('path', 'checkpoint')}: cannot rebuild the model ({first})"
         ) from None
     return model.eval()
+
+
+def _build(spec: ModelSpec) -> nn.Module:
+    """The zoo model of ``spec``, in the layer types of its hardware target if it has one."""
+    model = build_model(spec)
+    if (spec.extra or {}).get("target") is None:
+        return model
+    from ..hw_export.target import model_for_target
+
+    return model_for_target(model, spec)
+
+
+def _target_spec(spec: ModelSpec, target: str, log) -> ModelSpec:
+    """``spec`` adapted to ``target`` (``train --target``); refuses, before any training, a
+    model the target cannot run."""
+    from ..hw_export.target import adapt_spec, model_for_target, refuse_text, structural_violations
+    from .cli import UsageError, resolve_target
+
+    try:
+        prof = resolve_target(target, "train")
+    except UsageError as err:
+        raise ConfigError(str(err).removeprefix("spikelfp train: ")) from None
+    new, changes = adapt_spec(spec, prof)
+    bad = structural_violations(
+        model_for_target(build_model(new), new), prof, new.input_shape, prof.weight_bits
+    )
+    if bad:
+        raise ConfigError(refuse_text(bad, prof))
+    if changes:
+        log(f"--target {prof.name}: {', '.join(changes)}")
+    return new
+
+
+def _target_training(model: nn.Module, spec: ModelSpec):
+    if (spec.extra or {}).get("target") is None:
+        return None
+    from ..hw_export.target import TargetTraining, target_of
+
+    return TargetTraining(model, target_of(spec), input_shape=spec.input_shape)
 
 
 def _seed_everything(seed: int) -> None:
@@ -221,10 +271,10 @@ class Trainer:
     ):
         config.validate()
         try:
-            self.dist = _parallel.init(config.device)
+            self.dist = _dist.init_distributed(device=config.device)
         except (ValueError, RuntimeError) as err:  # incl. DistributedError, missing MASTER_ADDR
             raise ConfigError(f"could not start training: {err}") from None
-        self.main = _parallel.is_main_process()
+        self.main = _dist.is_main_process()
         self.log = log or (_log if self.main else (lambda msg: None))
         if self.dist.world_size > 1:  # launch_local strips --nproc from the workers' argv
             config = config.replace(nproc=self.dist.world_size)
@@ -244,6 +294,7 @@ class Trainer:
             )
         self.device = self.dist.device
         _seed_everything(cfg.seed)
+        _fixed_mmap_threshold()
 
         self.train_data = open_split(cfg, "train")
         self.eval_split = cfg.resolved_eval_split
@@ -260,13 +311,25 @@ class Trainer:
                 )
         else:
             self.spec = spec_from_config(cfg, self.train_data.frame_shape, len(self.classes))
+            if cfg.target is not None:  # the zoo model's options the target allows
+                self.spec = _target_spec(self.spec, cfg.target, self.log)
         try:
-            self.model = build_model(self.spec).to(self.device)
+            self.model = _build(self.spec).to(self.device)
         except ValueError as err:  # e.g. channels that do not fit the model
             raise ConfigError(" ".join(str(err).split())) from None
         self.reward_fn = make_reward(cfg.reward, cfg.time_bins)
         self.composite = make_composite(cfg, self.model)
+        #: train --target: the forward pass is the target's integer network
+        self.target_training = _target_training(self.model, self.spec)
+        if self.target_training is not None:
+            self.composite = self.target_training.composite(self.composite)
+        # dfa/drtp/eprop: fixed random feedback matrices (a resume restores the saved ones)
+        self.local_rule = (
+            make_local_rule(cfg, self.model, self.spec) if cfg.method in LOCAL_RULES else None
+        )
         self.augmentation = make_augmentation(cfg.augment)
+        if cfg.online_window is not None and self.augmentation is not None:
+            self.augmentation = partial(augment_sparse, self.augmentation)  # on sparse frames
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self._plots_off = False
@@ -279,11 +342,15 @@ class Trainer:
         self.scheduler = _make_scheduler(cfg, self.optimizer)
         if _checkpoint is not None:
             self._load_state(_checkpoint)
-        _parallel.broadcast_parameters(self.model)
-        self.reducer = _parallel.make_reducer(
-            self.model, op="mean" if cfg.method == "bptt" else "sum"
+        # data parallel: the steps run through DDP (it broadcasts rank 0's weights here); LFP's
+        # feedback is a sum over the batch, so its buckets are summed, the others averaged
+        self.train_model = _dist.wrap_model(self.model, "sum" if cfg.method == "lfp" else "mean")
+        self.train_composite = (  # named rules see the wrapper's names ("module.0")
+            self.composite
+            if self.train_model is self.model
+            else make_composite(cfg, self.train_model)
         )
-        self.sampler = _parallel.make_sampler(self.train_data.dataset, shuffle=True, seed=cfg.seed)
+        self.sampler = _dist.make_sampler(self.train_data.dataset, shuffle=True, seed=cfg.seed)
 
     # -- construction helpers ------------------------------------------------------------------
     @classmethod
@@ -359,9 +426,15 @@ class Trainer:
         data = self.train_data.dataset
         n = min(len(data), 128)
         order = epoch_permutation(len(data), self.config.seed, 0)[:n].tolist()
-        x, _ = collate([data[i] for i in order])
-        x = prepare_input(x, self.config.input_clamp).to(self.device)
         rates = _layer_rates(list(self.config.init_rate), len(neuron_layers(self.model)))
+        if self.config.online_window is not None:  # one window at a time: memory independent of T
+            x, _ = sparse_batch(data, order)
+            x = x.clamp_(self.config.input_clamp).to(self.device)
+            self.calibration_gains = calibrate_firing_online(
+                self.model, x, rates, window=self.config.online_window
+            )
+            return
+        x = stack_samples(data, order, self.config.input_clamp).to(self.device)
         self.calibration_gains = calibrate_firing(self.model, x, rates)
 
     def _load_state(self, ckpt: dict[str, Any]) -> None:
@@ -379,14 +452,25 @@ class Trainer:
         self.epoch = int(ckpt["epoch"])
         self.history = list(ckpt["history"])
         self.calibration_gains = list(ckpt.get("calibration_gains", []))
+        if self.local_rule is not None:  # the saved matrices, bit for bit (never redrawn)
+            try:
+                self.local_rule.load_state_dict(ckpt["local_rule"])
+            except (KeyError, RuntimeError) as err:
+                raise CheckpointError(
+                    f"{ckpt['path']}: cannot restore the {self.config.method} feedback "
+                    f"matrices ({error_text(err)})"
+                ) from None
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
 
     # -- the loop --------------------------------------------------------------------------------
     def _loader(self, dataset, sampler, train: bool = False) -> DataLoader:
+        if self.config.online_window is not None:  # frames stay sparse until each window
+            batch = _dist.local_batch_size(self.config.batch_size) if train else None
+            return SparseLoader(dataset, sampler, batch or self.config.batch_size)
         return DataLoader(
             dataset,
-            batch_size=_parallel.local_batch_size(self.config.batch_size)
+            batch_size=_dist.local_batch_size(self.config.batch_size)
             if train
             else self.config.batch_size,
             sampler=sampler,
@@ -396,19 +480,42 @@ class Trainer:
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor):
         cfg = self.config
-        if cfg.method == "lfp":
-            res = lfp_step(self.model, x, y, self.reward_fn, composite=self.composite)
+        if cfg.method == "lfp" and self.target_training is not None:
+            with self.target_training.integer_forward():  # shadow weights get the feedback
+                res = lfp_step(self.model, x, y, self.reward_fn, composite=self.composite)
             out, reward = res.output, res.reward
             loss = nn.functional.cross_entropy(out.sum(0), y)
+        elif cfg.method == "lfp":
+            if cfg.online_window is None:
+                res = lfp_step(
+                    self.train_model, x, y, self.reward_fn, composite=self.train_composite
+                )
+            else:
+                res = online_lfp_step(
+                    self.train_model,
+                    x,
+                    y,
+                    self.reward_fn,
+                    composite=self.train_composite,
+                    window=cfg.online_window,
+                )
+            out, reward = res.output, res.reward
+            loss = nn.functional.cross_entropy(out.sum(0), y)
+        elif self.local_rule is not None:  # dfa, drtp, eprop: .grad from the local rule
+            self.optimizer.zero_grad(set_to_none=True)
+            out = self.local_rule.step(self.model, x, y).output
+            loss = nn.functional.cross_entropy(out.sum(0), y)
+            reward = self.reward_fn(out, y)
         else:
             self.optimizer.zero_grad(set_to_none=True)
             with surrogate(self.model, slope=cfg.surrogate_slope):
-                out, _ = self.model(x)
+                out, _ = self.train_model(x)
             BPTT_LOSSES[cfg.bptt_loss](out, y).backward()
             loss = nn.functional.cross_entropy(out.detach().sum(0), y)
             out = out.detach()
             reward = self.reward_fn(out, y)
-        self.reducer.reduce()
+        if self.local_rule is not None:  # its passes bypass DDP's forward: reduce .grad here
+            _dist.reduce_gradients(self.model, "mean")
         # the feedback and the weights are the same on every process (reduced), so every
         # process stops at the same batch; nothing non-finite is ever applied or saved
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -450,13 +557,14 @@ class Trainer:
         )
         with SpikeRecorder(self.model) as rec, bar:
             for batch, (x, y) in enumerate(loader):
-                x = prepare_input(x, cfg.input_clamp)
+                x = x.clamp_(max=cfg.input_clamp) if cfg.input_clamp is not None else x
                 if self.augmentation is not None:
                     x = self.augmentation(x, augment_rng)
                 x = x.to(self.device)
                 y = y.to(self.device)
                 try:
-                    out, loss, reward = self._train_step(x, y)
+                    with _dist.collective("training step (DDP all-reduce)", mixed=True):
+                        out, loss, reward = self._train_step(x, y)
                 except TrainingDivergedError as err:
                     raise TrainingDivergedError(f"{err} in batch {batch + 1}") from None
                 b = len(y)
@@ -475,7 +583,7 @@ class Trainer:
                 )
             sums.update(rec.state())
         elapsed = time.perf_counter() - start
-        total = _parallel.reduce_sums(sums)
+        total = _dist.reduce_metrics(sums, op="sum")
         n = max(total["n"], 1.0)
         return {
             "train_loss": total["loss"] / n,
@@ -494,8 +602,13 @@ class Trainer:
         if data is None:
             data = self.train_data if split == "train" else open_split(self.config, split)
         loader = self._loader(data.dataset, None)
+        model = self.model
+        if self.target_training is not None:  # the integer network: what was trained
+            model = self.target_training.evaluation_model()
+        if self.config.online_window is not None:
+            model = Windowed(model, self.config.online_window)
         return evaluate(
-            self.model,
+            model,
             ((x.to(self.device), y.to(self.device)) for x, y in loader),
             n_classes=len(self.classes),
             input_clamp=self.config.input_clamp,
@@ -558,7 +671,7 @@ class Trainer:
                 self.save_checkpoint()
                 self._plot()  # after every epoch: an interrupted run keeps its plots
                 self.log(_summary_line(metrics, cfg.epochs))
-            _parallel.barrier()
+            _dist.barrier()
         return self.history
 
     def _plot(self) -> None:
@@ -608,6 +721,7 @@ class Trainer:
             "epoch": self.epoch,
             "history": self.history,
             "calibration_gains": self.calibration_gains,
+            **({} if self.local_rule is None else {"local_rule": self.local_rule.state_dict()}),
             "rng": rng_state(),
             "data_order": {
                 "rule": "torch.randperm(n_train, generator=torch.Generator().manual_seed("
@@ -626,6 +740,25 @@ class Trainer:
     def _write_metrics(self) -> None:
         text = "".join(json.dumps(m, sort_keys=False) + "\n" for m in self.history)
         write_text_atomic(self.run_dir / METRICS_NAME, text)
+
+
+@functools.cache
+def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> bool:
+    """Fix glibc's mmap threshold at ``nbytes`` (Linux/glibc; a no-op elsewhere).
+
+    glibc raises its threshold to the size of every freed mmap'ed block (up to 32 MiB), after
+    which each recording's frames (MBs at hundreds of time bins) come from the heap, where
+    small long-lived blocks (cached samples) pin them: a training process kept ~1 MB per
+    time bin it had freed long ago. With a fixed threshold, every block of ``nbytes`` or more
+    is mapped and given back to the system when freed.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(-3, int(nbytes)))  # M_MMAP_THRESHOLD
 
 
 @contextlib.contextmanager
