@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from spikelfp.hw_export import from_nir, read_nir, write_nir  # noqa: E402
-from spikelfp.hw_export.nir_cli import evaluate_nir, load_nir_model  # noqa: E402
 from spikelfp.training.config import TrainConfig  # noqa: E402
 from spikelfp.training.data import open_split  # noqa: E402
+from spikelfp.training.nir_eval import evaluate_nir, load_nir_model  # noqa: E402
 
 RESULTS = ROOT / "results"
 

@@ -10,7 +10,6 @@ from spikelfp.lfp import (
     PerStepSoftmaxReward,
     RunningRateReward,
     SparseFrames,
-    calibrate_firing_online,
     feedback,
     lfp_step,
     online_lfp_step,
@@ -18,6 +17,7 @@ from spikelfp.lfp import (
     rate_coded_reward,
 )
 from spikelfp.lfp.step import _detach
+from spikelfp.training import calibrate_firing_online
 
 T, B, F, C = 12, 5, 16, 4
 

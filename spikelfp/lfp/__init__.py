@@ -10,7 +10,6 @@ from .online import (
     SparseFrames,
     Windowed,
     augment_sparse,
-    calibrate_firing_online,
     check_streamable,
     online_lfp_step,
 )
@@ -67,7 +66,6 @@ __all__ = [
     "SparseFrames",
     "Windowed",
     "augment_sparse",
-    "calibrate_firing_online",
     "check_streamable",
     "online_lfp_step",
 ]

@@ -49,7 +49,6 @@ __all__ = [
     "online_lfp_step",
     "check_streamable",
     "check_window",
-    "calibrate_firing_online",
     "augment_sparse",
     "Windowed",
 ]
@@ -598,88 +597,6 @@ def online_lfp_step(
 
 
 # -- calibration ---------------------------------------------------------------------------------
-@torch.no_grad()
-def calibrate_firing_online(
-    model: nn.Module,
-    x: torch.Tensor | SparseFrames,
-    target_rate: float | Sequence[float] = 0.1,
-    window: int = 25,
-    max_iter: int = 16,
-) -> list[float]:
-    """:func:`spikelfp.training.calibrate_firing`, run window by window.
-
-    The same bisection of each synapse's gain (log2 gain in ``[-6, 6]``), with the mean spike
-    rate of each neuron layer counted over windows of ``window`` steps (state carried), so
-    that only one window of the input and of every layer is in memory at a time. The input
-    of each synapse is made once per window and kept compact for the bisection: a first
-    ``Linear`` (after ``Flatten`` only) on :class:`SparseFrames` is computed from the events
-    (sparse matrix product); binary inputs (the spikes of the layer before) are kept as
-    packed bits (1/32 of float32); other inputs are recomputed from the input at every
-    evaluation. Returns the gains.
-
-    Args:
-        model: a :class:`spikelfp.Sequential` that streams.
-        x: the calibration batch ``(T, B, ...)`` or :class:`SparseFrames`.
-        target_rate: one rate, or one per neuron layer.
-        window: steps per window.
-        max_iter: bisection steps per layer.
-
-    Returns:
-        The gain of each neuron layer's synapse.
-
-    Raises:
-        ValueError: a wrong number of target rates, a bad window, or a model that cannot
-            stream.
-    """
-    from ..sequential import Sequential
-    from ..training.models import _gain_layers
-
-    window = check_window(window)
-    check_streamable(model)
-    layers = list(model)
-    triples = _gain_layers(model)
-    rates = (
-        [float(target_rate)] * len(triples)
-        if isinstance(target_rate, (int, float))
-        else [float(r) for r in target_rate]
-    )
-    if len(rates) != len(triples):
-        raise ValueError(f"need {len(triples)} target rates, got {len(rates)}")
-    gains = []
-    for (syn, gain_at, neu), target in zip(triples, rates, strict=True):
-        layer = model[gain_at]
-        w0 = layer.weight.detach().clone()
-        b0 = None if layer.bias is None else layer.bias.detach().clone()
-        source = _synapse_inputs(layers, syn, gain_at, x, window)
-
-        def rate(g, layer=layer, w0=w0, b0=b0, source=source, syn=syn, neu=neu):
-            layer.weight.copy_(w0 * g)
-            if b0 is not None:
-                layer.bias.copy_(b0 * g)
-            first = source[1]
-            head = Sequential(*layers[first : neu + 1])
-            spikes, count, state = 0.0, 0, None
-            for h in _source_windows(source, x, window, layers[syn]):
-                out, state = head(h, state)
-                spikes += float(out.sum(dtype=torch.float64))
-                count += out.numel()
-            return spikes / max(count, 1)
-
-        lo, hi = -6.0, 6.0
-        for _ in range(max_iter):
-            mid = (lo + hi) / 2
-            if rate(2.0**mid) < target:
-                lo = mid
-            else:
-                hi = mid
-        g = 2.0 ** ((lo + hi) / 2)
-        layer.weight.copy_(w0 * g)
-        if b0 is not None:
-            layer.bias.copy_(b0 * g)
-        gains.append(g)
-    return gains
-
-
 def _sparse_first_linear(model, x) -> int | None:
     """The index of ``model``'s first layer if it is a ``Linear`` after ``Flatten`` only, and
     ``x`` is :class:`SparseFrames` it can take; else ``None``."""

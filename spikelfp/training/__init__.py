@@ -25,7 +25,7 @@ from .eprop import EProp
 from .evaluate import evaluate
 from .feedback_alignment import DFA, DRTP
 from .local_rules import LOCAL_RULES
-from .models import MODELS, ModelSpec, build_model, calibrate_firing
+from .models import MODELS, ModelSpec, build_model, calibrate_firing, calibrate_firing_online
 from .runs import LoadedRun, load_run
 from .trainer import RunExistsError, Trainer, build_from_checkpoint, make_reward
 
@@ -46,6 +46,7 @@ __all__ = [
     "build_from_checkpoint",
     "build_model",
     "calibrate_firing",
+    "calibrate_firing_online",
     "evaluate",
     "fast_sigmoid_spike",
     "load_checkpoint",

@@ -794,8 +794,8 @@ _NIR_EVAL_FIELDS = (
 
 
 def _cmd_eval_nir(args: argparse.Namespace) -> int:
-    from ..hw_export.nir_cli import evaluate_nir
     from .config import TrainConfig
+    from .nir_eval import evaluate_nir
 
     if args.dataset is None:
         raise UsageError("spikelfp eval: a NIR graph needs --dataset (and --data-dir)")

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from ..layers import SumPool2d
+from ..lfp import online as _online
 from ..neurons import IF, LIF, RLIF
 from ..neurons.base import NeuronModule
 from ..sequential import Sequential
@@ -515,6 +516,29 @@ def _gain_layers(model: Sequential) -> list[tuple[int, int, int]]:
     return found
 
 
+def _target_rates(target_rate: float | Sequence[float], n: int) -> list[float]:
+    """One target spike rate per neuron layer (``n`` of them) from one rate or a list."""
+    if isinstance(target_rate, (int, float)):
+        return [float(target_rate)] * n
+    targets = [float(r) for r in target_rate]
+    if len(targets) != n:
+        raise ValueError(f"need {n} target rates, got {len(targets)}")
+    return targets
+
+
+def _bisect_gain(rate: Callable[[float], float], target: float, max_iter: int) -> float:
+    """The gain ``g`` in ``[1/64, 64]`` with ``rate(g)`` close to ``target``: bisection on
+    log2 g (the rate grows with the gain). ``rate`` applies the gain it is given."""
+    lo, hi = -6.0, 6.0
+    for _ in range(max_iter):
+        mid = (lo + hi) / 2
+        if rate(2.0**mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 2.0 ** ((lo + hi) / 2)
+
+
 @torch.no_grad()
 def calibrate_firing(
     model: Sequential,
@@ -540,12 +564,7 @@ def calibrate_firing(
     True
     """
     triples = _gain_layers(model)
-    if isinstance(target_rate, (int, float)):
-        targets = [float(target_rate)] * len(triples)
-    else:
-        targets = [float(r) for r in target_rate]
-        if len(targets) != len(triples):
-            raise ValueError(f"need {len(triples)} target rates, got {len(targets)}")
+    targets = _target_rates(target_rate, len(triples))
     saved = {
         (m, name): b.clone()
         for m in model.modules()
@@ -572,19 +591,78 @@ def calibrate_firing(
                     layer.bias.copy_(b0 * g)
                 return head(h)[0].mean().item()
 
-            lo, hi = -6.0, 6.0  # log2 gain
-            for _ in range(max_iter):
-                mid = (lo + hi) / 2
-                if rate(2.0**mid) < target:
-                    lo = mid
-                else:
-                    hi = mid
-            g = 2.0 ** ((lo + hi) / 2)
+            g = _bisect_gain(rate, target, max_iter)
             rate(g)
             gains.append(g)
     finally:
         for (m, name), b in saved.items():
             getattr(m, name).copy_(b)
+    return gains
+
+
+@torch.no_grad()
+def calibrate_firing_online(
+    model: nn.Module,
+    x: torch.Tensor | _online.SparseFrames,
+    target_rate: float | Sequence[float] = 0.1,
+    window: int = 25,
+    max_iter: int = 16,
+) -> list[float]:
+    """:func:`calibrate_firing`, run window by window.
+
+    The same bisection of each synapse's gain (log2 gain in ``[-6, 6]``), with the mean spike
+    rate of each neuron layer counted over windows of ``window`` steps (state carried), so
+    that only one window of the input and of every layer is in memory at a time. The input
+    of each synapse is made once per window and kept compact for the bisection: a first
+    ``Linear`` (after ``Flatten`` only) on :class:`SparseFrames` is computed from the events
+    (sparse matrix product); binary inputs (the spikes of the layer before) are kept as
+    packed bits (1/32 of float32); other inputs are recomputed from the input at every
+    evaluation. Returns the gains.
+
+    Args:
+        model: a :class:`spikelfp.Sequential` that streams.
+        x: the calibration batch ``(T, B, ...)`` or :class:`SparseFrames`.
+        target_rate: one rate, or one per neuron layer.
+        window: steps per window.
+        max_iter: bisection steps per layer.
+
+    Returns:
+        The gain of each neuron layer's synapse.
+
+    Raises:
+        ValueError: a wrong number of target rates, a bad window, or a model that cannot
+            stream.
+    """
+    window = _online.check_window(window)
+    _online.check_streamable(model)
+    layers = list(model)
+    triples = _gain_layers(model)
+    rates = _target_rates(target_rate, len(triples))
+    gains = []
+    for (syn, gain_at, neu), target in zip(triples, rates, strict=True):
+        layer = model[gain_at]
+        w0 = layer.weight.detach().clone()
+        b0 = None if layer.bias is None else layer.bias.detach().clone()
+        source = _online._synapse_inputs(layers, syn, gain_at, x, window)
+
+        def rate(g, layer=layer, w0=w0, b0=b0, source=source, syn=syn, neu=neu):
+            layer.weight.copy_(w0 * g)
+            if b0 is not None:
+                layer.bias.copy_(b0 * g)
+            first = source[1]
+            head = Sequential(*layers[first : neu + 1])
+            spikes, count, state = 0.0, 0, None
+            for h in _online._source_windows(source, x, window, layers[syn]):
+                out, state = head(h, state)
+                spikes += float(out.sum(dtype=torch.float64))
+                count += out.numel()
+            return spikes / max(count, 1)
+
+        g = _bisect_gain(rate, target, max_iter)
+        layer.weight.copy_(w0 * g)
+        if b0 is not None:
+            layer.bias.copy_(b0 * g)
+        gains.append(g)
     return gains
 
 

@@ -42,7 +42,7 @@ from .. import __version__
 from ..datasets.augment import make_augmentation
 from ..lfp import lfp_step, rate_coded_reward, spike_count_softmax_reward
 from ..lfp.composites import SYNAPSE_TYPES
-from ..lfp.online import Windowed, augment_sparse, calibrate_firing_online, online_lfp_step
+from ..lfp.online import Windowed, augment_sparse, online_lfp_step
 from . import distributed as _dist
 from .bptt import BPTT_LOSSES, surrogate
 from .checkpoint import (
@@ -69,7 +69,7 @@ from .data import (
 )
 from .evaluate import SpikeRecorder, evaluate, predict
 from .local_rules import LOCAL_RULES, make_local_rule
-from .models import ModelSpec, build_model, calibrate_firing, neuron_layers
+from .models import ModelSpec, build_model, calibrate_firing, calibrate_firing_online, neuron_layers
 
 __all__ = [
     "Trainer",

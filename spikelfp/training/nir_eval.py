@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import NIRImportError
+from ..hw_export.errors import NIRImportError
 
 __all__ = ["FramesAs", "graph_shapes", "load_nir_model", "evaluate_nir"]
 
@@ -61,7 +61,7 @@ def load_nir_model(path, frame_shape, *, convention=None, dt=None):
 
     Raises :class:`NIRImportError` when the graph's input does not have the frames' size.
     """
-    from .nir_io import from_nir, read_nir
+    from ..hw_export.nir_io import from_nir, read_nir
 
     graph = read_nir(path)
     shape, n_out = graph_shapes(graph)
@@ -82,8 +82,8 @@ def evaluate_nir(path, cfg, split: str, *, convention=None, dt=None) -> dict:
     :func:`spikelfp.training.evaluate` plus ``dataset``, ``split``, ``classes``)."""
     from torch.utils.data import DataLoader
 
-    from ..training.data import collate, open_split
-    from ..training.evaluate import evaluate
+    from .data import collate, open_split
+    from .evaluate import evaluate
 
     data = open_split(cfg, split)
     model, n_out = load_nir_model(path, data.frame_shape, convention=convention, dt=dt)
