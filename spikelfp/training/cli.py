@@ -233,6 +233,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "cannot run it) and its forward pass is T's integer network",
     )
     g.add_argument(
+        "--init",
+        default=S,
+        metavar="GRAPH.nir",
+        help="start from a NIR graph written by spikelfp or another framework (snntorch, sinabs, "
+        "norse, rockpool; conventions detected) instead of a zoo model: fine-tune it with LFP, "
+        "then export it again (docs/interop.md)",
+    )
+    g.add_argument(
         "--method",
         choices=METHODS,
         default=S,

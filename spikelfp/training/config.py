@@ -96,6 +96,9 @@ class TrainConfig:
     #: hardware target trained for (``spikelfp train --target``): a profile name or file;
     #: ``None``: a float network
     target: str | None = None
+    #: a NIR graph to start from instead of a zoo model (``spikelfp train --init GRAPH.nir``):
+    #: fine-tune a network trained elsewhere; ``None``: the zoo model of ``model``
+    init: str | None = None
     init_rate: list[float] | float | None = field(default_factory=lambda: [0.15, 0.1])
     # training
     method: str = "lfp"
@@ -296,6 +299,14 @@ class TrainConfig:
                 f"--target trains the integer network with LFP; --method {self.method} cannot "
                 "(it needs a derivative of the forward pass): use --method lfp"
             )
+        if self.init is not None:
+            if not (isinstance(self.init, str) and self.init.endswith(".nir")):
+                raise ConfigError(f"init must be a NIR graph file (.nir), got {self.init!r}")
+            if self.target is not None:
+                raise ConfigError(
+                    "--init starts from a float NIR graph; --target builds its own integer "
+                    "model: drop one of them"
+                )
         if self.target is not None and self.nproc != 1:
             raise ConfigError("--target trains in one process; drop --nproc")
         if self.target is not None and getattr(self, "online_window", None) is not None:

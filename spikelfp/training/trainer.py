@@ -40,9 +40,11 @@ from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..datasets.augment import make_augmentation
+from ..hw_export.errors import NIRImportError
 from ..lfp import lfp_step, rate_coded_reward, spike_count_softmax_reward
-from ..lfp.composites import SYNAPSE_TYPES
+from ..lfp.composites import SYNAPSE_TYPES, UnsupportedModuleError
 from ..lfp.online import Windowed, augment_sparse, online_lfp_step
+from ..sequential import Sequential
 from . import distributed as _dist
 from .bptt import BPTT_LOSSES, surrogate
 from .checkpoint import (
@@ -193,9 +195,9 @@ def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     """The trained model stored in a loaded checkpoint (in eval mode)."""
     try:
         spec = ModelSpec.from_dict(ckpt["model_spec"])
-        model = _build(spec)
+        model = _build(spec, ckpt.get("init_graph"))
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, NIRImportError) as err:
         first = error_text(err)
         raise CheckpointError(
             f"{ckpt.get('path', 'checkpoint')}: cannot rebuild the model ({first})"
@@ -203,14 +205,45 @@ def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     return model.eval()
 
 
-def _build(spec: ModelSpec) -> nn.Module:
-    """The zoo model of ``spec``, in the layer types of its hardware target if it has one."""
+def _build(spec: ModelSpec, init_graph: bytes | None = None) -> nn.Module:
+    """The zoo model of ``spec``, in the layer types of its hardware target if it has one; or,
+    with ``init_graph`` (a NIR file's bytes, ``train --init``), the network it holds."""
+    if init_graph is not None:
+        return _model_from_graph(init_graph, spec.input_shape, spec.n_classes)
     model = build_model(spec)
     if (spec.extra or {}).get("target") is None:
         return model
     from ..hw_export.target import model_for_target
 
     return model_for_target(model, spec)
+
+
+def _model_from_graph(data: bytes, frame_shape, n_classes: int) -> nn.Module:
+    """The :class:`~spikelfp.Sequential` in a NIR file's bytes (its producer's conventions
+    detected), taking frames of ``frame_shape``; refuses a graph that does not fit the data or
+    that LFP cannot train as a chain."""
+    import tempfile
+
+    from .nir_eval import FramesAs, load_nir_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "init.nir"
+        path.write_bytes(data)
+        model, n_out = load_nir_model(path, frame_shape)
+    if n_out != n_classes:
+        raise NIRImportError(
+            f"the --init graph has {n_out} outputs but the data has {n_classes} classes"
+        )
+    if isinstance(model, FramesAs) and isinstance(model.net, Sequential):
+        flat = math.prod(model.shape) == math.prod(frame_shape) and len(model.shape) == 1
+        if flat:  # a graph with a flat input (snntorch, norse): flatten the frames first
+            model = Sequential(nn.Flatten(), *model.net)
+    if not isinstance(model, Sequential):
+        raise NIRImportError(
+            f"the --init graph imports as a {type(model).__name__}; train --init takes chains "
+            "(spikelfp.Sequential), not branching graphs or reshaped inputs"
+        )
+    return model
 
 
 def _target_spec(spec: ModelSpec, target: str, log) -> ModelSpec:
@@ -240,6 +273,15 @@ def _target_training(model: nn.Module, spec: ModelSpec):
     from ..hw_export.target import TargetTraining, target_of
 
     return TargetTraining(model, target_of(spec), input_shape=spec.input_shape)
+
+
+def _read_init(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise ConfigError(f"--init {path}: cannot read it ({err.strerror or err})") from None
 
 
 def _seed_everything(seed: int) -> None:
@@ -313,12 +355,25 @@ class Trainer:
             self.spec = spec_from_config(cfg, self.train_data.frame_shape, len(self.classes))
             if cfg.target is not None:  # the zoo model's options the target allows
                 self.spec = _target_spec(self.spec, cfg.target, self.log)
+        #: train --init: the NIR file's bytes (kept in every checkpoint, the model's source)
+        self.init_graph = (
+            _checkpoint.get("init_graph") if _checkpoint is not None else _read_init(cfg.init)
+        )
         try:
-            self.model = _build(self.spec).to(self.device)
-        except ValueError as err:  # e.g. channels that do not fit the model
+            self.model = _build(self.spec, self.init_graph).to(self.device)
+        except (ValueError, NIRImportError) as err:  # e.g. channels that do not fit the model
             raise ConfigError(" ".join(str(err).split())) from None
         self.reward_fn = make_reward(cfg.reward, cfg.time_bins)
         self.composite = make_composite(cfg, self.model)
+        if self.init_graph is not None and cfg.method == "lfp":
+            try:  # a graph from elsewhere may hold modules LFP has no rule for
+                self.composite.plan(self.model)
+            except UnsupportedModuleError as err:
+                raise ConfigError(
+                    f"--init graph: {err}".split(". Map the type")[0]
+                    + " (a sinabs graph: write it again with single-spike neurons, "
+                    "from_nir(path, convention='sinabs-single') then export_nir)"
+                ) from None
         #: train --target: the forward pass is the target's integer network
         self.target_training = _target_training(self.model, self.spec)
         if self.target_training is not None:
@@ -334,7 +389,7 @@ class Trainer:
         self.epoch = 0
         self._plots_off = False
         self.calibration_gains: list[float] = []
-        if _checkpoint is None and cfg.init_rate:
+        if _checkpoint is None and cfg.init_rate and self.init_graph is None:
             with _num_threads(cfg.threads):
                 self._calibrate()
         # after calibration: lr_scaling reads the calibrated weights
@@ -630,7 +685,8 @@ class Trainer:
             self._write_metrics()
             if self.epoch == 0:
                 self.log(
-                    f"training {cfg.model} with {cfg.method} on {cfg.dataset}: "
+                    f"training {cfg.model if cfg.init is None else Path(cfg.init).name} with "
+                    f"{cfg.method} on {cfg.dataset}: "
                     f"{len(self.train_data.dataset)} train / "
                     f"{len(self.eval_data.dataset) if self.eval_data else 0} {self.eval_split} "
                     f"samples, frames {tuple(self.spec.input_shape)} x {cfg.time_bins} bins, "
@@ -722,6 +778,7 @@ class Trainer:
             "history": self.history,
             "calibration_gains": self.calibration_gains,
             **({} if self.local_rule is None else {"local_rule": self.local_rule.state_dict()}),
+            **({} if self.init_graph is None else {"init_graph": self.init_graph}),
             "rng": rng_state(),
             "data_order": {
                 "rule": "torch.randperm(n_train, generator=torch.Generator().manual_seed("
