@@ -180,3 +180,29 @@ def test_trained_for_speck_exports_strictly_as_trained(digits_root, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert rc != 0 and not bad.exists()
     assert "refused" in err and "layer type" in err and len(err.splitlines()) == 1
+
+
+def test_recurrent_training_forward_is_xylos_integer_network():
+    """The Braille shape for Xylo: the integer RLIF (integer recurrent weights, bit-shift decay,
+    subtract reset, saturating state) is what trains, spike for spike, and its recurrent
+    weights get feedback."""
+    from spikelfp import RLIF
+
+    torch.manual_seed(2)
+    kw = dict(beta=0.9375, threshold=1.0, reset="subtract")
+    net = Sequential(nn.Linear(6, 10), RLIF(10, **kw), nn.Linear(10, 3), LIF(**kw))
+    with torch.no_grad():
+        net[0].weight.mul_(4.0)
+        net[1].recurrent_weight.mul_(2.0)
+    g = torch.Generator().manual_seed(2)
+    x, y = (torch.rand(20, 6, 6, generator=g) < 0.4).float(), torch.arange(6) % 3
+    tt = TargetTraining(net, "xylo", input_shape=(6,))
+    shadow = [p.detach().clone() for p in net.parameters()]
+    with tt.integer_forward() as q:
+        res = lfp_step(net, x, y, rate_coded_reward, composite=tt.composite())
+        sim = simulate(q, x.double())
+    assert np.array_equal(res.output.numpy().astype(np.int64), sim.output)
+    assert res.output.sum() > 0 and q.model[1].kind == "RLIF"
+    for p, s in zip(net.parameters(), shadow, strict=True):
+        assert torch.equal(p.detach(), s)  # the shadow weights are back
+    assert float(net[1].recurrent_weight.grad.abs().sum()) > 0

@@ -52,9 +52,10 @@ from torch import nn
 
 from ..lfp import default_composite
 from ..lfp.neuron_rules import membrane_backward
-from ..neurons import IF, LIF
+from ..neurons import IF, LIF, RLIF
 from ..neurons.base import check_time_first
 from ..neurons.lif import LIFState, lif_update
+from ..neurons.rlif import RLIFState, rlif_update
 from ..sequential import Sequential
 from ._decay import quantize_decay
 from ._layers import SYNAPSE_TYPES, SumPool2d
@@ -260,6 +261,92 @@ class IntegerLIFRule:
         return f"IntegerLIFRule(target={self.training.profile.name!r})"
 
 
+class _IntegerRLIF(torch.autograd.Function):
+    """Forward: :class:`QuantizedNeuron`'s integer RLIF (integer recurrent weights); backward:
+    the LFP rule of :class:`~spikelfp.neurons.RLIF` (reward through time, into the recurrent
+    weights and to the previous step's spikes) on those integers."""
+
+    @staticmethod
+    def forward(ctx, z, v0, s0, w_rec, beta, qn, epsilon):
+        zd = z.detach().to(F64)
+        v, s = v0.to(F64), s0.to(F64)
+        p, w_int = qn._lif_parameters(), qn.w_rec
+        u_prev, dens, outs = [], [], []
+        for z_t in zd.unbind(0):
+            # the RLIF kernel of spikelfp.neurons with the integer neuron's hooks
+            s, state, v_pre = rlif_update(
+                z_t, RLIFState(v, s), p, w_int, decay=qn._decay, saturate=qn._sat
+            )
+            u_prev.append(v)
+            dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
+            outs.append(s)
+            v = state.v
+        spikes = torch.stack(outs)
+        ctx.save_for_backward(zd, s0.to(F64), spikes, torch.stack(u_prev), torch.stack(dens))
+        ctx.qn, ctx.beta = qn, beta.detach().to(F64)
+        ctx.dtypes = (z.dtype, v0.dtype, s0.dtype, w_rec.dtype)
+        return spikes.to(z.dtype), v.to(z.dtype), s.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, r, g_v, g_s):
+        z, s0, spikes, u_prev, dens = ctx.saved_tensors
+        w_int, beta = ctx.qn.w_rec, ctx.beta
+        z_dt, v_dt, s_dt, w_dt = ctx.dtypes
+        inv_d = dens.reciprocal()
+        n = torch.empty_like(z)
+        q = torch.zeros_like(z[0]) if g_v is None else g_v.to(F64).expand_as(z[0])
+        e = torch.zeros_like(z[0]) if g_s is None else g_s.to(F64).expand_as(z[0])
+        r = r.to(F64)
+        for t in range(r.shape[0] - 1, -1, -1):
+            n[t] = (r[t] + e + q) * inv_d[t]
+            q = beta * u_prev[t] * n[t]
+            e = (spikes[t - 1] if t > 0 else s0) * (n[t] @ w_int)
+        need = ctx.needs_input_grad
+        g_w = None
+        if need[3]:
+            s_prev = torch.cat([s0.unsqueeze(0), spikes[:-1]])
+            gw = n.reshape(-1, n.shape[-1]).t() @ s_prev.reshape(-1, n.shape[-1])
+            g_w = -(w_int.abs() * gw).to(w_dt)
+        return (
+            (n * z).to(z_dt) if need[0] else None,
+            q.to(v_dt) if need[1] else None,
+            e.to(s_dt) if need[2] else None,
+            g_w,
+            None,
+            None,
+            None,
+        )
+
+
+class IntegerRLIFRule:
+    r"""LFP rule for :class:`~spikelfp.neurons.RLIF` layers that runs the target's integer
+    recurrent neuron (integer input and recurrent weights, integer decay, saturating state) in
+    the forward pass and the RLIF rule's backward (:math:`n_t = (\tilde r_t + e_t + q_t)/D_t`,
+    :math:`q_{t-1} = \beta U_{t-1} n_t`, :math:`e_{t-1} = S_{t-1} \odot (W_{rec}^\top n_t)`)
+    on those integers; the recurrent weights' feedback goes to their float shadows.
+
+    Args:
+        training: the :class:`TargetTraining` whose integer neurons to run.
+        epsilon: the denominators' stabiliser :math:`\varepsilon`.
+    """
+
+    def __init__(self, training: TargetTraining, epsilon: float = 1e-6):
+        self.training = training
+        self.epsilon = float(epsilon)
+
+    def forward(self, module: RLIF, x: torch.Tensor, state: RLIFState | None = None):
+        check_time_first(x, "RLIF")
+        qn = self.training.integer_neuron(module)
+        st = module.initial_state(x) if state is None else state
+        s, v, s_last = _IntegerRLIF.apply(
+            x, st.v, st.s, module.recurrent_weight, module.beta, qn, self.epsilon
+        )
+        return s, RLIFState(v, s_last)
+
+    def __repr__(self) -> str:
+        return f"IntegerRLIFRule(target={self.training.profile.name!r})"
+
+
 class TargetTraining:
     """Train ``model`` as the integer network of ``profile`` (see the module docstring).
 
@@ -291,12 +378,12 @@ class TargetTraining:
         self.input_shape = None if input_shape is None else tuple(input_shape)
         self.scale_method = scale_method
         for i, layer in enumerate(model):
-            ok = isinstance(layer, (*SYNAPSE_TYPES, SumPool2d, nn.Flatten, LIF))
+            ok = isinstance(layer, (*SYNAPSE_TYPES, SumPool2d, nn.Flatten, LIF, RLIF))
             if not ok or isinstance(layer, nn.AvgPool2d):
                 raise ValueError(
                     f"training for {self.profile.name}: layer {i} ({type(layer).__name__}) is "
-                    "not supported; use Linear/Conv2d synapses, SumPool2d, Flatten and LIF/IF "
-                    "neurons (no dropout or batch norm)"
+                    "not supported; use Linear/Conv2d synapses, SumPool2d, Flatten and LIF/IF/"
+                    "RLIF neurons (no dropout or batch norm)"
                 )
         self._neurons: dict[int, QuantizedNeuron] = {}
 
@@ -341,7 +428,7 @@ class TargetTraining:
                         if p is not None:
                             saved.append((p, p.data))
                             p.data = getattr(q, name).to(p.dtype).reshape(p.shape)
-                elif isinstance(layer, LIF):
+                elif isinstance(layer, (LIF, RLIF)):
                     self._neurons[id(layer)] = q
             yield qnet
         finally:
@@ -354,7 +441,7 @@ class TargetTraining:
         :class:`IntegerLIFRule` for LIF and IF."""
         base = default_composite() if base is None else base
         rule = IntegerLIFRule(self)
-        return base.with_rules({LIF: rule, IF: rule})
+        return base.with_rules({LIF: rule, IF: rule, RLIF: IntegerRLIFRule(self)})
 
     def evaluation_model(self) -> nn.Module:
         """The integer network of the current shadow weights as a module taking float input

@@ -46,6 +46,7 @@ from torch import nn
 
 from ..layers import SumPool2d
 from ..lfp import online as _online
+from ..lfp.online import SparseFrames
 from ..neurons import IF, LIF, RLIF
 from ..neurons.base import NeuronModule
 from ..sequential import Sequential
@@ -603,7 +604,7 @@ def calibrate_firing(
 @torch.no_grad()
 def calibrate_firing_online(
     model: nn.Module,
-    x: torch.Tensor | _online.SparseFrames,
+    x: torch.Tensor | SparseFrames,
     target_rate: float | Sequence[float] = 0.1,
     window: int = 25,
     max_iter: int = 16,
@@ -614,14 +615,14 @@ def calibrate_firing_online(
     rate of each neuron layer counted over windows of ``window`` steps (state carried), so
     that only one window of the input and of every layer is in memory at a time. The input
     of each synapse is made once per window and kept compact for the bisection: a first
-    ``Linear`` (after ``Flatten`` only) on :class:`SparseFrames` is computed from the events
-    (sparse matrix product); binary inputs (the spikes of the layer before) are kept as
-    packed bits (1/32 of float32); other inputs are recomputed from the input at every
-    evaluation. Returns the gains.
+    ``Linear`` (after ``Flatten`` only) on :class:`~spikelfp.lfp.SparseFrames` is computed
+    from the events (sparse matrix product); binary inputs (the spikes of the layer before)
+    are kept as packed bits (1/32 of float32); other inputs are recomputed from the input at
+    every evaluation. Returns the gains.
 
     Args:
         model: a :class:`spikelfp.Sequential` that streams.
-        x: the calibration batch ``(T, B, ...)`` or :class:`SparseFrames`.
+        x: the calibration batch ``(T, B, ...)`` or :class:`~spikelfp.lfp.SparseFrames`.
         target_rate: one rate, or one per neuron layer.
         window: steps per window.
         max_iter: bisection steps per layer.
