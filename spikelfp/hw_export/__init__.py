@@ -18,7 +18,7 @@ behaves like the trained network:
   model);
 * :func:`export` — all of the above in one call, returning an :class:`ExportReport`;
 * **training for the chip** — :class:`TargetTraining` (the training forward pass is the
-  target's integer network, :class:`IntegerLIFRule`), :func:`adapt_spec`,
+  target's integer network, :class:`IntegerLIFRule`, :class:`IntegerRLIFRule`), :func:`adapt_spec`,
   :func:`linear_as_conv`; ``spikelfp train --target T``.
 
 See ``docs/export.md``.
@@ -69,7 +69,7 @@ from .quantize import (
     quantize,
 )
 from .simulator import SimulationResult, compile_integer, simulate
-from .target import IntegerLIFRule, TargetTraining, adapt_spec, linear_as_conv
+from .target import IntegerLIFRule, IntegerRLIFRule, TargetTraining, adapt_spec, linear_as_conv
 
 __all__ = [
     # pruning
@@ -117,6 +117,7 @@ __all__ = [
     # train for the chip
     "TargetTraining",
     "IntegerLIFRule",
+    "IntegerRLIFRule",
     "adapt_spec",
     "linear_as_conv",
     # one call
