@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _cli import one_line_error
 
 from spikelfp.datasets import (
     Braille,
@@ -305,27 +306,19 @@ def test_cli_trains_and_evaluates_braille(tmp_path, capsys):
     assert result["accuracy"] >= 0.8  # 6 val samples of an easy synthetic task
 
 
-def _one_line_error(capsys, argv) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 def test_cli_bad_letters_and_pickle(tmp_path, capsys):
     root = _write(tmp_path / "b", _fake())
     base = ["train", "--dataset", "braille", "--data-dir", str(root), "--out", str(tmp_path / "r")]
-    line = _one_line_error(capsys, [*base, "--letters", "Space,Q7"])
+    line = one_line_error(capsys, [*base, "--letters", "Space,Q7"])
     assert "'Q7'" in line and "Space, A, B" in line
-    line = _one_line_error(capsys, [*base, "--encoding", "rate"])
+    line = one_line_error(capsys, [*base, "--encoding", "rate"])
     assert "sigma-delta" in line
-    line = _one_line_error(capsys, [*base, "--taxels", "1", "12"])
+    line = one_line_error(capsys, [*base, "--taxels", "1", "12"])
     assert "taxels must be distinct indices in 0..11" in line
     evil = tmp_path / "e"
     evil.mkdir()
     (evil / "x.pkl").write_bytes(pickle.dumps([{"taxel_data": _Evil(str(tmp_path / "p"))}]))
-    line = _one_line_error(
+    line = one_line_error(
         capsys, ["train", "--dataset", "braille", "--data-dir", str(evil), "--out", str(evil / "r")]
     )
     assert "refused to load" in line and not (tmp_path / "p").exists()

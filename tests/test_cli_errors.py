@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli import one_line_error
 
 from spikelfp.training.cli import main
 
@@ -39,24 +40,13 @@ def small_run(digits_root, tmp_path_factory) -> Path:
     return out
 
 
-def _one_line_error(capsys, argv) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert rc == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("spikelfp") and "error:" in lines[0], err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 def test_unknown_dataset(capsys, tmp_path):
-    line = _one_line_error(capsys, ["train", "--dataset", "cifar", "--out", str(tmp_path)])
+    line = one_line_error(capsys, ["train", "--dataset", "cifar", "--out", str(tmp_path)])
     assert "cifar" in line and "digits-events" in line
 
 
 def test_missing_data_dir(capsys, tmp_path):
-    line = _one_line_error(
+    line = one_line_error(
         capsys,
         [
             "train",
@@ -72,7 +62,7 @@ def test_missing_data_dir(capsys, tmp_path):
 
 
 def test_data_dir_required(capsys, tmp_path):
-    line = _one_line_error(
+    line = one_line_error(
         capsys, ["train", "--dataset", "dvsgesture", "--out", str(tmp_path / "r")]
     )
     assert "--data-dir" in line
@@ -80,7 +70,7 @@ def test_data_dir_required(capsys, tmp_path):
 
 def test_wrong_layout(capsys, tmp_path):
     (tmp_path / "NMNIST" / "Train").mkdir(parents=True)
-    line = _one_line_error(
+    line = one_line_error(
         capsys,
         ["train", "--dataset", "nmnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")],
     )
@@ -88,32 +78,32 @@ def test_wrong_layout(capsys, tmp_path):
 
 
 def test_bad_values(capsys, tmp_path):
-    _one_line_error(capsys, ["train", "--epochs", "-1", "--out", str(tmp_path)])
-    _one_line_error(capsys, ["train", "--lr", "abc", "--out", str(tmp_path)])
-    _one_line_error(capsys, ["train", "--val-fraction", "1.5", "--out", str(tmp_path)])
-    _one_line_error(capsys, ["train", "--eval-split", "val", "--out", str(tmp_path)])
-    _one_line_error(capsys, ["frobnicate"])
+    one_line_error(capsys, ["train", "--epochs", "-1", "--out", str(tmp_path)])
+    one_line_error(capsys, ["train", "--lr", "abc", "--out", str(tmp_path)])
+    one_line_error(capsys, ["train", "--val-fraction", "1.5", "--out", str(tmp_path)])
+    one_line_error(capsys, ["train", "--eval-split", "val", "--out", str(tmp_path)])
+    one_line_error(capsys, ["frobnicate"])
 
 
 def test_bad_config_file(capsys, tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("epochs: 2\nnot_a_setting: 1\n")
-    line = _one_line_error(capsys, ["train", "--config", str(f), "--out", str(tmp_path)])
+    line = one_line_error(capsys, ["train", "--config", str(f), "--out", str(tmp_path)])
     assert "not_a_setting" in line
     f.write_text("epochs: [unclosed\n")
-    _one_line_error(capsys, ["train", "--config", str(f), "--out", str(tmp_path)])
-    _one_line_error(capsys, ["train", "--config", str(tmp_path / "missing.toml")])
+    one_line_error(capsys, ["train", "--config", str(f), "--out", str(tmp_path)])
+    one_line_error(capsys, ["train", "--config", str(tmp_path / "missing.toml")])
 
 
 @pytest.mark.parametrize("command", ["eval", "info", "export"])
 def test_bad_checkpoint(capsys, tmp_path, command):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint")
-    line = _one_line_error(capsys, [command, str(junk)])
+    line = one_line_error(capsys, [command, str(junk)])
     assert "junk.pt" in line
-    line = _one_line_error(capsys, [command, str(tmp_path / "missing.pt")])
+    line = one_line_error(capsys, [command, str(tmp_path / "missing.pt")])
     assert "missing.pt" in line
-    _one_line_error(capsys, [command, str(tmp_path)])  # a folder without a checkpoint
+    one_line_error(capsys, [command, str(tmp_path)])  # a folder without a checkpoint
 
 
 def test_foreign_torch_file(capsys, tmp_path):
@@ -121,37 +111,37 @@ def test_foreign_torch_file(capsys, tmp_path):
 
     path = tmp_path / "weights.pt"
     torch.save({"weight": torch.zeros(2)}, path)
-    line = _one_line_error(capsys, ["info", str(path)])
+    line = one_line_error(capsys, ["info", str(path)])
     assert "not a spikelfp checkpoint" in line
 
 
 def test_incompatible_resume(capsys, small_run):
-    line = _one_line_error(capsys, ["train", "--resume", str(small_run), "--lr", "0.5"])
+    line = one_line_error(capsys, ["train", "--resume", str(small_run), "--lr", "0.5"])
     assert "incompatible resume" in line and "--lr" in line
-    line = _one_line_error(capsys, ["train", "--resume", str(small_run), "--epochs", "5"])
+    line = one_line_error(capsys, ["train", "--resume", str(small_run), "--epochs", "5"])
     assert "incompatible resume" in line
-    line = _one_line_error(capsys, ["train", "--resume", str(small_run), "--model", "conv"])
+    line = one_line_error(capsys, ["train", "--resume", str(small_run), "--model", "conv"])
     assert "--model" in line
 
 
 def test_resume_without_checkpoint(capsys, tmp_path):
-    line = _one_line_error(capsys, ["train", "--resume", str(tmp_path)])
+    line = one_line_error(capsys, ["train", "--resume", str(tmp_path)])
     assert "checkpoint.pt" in line
-    _one_line_error(capsys, ["train", "--resume", str(tmp_path / "nope")])
+    one_line_error(capsys, ["train", "--resume", str(tmp_path / "nope")])
 
 
 def test_existing_run_is_not_overwritten(capsys, small_run):
-    line = _one_line_error(capsys, ["train", "--out", str(small_run)])
+    line = one_line_error(capsys, ["train", "--out", str(small_run)])
     assert "--resume" in line
 
 
 def test_eval_val_split_without_holdout(capsys, small_run):
-    line = _one_line_error(capsys, ["eval", str(small_run), "--split", "val"])
+    line = one_line_error(capsys, ["eval", str(small_run), "--split", "val"])
     assert "val" in line
 
 
 def test_eval_incompatible_dataset(capsys, small_run, tmp_path):
-    line = _one_line_error(capsys, ["eval", str(small_run), "--dataset", "dvsgesture"])
+    line = one_line_error(capsys, ["eval", str(small_run), "--dataset", "dvsgesture"])
     assert "--data-dir" in line
 
 

@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from _cli import one_line_error
 from torch import nn
 
 from spikelfp.training import load_run
@@ -36,14 +37,6 @@ def _snntorch_graph(path, n_out=10, seed=0):
         warnings.simplefilter("ignore")
         graph = export_to_nir(net, torch.zeros(1, 2 * 34 * 34), ignore_dims=[0])
     return write_nir(graph, path)
-
-
-def _one_line_error(capsys, argv) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def test_train_init_fine_tunes_an_snntorch_graph_and_exports_it(digits_root, tmp_path, capsys):
@@ -78,14 +71,14 @@ def test_train_init_bad_input_is_one_line(digits_root, tmp_path, capsys):
     base = ["train", "--data-dir", str(digits_root), "--epochs", "1", "--no-progress"]
     base += ["--out", str(tmp_path / "r")]
     wrong = _snntorch_graph(tmp_path / "seven.nir", n_out=7)
-    assert "7 outputs but the data has 10 classes" in _one_line_error(
+    assert "7 outputs but the data has 10 classes" in one_line_error(
         capsys, [*base, "--init", str(wrong)]
     )
-    assert "cannot read it" in _one_line_error(capsys, [*base, "--init", str(tmp_path / "no.nir")])
-    assert "drop one of them" in _one_line_error(
+    assert "cannot read it" in one_line_error(capsys, [*base, "--init", str(tmp_path / "no.nir")])
+    assert "drop one of them" in one_line_error(
         capsys, [*base, "--init", str(wrong), "--target", "int8"]
     )
-    assert "NIR graph file" in _one_line_error(capsys, [*base, "--init", str(tmp_path / "x.pt")])
+    assert "NIR graph file" in one_line_error(capsys, [*base, "--init", str(tmp_path / "x.pt")])
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
 
 
@@ -100,7 +93,7 @@ def test_train_init_refuses_a_graph_lfp_cannot_train(digits_root, tmp_path, caps
 
     monkeypatch.setattr(trainer_module, "_model_from_graph", multi_spike_graph)
     graph = _snntorch_graph(tmp_path / "g.nir")
-    line = _one_line_error(
+    line = one_line_error(
         capsys,
         ["train", "--init", str(graph), "--data-dir", str(digits_root), "--epochs", "1"]
         + ["--no-progress", "--out", str(tmp_path / "r")],

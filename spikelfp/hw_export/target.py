@@ -258,7 +258,7 @@ class IntegerLIFRule:
         return s, LIFState(v)
 
     def __repr__(self) -> str:
-        return f"IntegerLIFRule(target={self.training.profile.name!r})"
+        return f"{type(self).__name__}(target={self.training.profile.name!r})"
 
 
 class _IntegerRLIF(torch.autograd.Function):
@@ -318,7 +318,7 @@ class _IntegerRLIF(torch.autograd.Function):
         )
 
 
-class IntegerRLIFRule:
+class IntegerRLIFRule(IntegerLIFRule):
     r"""LFP rule for :class:`~spikelfp.neurons.RLIF` layers that runs the target's integer
     recurrent neuron (integer input and recurrent weights, integer decay, saturating state) in
     the forward pass and the RLIF rule's backward (:math:`n_t = (\tilde r_t + e_t + q_t)/D_t`,
@@ -330,10 +330,6 @@ class IntegerRLIFRule:
         epsilon: the denominators' stabiliser :math:`\varepsilon`.
     """
 
-    def __init__(self, training: TargetTraining, epsilon: float = 1e-6):
-        self.training = training
-        self.epsilon = float(epsilon)
-
     def forward(self, module: RLIF, x: torch.Tensor, state: RLIFState | None = None):
         check_time_first(x, "RLIF")
         qn = self.training.integer_neuron(module)
@@ -342,9 +338,6 @@ class IntegerRLIFRule:
             x, st.v, st.s, module.recurrent_weight, module.beta, qn, self.epsilon
         )
         return s, RLIFState(v, s_last)
-
-    def __repr__(self) -> str:
-        return f"IntegerRLIFRule(target={self.training.profile.name!r})"
 
 
 class TargetTraining:
