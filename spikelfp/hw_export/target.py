@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ..lfp import default_composite
-from ..lfp.neuron_rules import membrane_backward
+from ..lfp.neuron_rules import membrane_backward, recurrent_backward
 from ..neurons import IF, LIF, RLIF
 from ..neurons.base import check_time_first
 from ..neurons.lif import LIFState, lif_update
@@ -292,21 +292,13 @@ class _IntegerRLIF(torch.autograd.Function):
         z, s0, spikes, u_prev, dens = ctx.saved_tensors
         w_int, beta = ctx.qn.w_rec, ctx.beta
         z_dt, v_dt, s_dt, w_dt = ctx.dtypes
-        inv_d = dens.reciprocal()
-        n = torch.empty_like(z)
         q = torch.zeros_like(z[0]) if g_v is None else g_v.to(F64).expand_as(z[0])
         e = torch.zeros_like(z[0]) if g_s is None else g_s.to(F64).expand_as(z[0])
-        r = r.to(F64)
-        for t in range(r.shape[0] - 1, -1, -1):
-            n[t] = (r[t] + e + q) * inv_d[t]
-            q = beta * u_prev[t] * n[t]
-            e = (spikes[t - 1] if t > 0 else s0) * (n[t] @ w_int)
+        n, q, e, g_w = recurrent_backward(
+            r.to(F64), q, e, u_prev, dens.reciprocal(), beta, spikes, s0, w_int
+        )
         need = ctx.needs_input_grad
-        g_w = None
-        if need[3]:
-            s_prev = torch.cat([s0.unsqueeze(0), spikes[:-1]])
-            gw = n.reshape(-1, n.shape[-1]).t() @ s_prev.reshape(-1, n.shape[-1])
-            g_w = -(w_int.abs() * gw).to(w_dt)
+        g_w = g_w.to(w_dt) if need[3] else None
         return (
             (n * z).to(z_dt) if need[0] else None,
             q.to(v_dt) if need[1] else None,

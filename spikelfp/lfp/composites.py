@@ -51,7 +51,14 @@ SYNAPSE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class UnsupportedModuleError(TypeError):
-    """A module inside the model has no LFP rule in the composite."""
+    """A module inside the model has no LFP rule in the composite.
+
+    ``missing`` lists them as ``(name, type name)`` (empty when the composite names modules
+    the model does not have)."""
+
+    def __init__(self, message: str, missing: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.missing = tuple(missing)
 
 
 class Composite:
@@ -153,7 +160,8 @@ class Composite:
                 f"no LFP rule for: {listed}. Supported module types: "
                 f"{', '.join(self.supported_types())}. Map the type to a rule with "
                 "composite.with_rules({MyModule: rule}) or NATIVE if its gradient already "
-                "routes reward."
+                "routes reward.",
+                missing=tuple((n or "<model>", type(m).__name__) for n, m in missing),
             )
         return plan
 

@@ -68,6 +68,25 @@ def membrane_backward(r, q, u_prev, inv_d, beta):
     return n, q
 
 
+def recurrent_backward(r, q, e, u_prev, inv_d, beta, spikes, s0, w_rec):
+    """Backward recursion of a recurrent LIF layer (:class:`~spikelfp.neurons.RLIF`):
+    ``n_t = (r_t + e_t + q_t)/D_t``, ``q_{t-1} = β U_{t-1} n_t``,
+    ``e_{t-1} = S_{t-1} ⊙ (W_rec^T n_t)``, and the recurrent weights' feedback
+    ``-|W_rec| ⊙ Σ_t n_t S_{t-1}^T``.
+
+    Returns ``(n, q_0, e_0, feedback of W_rec)``; the float rule and the integer rule of
+    ``hw_export`` (integer ``w_rec``) both call it.
+    """
+    n = torch.empty_like(r)
+    for t in range(r.shape[0] - 1, -1, -1):
+        n[t] = (r[t] + e + q) * inv_d[t]
+        q = beta * u_prev[t] * n[t]
+        e = (spikes[t - 1] if t > 0 else s0) * (n[t] @ w_rec)
+    s_prev = torch.cat([s0.unsqueeze(0), spikes[:-1]])
+    gw = n.reshape(-1, n.shape[-1]).t() @ s_prev.reshape(-1, n.shape[-1])
+    return n, q, e, -(w_rec.abs() * gw)
+
+
 def _lif_fast_ok(z, v0, beta, threshold) -> bool:
     """Whether the preallocated, in-place LIF loops apply (the ordinary case)."""
     step = z.shape[1:]
@@ -423,20 +442,9 @@ class _RLIFLFP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, r, g_v, g_s):
         z, s0, spikes, u_prev, inv_d, w_rec, beta, threshold = ctx.saved_tensors
-        n = torch.empty_like(r)
-        q, e = g_v, g_s
-        for t in range(r.shape[0] - 1, -1, -1):
-            a = r[t] + e + q
-            n[t] = a * inv_d[t]
-            q = beta * u_prev[t] * n[t]
-            s_prev = spikes[t - 1] if t > 0 else s0
-            e = s_prev * (n[t] @ w_rec)
+        n, q, e, g_w = recurrent_backward(r, g_v, g_s, u_prev, inv_d, beta, spikes, s0, w_rec)
         need = ctx.needs_input_grad
-        g_w = None
-        if need[3]:
-            s_prev_all = torch.cat([s0.unsqueeze(0), spikes[:-1]])
-            gw = n.reshape(-1, n.shape[-1]).t() @ s_prev_all.reshape(-1, n.shape[-1])
-            g_w = -(w_rec.abs() * gw)
+        g_w = g_w if need[3] else None
         g_beta = -(beta.abs() * sum_to(u_prev * n, beta.shape)) if need[4] else None
         g_theta = threshold.abs() * sum_to(n, threshold.shape) if need[5] else None
         return n * z, q, e, g_w, g_beta, g_theta, None, None, None

@@ -234,10 +234,9 @@ def _model_from_graph(data: bytes, frame_shape, n_classes: int) -> nn.Module:
         raise NIRImportError(
             f"the --init graph has {n_out} outputs but the data has {n_classes} classes"
         )
-    if isinstance(model, FramesAs) and isinstance(model.net, Sequential):
-        flat = math.prod(model.shape) == math.prod(frame_shape) and len(model.shape) == 1
-        if flat:  # a graph with a flat input (snntorch, norse): flatten the frames first
-            model = Sequential(nn.Flatten(), *model.net)
+    if isinstance(model, FramesAs) and isinstance(model.net, Sequential) and len(model.shape) == 1:
+        # a graph with a flat input (snntorch, norse; load_nir_model checked the size)
+        model = Sequential(nn.Flatten(), *model.net)
     if not isinstance(model, Sequential):
         raise NIRImportError(
             f"the --init graph imports as a {type(model).__name__}; train --init takes chains "
@@ -369,10 +368,11 @@ class Trainer:
             try:  # a graph from elsewhere may hold modules LFP has no rule for
                 self.composite.plan(self.model)
             except UnsupportedModuleError as err:
+                listed = ", ".join(f"{name} ({kind})" for name, kind in err.missing)
                 raise ConfigError(
-                    f"--init graph: {err}".split(". Map the type")[0]
-                    + " (a sinabs graph: write it again with single-spike neurons, "
-                    "from_nir(path, convention='sinabs-single') then export_nir)"
+                    f"--init graph: no LFP rule for: {listed} (a sinabs graph: write it again "
+                    "with single-spike neurons, from_nir(path, convention='sinabs-single') then "
+                    "export_nir)"
                 ) from None
         #: train --target: the forward pass is the target's integer network
         self.target_training = _target_training(self.model, self.spec)
