@@ -5,7 +5,7 @@ PIP = $(PY) -m pip install -q -c constraints.txt
 .PHONY: setup test lint demo golden docs
 
 setup:
-	$(PIP) -e ".[all,nir-producers]"
+	$(PIP) -e ".[all,nir-producers,xylo]"
 	@# sinabs (NIR interop tests) pins nir<=1.0.4 and pulls samna: install it without its deps
 	$(PY) -m pip install -q --no-deps "sinabs==3.1.3" "pbr==7.1.3"
 

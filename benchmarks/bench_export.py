@@ -33,7 +33,6 @@ and the exported accuracy within 1 point of the trained one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -56,7 +55,7 @@ from spikelfp.hw_export import (
     sparsity_report,
 )
 from spikelfp.lfp import lfp_step, rate_coded_reward
-from spikelfp.neurons.lif import LIFState
+from spikelfp.training.bptt import surrogate  # the BPTT baseline (bit-identical to the old copy)
 
 GATE_BITS, GATE_SPARSITY, GATE_POINTS = 8, 0.8, 1.0
 _EVENT_DTYPE = np.dtype([("x", int), ("y", int), ("t", int), ("p", int)])
@@ -130,48 +129,6 @@ def make_net(hidden: int, seed: int) -> Sequential:
         nn.Linear(hidden, 10),
         LIF(beta=0.9, threshold=0.5),
     )
-
-
-class _FastSigmoidSpike(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, v, slope):
-        ctx.save_for_backward(v)
-        ctx.slope = slope
-        return (v > 0).to(v.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (v,) = ctx.saved_tensors
-        return grad / (ctx.slope * v.abs() + 1.0) ** 2, None
-
-
-def _surrogate_lif_forward(module: LIF, slope: float):
-    """A local copy of LIF's forward (reset to zero, immediate) with a surrogate spike."""
-
-    def forward(x, state=None):
-        v = torch.zeros(x.shape[1:], dtype=x.dtype) if state is None else state.v
-        out = []
-        for z in x.unbind(0):
-            v_pre = module.beta * v + z
-            s = _FastSigmoidSpike.apply(v_pre - module.threshold, slope)
-            v = v_pre * (1.0 - s.detach())  # detached reset, as snntorch does by default
-            out.append(s)
-        return torch.stack(out), LIFState(v)
-
-    return forward
-
-
-@contextlib.contextmanager
-def surrogate(net: nn.Module, slope: float):
-    lifs = [m for m in net.modules() if isinstance(m, LIF)]
-    for m in lifs:
-        assert m.reset == "zero" and not m.reset_delay
-        m.__dict__["forward"] = _surrogate_lif_forward(m, slope)
-    try:
-        yield net
-    finally:
-        for m in lifs:
-            m.__dict__.pop("forward", None)
 
 
 def accuracy_of(out: torch.Tensor, y: torch.Tensor) -> float:

@@ -93,7 +93,7 @@ def train_recipe(seed: int, args) -> dict:
     validation accuracy as ``spikelfp eval RUN --split val`` reports it."""
     import tempfile
 
-    from spikelfp.training.cli import main as cli
+    from spikelfp.cli import main as cli
 
     root = Path(os.environ.get("SPIKELFP_DATA", ROOT.parent / "shared" / "data")) / "braille"
     with tempfile.TemporaryDirectory() as tmp:

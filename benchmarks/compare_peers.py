@@ -31,6 +31,12 @@ learning rate were chosen by ``tune_peers.py`` on a tuning split of the *trainin
 lfprop's rate-coded reward (scaled by 1/T); BPTT uses cross-entropy on the output spike counts.
 Prediction: the class with the most output spikes.
 
+Braille (the real tactile recordings in ``$SPIKELFP_DATA/braille``, 27 letters) is the one
+recurrent task: its rows come from ``compare_braille.py``'s loop (the zoo's ``braille-rsnn``, a
+recurrent RLIF layer, sigma-delta events; LFP with the recipe's softmax reward and learning rate,
+snntorch BPTT (``RLeaky``/``Leaky``, atan) at its rate tuned on the tuning split; both from the
+same weights, 40 epochs; ``spikelfp-lfp`` and ``snntorch-bptt`` only).
+
 Datasets: the real N-MNIST recordings in ``$SPIKELFP_DATA/nmnist`` (1,000 files, 200 held out,
 stratified, deterministic; events binned into T frames of event counts, 2x2-pooled to 17x17),
 scikit-learn's 8x8 digits and MNIST images (``$SPIKELFP_DATA/mnist/mnist_train_22699.npz``, a
@@ -113,7 +119,9 @@ LOCAL = {"spikelfp-dfa": "dfa", "spikelfp-drtp": "drtp", "spikelfp-eprop": "epro
 LOCAL_SLOPE = 5.0
 #: learning rates ``--tune`` tries for the local rules
 TUNE_LRS = (5e-4, 1e-3, 2e-3, 5e-3)
-DATASETS = ("nmnist", "digits", "mnist")
+DATASETS = ("nmnist", "digits", "mnist", "braille")
+#: the rows Braille has: its recurrent net (``braille-rsnn``) under LFP and snntorch BPTT
+BRAILLE_METHODS = ("spikelfp-lfp", "snntorch-bptt")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -485,6 +493,51 @@ def run(method: str, data: Data, cfg: Config, seed: int, xv: torch.Tensor) -> Ru
 # Reporting
 
 
+def run_braille(methods, seeds, quick: bool, data_dir: Path) -> tuple[list[RunResult], dict]:
+    """Braille's rows (``BRAILLE_METHODS`` among ``methods``), trained by ``compare_braille.py``'s
+    loop; step time = training wall (CPU) time / steps (the CPU time includes the final
+    validation pass)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    os.environ.setdefault("SPIKELFP_DATA", str(data_dir))
+    import compare_braille as cb
+
+    args = argparse.Namespace(hidden=128, epochs=3 if quick else 40, letters="all")
+    x, y, classes = cb.load(args.letters)
+    tr, ev = cb.splits(y, tune=False)
+    data = (x, y, len(classes), tr, ev)
+    lrs = {"spikelfp-lfp": cb.LFP_LR, "snntorch-bptt": cb.BPTT_LR}
+    steps = args.epochs * -(-len(tr) // 32)
+    out = []
+    for seed in seeds:
+        for m in (m for m in methods if m in BRAILLE_METHODS):
+            cpu0 = time.process_time()
+            with PeakRSS() as mem:
+                r = cb.train(m, seed, data, args, lrs[m])
+            cpu = time.process_time() - cpu0  # training and the final validation pass
+            out.append(
+                RunResult(
+                    method=m,
+                    dataset="braille",
+                    seed=seed,
+                    val_accuracy=r["acc"],
+                    step_ms=1000 * r["train_s"] / steps,
+                    step_cpu_ms=1000 * cpu / steps,
+                    samples_per_s=args.epochs * len(tr) / r["train_s"],
+                    peak_mb=mem.peak / 2**20,
+                    train_s=r["train_s"],
+                )
+            )
+            print(f"braille {m:14s} seed {seed}: acc {100 * r['acc']:5.1f}%", flush=True)
+    source = {
+        "source": "compare_braille.py (braille-rsnn, sigma-delta, 27 letters)",
+        "train": len(tr),
+        "val": len(ev),
+        "config": {"hidden": args.hidden, "epochs": args.epochs, "T": int(x.shape[1])},
+        "learning_rates": lrs,
+    }
+    return out, source
+
+
 def summarize(results: list[RunResult]) -> list[dict]:
     rows = []
     for ds in dict.fromkeys(r.dataset for r in results):
@@ -620,6 +673,13 @@ def main(argv: list[str] | None = None) -> int:
     tuned: dict[str, dict] = {}
     t_start = time.time()
     for ds in datasets:
+        if ds == "braille":
+            if data_dir is None or not (data_dir / "braille" / "train.npz").is_file():
+                print("skipping braille: set SPIKELFP_DATA (or --data)", file=sys.stderr)
+                continue
+            rows_b, sources[ds] = run_braille(methods, seeds, args.quick, data_dir)
+            results += rows_b
+            continue
         cfg = configs[ds]
         if args.hidden is not None or args.lr is not None:
             cfg = replace(

@@ -2,7 +2,7 @@
 
 import sys
 
-from spikelfp.training.cli import main
+from spikelfp.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._accel.chunking import CHUNKED_MODULES, apply_chunked
 from .neurons.base import NeuronModule
 
 __all__ = ["Sequential", "apply_over_time"]
@@ -25,31 +26,12 @@ def apply_over_time(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     t, b = x.shape[:2]
     flat = x.reshape(t * b, *x.shape[2:])
-    if type(module) in _CHUNKED and t > 1 and not torch.is_grad_enabled() and flat.is_contiguous():
-        y = _chunked(module, flat, b)
+    chunked = type(module) in CHUNKED_MODULES and t > 1 and flat.is_contiguous()
+    if chunked and not torch.is_grad_enabled():  # in chunks of samples, the same values
+        y = apply_chunked(module, flat, b)
     else:
         y = module(flat)
     return y.reshape(t, b, *y.shape[1:])
-
-
-# Without autograd, convolutions run over the T·B samples in chunks of about this many output
-# bytes written into one preallocated output: a large single call spends much of its time in
-# fresh full-size buffers (page faults) and out-of-cache reorders. Results are identical.
-_CHUNKED = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CHUNK_BYTES = 1 << 21
-
-
-def _chunked(module: nn.Module, flat: torch.Tensor, step: int) -> torch.Tensor:
-    first = module(flat[:step])
-    per_sample = max(1, first[0].numel() * first.element_size())
-    step = max(step, _CHUNK_BYTES // per_sample)
-    if step >= flat.shape[0]:
-        return module(flat)
-    out = first.new_empty((flat.shape[0], *first.shape[1:]))
-    out[: first.shape[0]] = first
-    for i in range(first.shape[0], flat.shape[0], step):
-        out[i : i + step] = module(flat[i : i + step])
-    return out
 
 
 class Sequential(nn.Sequential):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spikelfp.training.cli import main
+from spikelfp.cli import main
 
 
 def one_line_error(capsys, argv) -> str:

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from spikelfp import allocator
+from spikelfp._accel import allocator
 from spikelfp.allocator import empty_large, empty_large_like, pooled_bytes, reuse_freed_memory
 
 MB = 1 << 20
@@ -191,7 +191,7 @@ def test_all_keeps_blocks_beyond_the_high_water_mark(pool):
 
 
 def test_cli_train_and_demo_take_reuse_memory():
-    from spikelfp.training.cli import UsageError, build_parser
+    from spikelfp.cli import UsageError, build_parser
 
     parser = build_parser()
     assert parser.parse_args(["train"]).reuse_memory == "peak"

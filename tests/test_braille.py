@@ -12,6 +12,7 @@ import pytest
 import torch
 from _cli import one_line_error
 
+from spikelfp.cli import main
 from spikelfp.datasets import (
     Braille,
     Resample,
@@ -23,7 +24,6 @@ from spikelfp.datasets import (
 from spikelfp.datasets.braille import BRAILLE_LETTERS, NIR_LETTERS, load_restricted_pickle
 from spikelfp.datasets.errors import CorruptRecordingError, DatasetNotFoundError
 from spikelfp.neurons import RLIF
-from spikelfp.training.cli import main
 from spikelfp.training.models import ModelSpec, build_model
 
 

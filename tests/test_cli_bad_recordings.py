@@ -119,7 +119,7 @@ def test_bad_recording_read_by_a_worker_is_one_line(tmp_path):
 
 
 def test_worker_error_message_unwraps_torch_text():
-    from spikelfp.training.cli import worker_error_message
+    from spikelfp.cli._common import worker_error_message
 
     try:
         raise ValueError("first\nsecond line")

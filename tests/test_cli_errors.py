@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from _cli import one_line_error
 
-from spikelfp.training.cli import main
+from spikelfp.cli import main
 
 
 @pytest.fixture(scope="module")

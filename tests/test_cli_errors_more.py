@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from spikelfp.training.cli import main
+from spikelfp.cli import main
 
 TINY = [
     "--time-bins",

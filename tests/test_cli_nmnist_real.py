@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from spikelfp.training.cli import main
+from spikelfp.cli import main
 
 pytestmark = pytest.mark.data
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from spikelfp.training.cli import main
+from spikelfp.cli import main
 from spikelfp.training.trainer import TIMING_KEYS
 
 ARGS = [

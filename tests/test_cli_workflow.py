@@ -1,6 +1,6 @@
 """The user's path through the command line: train -> eval -> info -> export, demo pieces.
 
-Everything runs in-process through ``spikelfp.training.cli.main`` on tiny subsets of the
+Everything runs in-process through ``spikelfp.cli.main`` on tiny subsets of the
 built-in digits-events dataset (generated once per test session).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikelfp.training.cli import main
+from spikelfp.cli import main
 
 TINY = [
     "--time-bins",

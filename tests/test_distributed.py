@@ -239,7 +239,7 @@ def test_launch_local_runs_torchrun_and_a_crash_stops_the_job(capfd):
     code = D.launch_local(
         2,
         ["--steps", "4", "--simulate-failure", "1", "--timeout", "20", "--nproc", "2"],
-        module="spikelfp.training.distributed",
+        module="spikelfp.cli._ddp_check",
         env=env,
     )
     elapsed = time.monotonic() - t0

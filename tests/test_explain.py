@@ -434,8 +434,8 @@ def test_cli_writes_the_picture_for_a_tiny_trained_run(tmp_path, digits):
 
 def test_cli_explains_in_process(tmp_path, digits, capsys):
     """The same command through ``main`` (no subprocess): the z⁺ rule and the predicted class."""
+    from spikelfp.cli import main
     from spikelfp.training import TrainConfig, Trainer
-    from spikelfp.training.cli import main
 
     Trainer(
         TrainConfig(

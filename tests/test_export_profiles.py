@@ -60,6 +60,8 @@ def test_xylo_lists_every_violation_with_fixes():
     report = check_model(net, "xylo", bits=8)
     got = {(v.layer, v.constraint) for v in report.violations}
     assert got == {
+        ("layer 0 (Linear)", "bias"),  # Xylo adds biases to the membrane, not the current
+        ("layer 3 (Linear)", "bias"),
         ("layer 1 (LIF)", "reset"),
         ("layer 4 (LIF)", "reset timing"),
         ("layer 4 (LIF)", "decay"),
@@ -72,7 +74,7 @@ def test_xylo_lists_every_violation_with_fixes():
     assert "NOT DEPLOYABLE" in text and "reset='subtract'" in text
     with pytest.raises(ProfileViolationError) as err:
         report.raise_if_violated()
-    assert len(err.value.violations) == 5
+    assert len(err.value.violations) == 7
     assert str(err.value).count("\n") >= 5
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from spikelfp import LIF, Sequential
+from spikelfp.cli import build_parser, main
 from spikelfp.hw_export import (
     HardwareProfile,
     ProfileViolationError,
@@ -17,7 +18,6 @@ from spikelfp.hw_export import (
     load_profile,
     sparsity_report,
 )
-from spikelfp.training.cli import build_parser, main
 
 nir = pytest.importorskip("nir", reason="export() writes NIR files")
 

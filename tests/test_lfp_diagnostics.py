@@ -356,7 +356,7 @@ def test_li_readout_and_the_eager_replay(monkeypatch):
         return _by_name(diag.summary())
 
     fast = run()
-    monkeypatch.setattr(diagnostics, "_lif_fast_ok", lambda *a: False)
+    monkeypatch.setattr(diagnostics, "inplace_ok", lambda *a: False)
     eager = run()
     for name in ("1", "3"):
         assert fast[name]["replay_mismatch"] < 1e-4

@@ -97,9 +97,9 @@ def test_synapse_weight_feedback_formula():
 @pytest.mark.parametrize("rows", [5, 700, 3000])
 def test_linear_rule_over_row_chunks_equals_one_matmul(mode, rows, monkeypatch):
     """The chunked backward (several chunks at 3000 rows) equals the unchunked formulas."""
-    from spikelfp.lfp import synapse_rules
+    from spikelfp._accel import chunking
 
-    monkeypatch.setattr(synapse_rules, "_ROW_CHUNK_BYTES", 8 * 256 * 4)  # 256-row chunks
+    monkeypatch.setattr(chunking, "BUDGET", chunking.ChunkBytes(rows=8 * 256 * 4))  # 256 rows
     g = torch.Generator().manual_seed(rows)
     lin = nn.Linear(9, 4).double()
     rule = mode(epsilon=0.01)
@@ -133,9 +133,9 @@ def test_linear_rule_over_row_chunks_equals_one_matmul(mode, rows, monkeypatch):
 )
 def test_maxpool_rule_equals_native_gradient(pool, shape, monkeypatch):
     """Reward goes exactly where max-pooling's own gradient sends it (ties included)."""
-    from spikelfp.lfp import synapse_rules
+    from spikelfp._accel import chunking
 
-    monkeypatch.setattr(synapse_rules, "_CHUNK_BYTES", 600)  # force several chunks
+    monkeypatch.setattr(chunking, "BUDGET", chunking.ChunkBytes(conv=600))  # several chunks
     g = torch.Generator().manual_seed(len(shape))
     spikes = (torch.rand(shape, generator=g) < 0.3).double()  # binary: many ties
     x1 = spikes.clone().requires_grad_(True)

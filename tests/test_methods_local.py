@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from spikelfp import ALIF, IF, LIF, Sequential
+from spikelfp.cli import main
 from spikelfp.training import ModelSpec, TrainConfig, Trainer, build_model
 from spikelfp.training.checkpoint import load_checkpoint, save_atomic
-from spikelfp.training.cli import main
 from spikelfp.training.config import ConfigError
 from spikelfp.training.eprop import EProp, low_pass, running_rate
 from spikelfp.training.feedback_alignment import (

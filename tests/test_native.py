@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from spikelfp import _native as native
+from spikelfp._accel import divide as _divide
 from spikelfp.lfp import MaxPoolRule
 from spikelfp.lfp.neuron_rules import _LIFLFP
-from spikelfp.lfp.synapse_rules import _divide
 
 pytestmark = pytest.mark.skipif(
     not native.status().available,

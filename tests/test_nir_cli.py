@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from spikelfp import IF, Sequential
+from spikelfp.cli import main
 from spikelfp.hw_export import export_nir, from_nir
-from spikelfp.training.cli import main
 from spikelfp.training.config import TrainConfig
 from spikelfp.training.data import open_split
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from spikelfp.cli import main
 from spikelfp.datasets.augment import Compose, DropSpikes, RandomShift
 from spikelfp.lfp import SparseFrames
 from spikelfp.lfp.online import augment_sparse
-from spikelfp.training.cli import main
 from spikelfp.training.config import ConfigError, TrainConfig
 from spikelfp.training.data import MemoryCache, SparseLoader, collate, sparse_batch, stack_samples
 

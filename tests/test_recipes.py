@@ -48,6 +48,25 @@ def test_precedence_recipe_then_file_then_flags():
     assert resolve_config({}).model == TrainConfig().model
 
 
+def test_target_section_applies_only_with_that_target(monkeypatch):
+    # braille.yaml's targets.xylo: what Xylo's integer network trains well with
+    xylo = resolve_config({"dataset": "braille", "letters": "A,E", "target": "xylo"})
+    got = (xylo.reward, xylo.taxels, xylo.hidden, xylo.lr, xylo.beta)
+    assert got == ("rate", [1, 2, 6, 10], 128, 2e-3, 0.9375)
+    plain = resolve_config({"dataset": "braille", "letters": "A,E"})
+    assert plain.reward == "softmax" and plain.taxels is None and plain.lr == 5e-3
+    # another target has no section: the dataset's settings
+    assert resolve_config({"dataset": "braille", "target": "int8"}).reward == "softmax"
+    # flags and --config files still win over the target's section
+    cfg = resolve_config({"target": "xylo", "epochs": 3}, {"dataset": "braille", "hidden": 16})
+    assert (cfg.epochs, cfg.hidden, cfg.reward) == (3, 16, "rate")
+    # a target set by a config file selects its section too
+    assert resolve_config({}, {"dataset": "braille", "target": "xylo"}).reward == "rate"
+    # the section is validated like the others
+    with pytest.raises(ConfigError, match=r"^x\.yaml targets\.xylo: unknown configuration key"):
+        check_recipe({"targets": {"xylo": {"rewrd": "rate"}}}, "x.yaml")
+
+
 def test_recipe_errors_name_the_file_and_the_problem():
     with pytest.raises(ConfigError, match=r"^x\.yaml: unknown section\(s\) setings"):
         check_recipe({"setings": {}}, "x.yaml")

@@ -11,8 +11,8 @@ import torch
 from _cli import one_line_error
 from torch import nn
 
+from spikelfp.cli import main
 from spikelfp.training import load_run
-from spikelfp.training.cli import main
 
 nir = pytest.importorskip("nir", reason="the NIR tests need the optional package 'nir'")
 snn = pytest.importorskip("snntorch", reason="snntorch not installed (spikelfp[baselines])")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from spikelfp import IF, LIF, Sequential
+from spikelfp.cli import main
 from spikelfp.hw_export import HardwareProfile, SumPool2d, simulate
 from spikelfp.hw_export.target import (
     TargetTraining,
@@ -24,7 +25,6 @@ from spikelfp.hw_export.target import (
     structural_violations,
 )
 from spikelfp.lfp import default_composite, lfp_step, rate_coded_reward
-from spikelfp.training.cli import main
 from spikelfp.training.models import ModelSpec, build_model
 
 
@@ -183,26 +183,89 @@ def test_trained_for_speck_exports_strictly_as_trained(digits_root, tmp_path, ca
 
 
 def test_recurrent_training_forward_is_xylos_integer_network():
-    """The Braille shape for Xylo: the integer RLIF (integer recurrent weights, bit-shift decay,
-    subtract reset, saturating state) is what trains, spike for spike, and its recurrent
-    weights get feedback."""
+    """The Braille shape for Xylo: Xylo's own neuron (synaptic current, fire at V >= θ, minimum
+    decay, up to 31 hidden spikes per step, one-step readout delay, inputs clipped to 15) with
+    integer recurrent weights is what trains, spike for spike equal to simulate() (and to
+    rockpool's XyloSim where installed), and every weight gets feedback."""
+    import importlib.util
+
     from spikelfp import RLIF
 
     torch.manual_seed(2)
     kw = dict(beta=0.9375, threshold=1.0, reset="subtract")
-    net = Sequential(nn.Linear(6, 10), RLIF(10, **kw), nn.Linear(10, 3), LIF(**kw))
+    net = Sequential(
+        nn.Linear(6, 10, bias=False), RLIF(10, **kw), nn.Linear(10, 3, bias=False), LIF(**kw)
+    )
     with torch.no_grad():
         net[0].weight.mul_(4.0)
         net[1].recurrent_weight.mul_(2.0)
     g = torch.Generator().manual_seed(2)
     x, y = (torch.rand(20, 6, 6, generator=g) < 0.4).float(), torch.arange(6) % 3
+    x[3, :, 0] = 20.0  # clipped to 15, as on the chip
     tt = TargetTraining(net, "xylo", input_shape=(6,))
     shadow = [p.detach().clone() for p in net.parameters()]
     with tt.integer_forward() as q:
         res = lfp_step(net, x, y, rate_coded_reward, composite=tt.composite())
         sim = simulate(q, x.double())
+        unclipped = simulate(q.model, x.double())
     assert np.array_equal(res.output.numpy().astype(np.int64), sim.output)
-    assert res.output.sum() > 0 and q.model[1].kind == "RLIF"
+    assert not np.array_equal(unclipped.layer_outputs[0], sim.layer_outputs[0])
+    assert res.output.sum() > 0 and q.model[1].kind == "RLIF" and q.model[1].chip
+    assert sim.layer_outputs[0].max() > 1 and not sim.output[0].any()  # multi-spike, delay
+    if all(importlib.util.find_spec(m) for m in ("rockpool", "xylosim")):
+        from spikelfp.hw_export.vendor_xylo import rockpool_xylo_simulate, rockpool_xylo_spec
+
+        assert np.array_equal(rockpool_xylo_simulate(rockpool_xylo_spec(q), x), sim.output)
     for p, s in zip(net.parameters(), shadow, strict=True):
         assert torch.equal(p.detach(), s)  # the shadow weights are back
     assert float(net[1].recurrent_weight.grad.abs().sum()) > 0
+    assert float(net[0].weight.grad.abs().sum()) > 0 and float(net[2].weight.grad.abs().sum()) > 0
+
+
+def test_readout_delay_moves_the_output_feedback_one_step_back():
+    """Under Xylo's readout delay the output layer's step t integrates the input of step t-1:
+    the feedback of step t goes to z_{t-1}, so the last step's input gets none."""
+    from spikelfp.hw_export.target import IntegerLIFRule
+
+    torch.manual_seed(0)
+    lif = LIF(beta=0.9375, threshold=1.0, reset="subtract")
+    net = Sequential(nn.Linear(5, 4, bias=False), lif)
+    with torch.no_grad():
+        net[0].weight.abs_().mul_(3.0)
+    tt = TargetTraining(net, "xylo", input_shape=(5,))
+    x = (torch.rand(8, 2, 5) < 0.6).float()
+    with tt.integer_forward() as q:
+        assert q.model[1].input_delay  # the only neuron layer is the output layer
+        z = net[0](x).detach().requires_grad_(True)
+        s, _ = IntegerLIFRule(tt).forward(lif, z)
+        s.sum().backward()
+    assert torch.equal(s.double(), q.model[1](z.detach())[0])
+    assert float(z.grad[-1].abs().sum()) == 0.0 and float(z.grad[:-1].abs().sum()) > 0
+
+
+def test_xylo_evaluation_and_saved_specs_use_xylos_neuron():
+    """The evaluation model clips inputs as the chip does (== simulate of the QuantizedNetwork);
+    a spec saved before the neuron fields existed gets the built-in profile's values; the other
+    profiles keep spikelfp's own neuron."""
+    import dataclasses
+
+    from spikelfp.hw_export import INT8, XYLO
+    from spikelfp.hw_export.target import target_of
+
+    torch.manual_seed(1)
+    net = Sequential(
+        nn.Linear(4, 6, bias=False), LIF(beta=0.9375, reset="subtract"),
+        nn.Linear(6, 3, bias=False), LIF(beta=0.9375, reset="subtract"),
+    )  # fmt: skip
+    with torch.no_grad():
+        net[0].weight.abs_()
+    tt = TargetTraining(net, "xylo", input_shape=(4,))
+    x = torch.randint(0, 40, (15, 3, 4)).float()
+    ev = tt.evaluation_model()(x)[0].numpy().astype(np.int64)
+    assert np.array_equal(ev, simulate(tt.quantized(), x).output)
+    old = {k: v for k, v in dataclasses.asdict(XYLO).items() if k not in ("fire_at", "max_spikes")}
+    spec = ModelSpec("braille-rsnn", (8,), 7, extra={"target": old})
+    assert target_of(spec) == XYLO
+    assert not INT8.chip_neuron and not any(
+        getattr(m, "chip", False) for m in TargetTraining(_mlp(), "int8").quantized().model
+    )

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from ..allocator import empty_large, empty_large_like
+from .._accel.allocator import empty_large, empty_large_like
 
 __all__ = ["NativeStatus", "status", "disabled", "usable"]
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Callable, Iterator
 
 import torch
@@ -217,33 +218,32 @@ def _prepare(
         if step_loop:
             raise ValueError("step_loop=True is for per-step snntorch or norse networks")
         return model, comp
-    from ..interop import InteropComposite, StepLoop
+    from ..interop import StepLoop
 
-    if not isinstance(comp, InteropComposite):
-        eps = _neuron_epsilon(comp)
-        rules: dict[type, object] = {}
-        leaf: tuple[type, ...] = ()
-        if "snntorch" in libs:
-            from ..interop import snntorch_composite
+    eps = _neuron_epsilon(comp)
+    rules: dict[type, object] = {}
+    leaf: tuple[type, ...] = ()
+    if "snntorch" in libs:
+        from ..interop import snntorch_composite
 
-            part = snntorch_composite(eps)
-            rules.update(part.rules)
-            leaf += part.leaf_types
-        if "norse" in libs:
-            from ..interop import norse_composite
+        part = snntorch_composite(eps)
+        rules.update(part.rules)
+        leaf += part.leaf_types
+    if "norse" in libs:
+        from ..interop import norse_composite
 
-            part = norse_composite(eps)
-            rules.update(part.rules)
-            leaf += part.leaf_types
-        rules.update(comp.rules)  # the explanation's own rules win (synapses, spikelfp neurons)
-        merged = InteropComposite(rules, leaf)
-        merged.names = dict(comp.names)
-        comp = merged
+        part = norse_composite(eps)
+        rules.update(part.rules)
+        leaf += part.leaf_types
+    rules.update(comp.rules)  # the explanation's own rules win (synapses, spikelfp neurons)
+    leaf += tuple(t for t in comp.leaf_types if t not in leaf)
+    comp = dataclasses.replace(comp, rules=rules, leaf_types=leaf)
     wrap = _is_per_step(model, libs) if step_loop is None else bool(step_loop)
     if not wrap:
         return model, comp
-    wrapped = copy.copy(comp)
-    wrapped.names = {f"net.{n}" if n else "net": r for n, r in comp.names.items()}
+    wrapped = dataclasses.replace(
+        comp, names={f"net.{n}" if n else "net": r for n, r in comp.names.items()}
+    )
     return StepLoop(model), wrapped
 
 

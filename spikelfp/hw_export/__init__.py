@@ -16,15 +16,30 @@ behaves like the trained network:
   imported only when used;
 * **integer simulator** — :func:`simulate` (numpy int64, bit-identical to the quantised torch
   model);
-* :func:`export` — all of the above in one call, returning an :class:`ExportReport`;
+* :func:`export` — all of the above in one call, returning an :class:`ExportReport`; the
+  model is canonicalised once, into a :class:`CanonicalNet` (every function above also takes
+  one), and each layer kind is one converter in :mod:`spikelfp.hw_export.kinds`;
 * **training for the chip** — :class:`TargetTraining` (the training forward pass is the
   target's integer network, :class:`IntegerLIFRule`, :class:`IntegerRLIFRule`), :func:`adapt_spec`,
   :func:`linear_as_conv`; ``spikelfp train --target T``.
+* **vendor SDKs** — :func:`rockpool_xylo_spec`, :func:`rockpool_xylo_simulate`: a Xylo network
+  in rockpool's bit-accurate ``XyloSim`` (optional extra ``spikelfp[xylo]``, imported lazily),
+  spike for spike the ``xylo`` profile's integer network (Xylo's own neuron: the profile's
+  neuron fields, :class:`QuantizedNeuron`'s chip semantics); :func:`xylo_reference`, Xylo's
+  neuron in numpy with each difference from spikelfp's own integer neuron a switch.
 
 See ``docs/export.md``.
 """
 
-from ._layers import SumPool2d, canonicalize, infer_shapes, kind_of, neuron_outputs
+from ._layers import (
+    CanonicalLayer,
+    CanonicalNet,
+    SumPool2d,
+    canonicalize,
+    infer_shapes,
+    kind_of,
+    neuron_outputs,
+)
 from .checks import ConstraintReport, Violation, check_model
 from .errors import (
     ExportError,
@@ -70,6 +85,13 @@ from .quantize import (
 )
 from .simulator import SimulationResult, compile_integer, simulate
 from .target import IntegerLIFRule, IntegerRLIFRule, TargetTraining, adapt_spec, linear_as_conv
+from .vendor_xylo import (
+    XYLO_DIFFERENCES,
+    load_xylo_sim,
+    rockpool_xylo_simulate,
+    rockpool_xylo_spec,
+    xylo_reference,
+)
 
 __all__ = [
     # pruning
@@ -120,6 +142,12 @@ __all__ = [
     "IntegerRLIFRule",
     "adapt_spec",
     "linear_as_conv",
+    # vendor SDKs (rockpool's XyloSim; optional extra spikelfp[xylo])
+    "rockpool_xylo_spec",
+    "rockpool_xylo_simulate",
+    "load_xylo_sim",
+    "xylo_reference",
+    "XYLO_DIFFERENCES",
     # one call
     "export",
     "ExportReport",
@@ -129,6 +157,8 @@ __all__ = [
     # layers and errors
     "SumPool2d",
     "canonicalize",
+    "CanonicalNet",
+    "CanonicalLayer",
     "infer_shapes",
     "kind_of",
     "neuron_outputs",

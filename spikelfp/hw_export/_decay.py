@@ -64,14 +64,24 @@ def quantize_decay(
     raise ValueError(f"decay mode must be one of {DECAY_MODES}, got {mode!r}")
 
 
-def decay_numpy(v: np.ndarray, mode: str, param: np.ndarray, bits: int, rounding: str):
-    """Apply an integer decay to an int64 state (see the module docstring)."""
+def decay_numpy(
+    v: np.ndarray, mode: str, param: np.ndarray, bits: int, rounding: str, min_decay: bool = False
+):
+    """Apply an integer decay to an int64 state (see the module docstring).
+
+    With ``min_decay`` (Xylo; ``"shift"`` only) every non-zero state decays by at least 1:
+    the decrement ``v >> k`` becomes ``sign(v)`` where it is 0.
+    """
     if mode == "none":
         return v
     if mode == "shift":
         if rounding == "floor":
-            return v - np.right_shift(v, param)
-        return v - np.sign(v) * np.right_shift(np.abs(v), param)
+            dv = np.right_shift(v, param)
+        else:
+            dv = np.sign(v) * np.right_shift(np.abs(v), param)
+        if min_decay:
+            dv = np.where((dv == 0) & (v != 0), np.sign(v), dv)
+        return v - dv
     p = v * (np.int64(2**bits) - param)
     if rounding == "floor":
         return np.right_shift(p, bits)
@@ -82,10 +92,20 @@ def _round(x: torch.Tensor, rounding: str) -> torch.Tensor:
     return torch.floor(x) if rounding == "floor" else torch.trunc(x)
 
 
-def decay_torch(v: torch.Tensor, mode: str, param: torch.Tensor, bits: int, rounding: str):
+def decay_torch(
+    v: torch.Tensor,
+    mode: str,
+    param: torch.Tensor,
+    bits: int,
+    rounding: str,
+    min_decay: bool = False,
+):
     """The same integer decay on float64 tensors holding integers (exact below 2**53)."""
     if mode == "none":
         return v
     if mode == "shift":
-        return v - _round(v / torch.pow(2.0, param), rounding)
+        dv = _round(v / torch.pow(2.0, param), rounding)
+        if min_decay:
+            dv = torch.where((dv == 0) & (v != 0), torch.sign(v), dv)
+        return v - dv
     return _round(v * (2.0**bits - param) / 2.0**bits, rounding)

@@ -11,19 +11,29 @@ non-finite parameter.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..layers import SumPool2d  # re-exported: spikelfp.hw_export.SumPool2d
-from ..neurons import ALIF, IF, LI, LIF, RLIF, CubaLIF
 from ..neurons.base import NeuronModule
 from ..sequential import Sequential, apply_over_time
+from . import kinds
+from ._qneuron import QuantizedNeuron
 from .errors import NonFiniteParameterError, UnsupportedLayerError
+from .kinds import INTEGER_KINDS, Converter
 
 __all__ = [
     "SumPool2d",
+    "CanonicalLayer",
+    "CanonicalNet",
+    "as_canonical",
+    "as_module",
+    "CONVERTERS",
+    "converter_for",
     "SYNAPSE_TYPES",
     "NEURON_TYPES",
     "canonicalize",
@@ -34,19 +44,34 @@ __all__ = [
     "synapse_weights",
 ]
 
+#: ``{module type: converter}``: the kinds of :mod:`.kinds`, and the integer neuron of a
+#: quantised network (whose converter is that of its ``kind``).
+CONVERTERS: dict[type, Converter] = {
+    **kinds.CONVERTERS,
+    QuantizedNeuron: Converter("", "neuron", refine=lambda layer: INTEGER_KINDS[layer.kind]),
+}
+
+
+def _types(role: str) -> tuple[type, ...]:
+    return tuple(t for t, c in kinds.CONVERTERS.items() if c.role == role)
+
+
 #: Stateless layers with a weight (what pruning and quantisation act on).
-SYNAPSE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+SYNAPSE_TYPES = _types("synapse")
 #: Neuron layers that can be exported (ALIF has neither a NIR node nor an integer model here).
-NEURON_TYPES = (LIF, IF, CubaLIF, LI, RLIF)
-_DROPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
+NEURON_TYPES = _types("neuron")
 
 
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    v = tuple(int(i) for i in v)
-    return v if len(v) == 2 else (v[0], v[0])
+def converter_for(layer: nn.Module) -> Converter:
+    """The :class:`~spikelfp.hw_export.kinds.Converter` of ``layer``: looked up by type along
+    the MRO, then refined by the layer (a LIF with decay 1 is an IF; an integer neuron is
+    its ``kind``).
+
+    >>> from spikelfp import LIF
+    >>> converter_for(LIF(beta=1.0)).name, converter_for(nn.Conv2d(1, 2, 3)).role
+    ('IF', 'synapse')
+    """
+    return kinds.lookup(type(layer), CONVERTERS).resolve(layer)
 
 
 def kind_of(layer: nn.Module) -> str:
@@ -54,29 +79,17 @@ def kind_of(layer: nn.Module) -> str:
 
     A LIF whose decay is 1 everywhere is reported as ``"IF"`` (that is what it is).
 
+    >>> from spikelfp import IF, LIF
     >>> kind_of(IF()), kind_of(LIF(beta=1.0)), kind_of(nn.Linear(2, 2))
     ('IF', 'IF', 'Linear')
     """
-    from .quantize import QuantizedNeuron  # local: quantize imports this module
-
-    if isinstance(layer, QuantizedNeuron):
-        return layer.kind
-    if type(layer) in (LIF, IF) and _is_one(layer.beta):
-        return "IF"
-    return type(layer).__name__
-
-
-def _is_one(t: torch.Tensor) -> bool:
-    return bool((t == 1).all())
+    return converter_for(layer).name or type(layer).__name__
 
 
 def synapse_weights(layer: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """The prunable weight tensors of a layer: synapse weights and RLIF recurrent weights."""
-    if isinstance(layer, SYNAPSE_TYPES):
-        return [("weight", layer.weight)]
-    if isinstance(layer, RLIF):
-        return [("recurrent_weight", layer.recurrent_weight)]
-    return []
+    conv = converter_for(layer)
+    return [] if conv.weights is None else conv.weights(layer)
 
 
 def check_finite(model: nn.Module) -> None:
@@ -91,47 +104,6 @@ def check_finite(model: nn.Module) -> None:
             "non-finite (NaN/inf) values in " + ", ".join(bad) + "; the network cannot be "
             "exported. Retrain, or reload a checkpoint from before the divergence."
         )
-
-
-def _conv_padding(layer) -> tuple[int, ...]:
-    if layer.padding_mode != "zeros":
-        raise UnsupportedLayerError(
-            f"{type(layer).__name__} with padding_mode={layer.padding_mode!r} has no hardware/NIR "
-            "equivalent; use zero padding"
-        )
-    if isinstance(layer.padding, str):
-        if layer.padding == "valid":
-            return (0,) * len(layer.kernel_size)
-        k, d, s = layer.kernel_size, layer.dilation, layer.stride
-        pairs = list(zip(k, d, strict=True))
-        if all(si == 1 for si in s) and all((di * (ki - 1)) % 2 == 0 for ki, di in pairs):
-            return tuple(di * (ki - 1) // 2 for ki, di in pairs)
-        raise UnsupportedLayerError(
-            f"{type(layer).__name__}(padding='same') with an even kernel pads asymmetrically, "
-            "which NIR cannot express; use an odd kernel or numeric padding"
-        )
-    return tuple(layer.padding)
-
-
-def _numeric_padding(layer: nn.Module) -> nn.Module:
-    if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and isinstance(layer.padding, str):
-        pad = _conv_padding(layer)
-        new = type(layer)(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            pad,
-            layer.dilation,
-            layer.groups,
-            layer.bias is not None,
-            dtype=layer.weight.dtype,
-        )
-        new.load_state_dict(layer.state_dict())
-        return new
-    if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
-        _conv_padding(layer)
-    return layer
 
 
 def _fold_batchnorm(syn: nn.Module, bn: nn.Module) -> nn.Module:
@@ -151,45 +123,6 @@ def _fold_batchnorm(syn: nn.Module, bn: nn.Module) -> nn.Module:
     return syn
 
 
-def _unsupported_reason(layer: nn.Module) -> str | None:
-    if isinstance(layer, ALIF):
-        return (
-            "ALIF has no NIR node and no integer hardware model here; train with LIF/CubaLIF "
-            "(or fold adaptation into a learnt threshold)"
-        )
-    if isinstance(layer, NEURON_TYPES):
-        return None
-    from .quantize import QuantizedNeuron
-
-    if isinstance(layer, (QuantizedNeuron, SumPool2d, nn.Flatten) + SYNAPSE_TYPES):
-        return None
-    if isinstance(layer, nn.AvgPool2d):
-        if layer.ceil_mode:
-            return "AvgPool2d(ceil_mode=True) has no NIR equivalent; use ceil_mode=False"
-        if layer.divisor_override is not None:
-            return "AvgPool2d(divisor_override=...) has no NIR equivalent"
-        if not layer.count_include_pad and _pair(layer.padding) != (0, 0):
-            return (
-                "AvgPool2d(count_include_pad=False) with padding is not a sum/k² pool; use "
-                "count_include_pad=True or padding=0"
-            )
-        return None
-    if isinstance(layer, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
-        return (
-            "max pooling has no NIR node and no neuromorphic equivalent; use "
-            "nn.AvgPool2d (exported as sum pooling) or a strided convolution"
-        )
-    if isinstance(layer, _BATCHNORM):
-        return "batch norm must directly follow a Linear/Conv layer so it can be folded into it"
-    if isinstance(layer, nn.Conv3d):
-        return "Conv3d has no NIR node; use Conv1d/Conv2d"
-    return (
-        f"{type(layer).__name__} is not supported for export; supported: Linear, Conv1d, "
-        "Conv2d, AvgPool2d, Flatten, Dropout/Identity (removed), BatchNorm after a synapse "
-        "(folded), LIF, IF, CubaLIF, LI, RLIF"
-    )
-
-
 def canonical_layers(model: nn.Module):
     """``(layers, origins, problems)``: copies of the layers after removing dropout/identity
     and folding batch norm, the index in ``model`` of each, and ``(index, layer type,
@@ -204,25 +137,177 @@ def canonical_layers(model: nn.Module):
     problems: list[tuple[int, str, str]] = []
     layers: list[nn.Module] = []
     origins: list[int] = []
+    roles: list[str] = []
     for i, layer in enumerate(model):
-        if isinstance(layer, _DROPPED):
+        conv = converter_for(layer)
+        if conv.role == "dropped":
             continue
-        if isinstance(layer, _BATCHNORM) and layers and isinstance(layers[-1], SYNAPSE_TYPES):
+        if conv.role == "batchnorm" and roles and roles[-1] == "synapse":
             layers[-1] = _fold_batchnorm(layers[-1], layer)
             continue
-        reason = _unsupported_reason(layer)
-        if reason is None:
+        reason = None if conv.reason is None else conv.reason(layer)
+        layer = copy.deepcopy(layer)
+        if reason is None and conv.canonical is not None:
             try:
-                layer = _numeric_padding(copy.deepcopy(layer))
+                layer = conv.canonical(layer)
             except UnsupportedLayerError as err:
                 reason = str(err)
-        else:
-            layer = copy.deepcopy(layer)
         if reason is not None:
             problems.append((i, type(layer).__name__, reason))
         layers.append(layer)
         origins.append(i)
+        roles.append(conv.role)
     return layers, origins, problems
+
+
+@dataclass(frozen=True)
+class CanonicalLayer:
+    """One layer of a :class:`CanonicalNet`.
+
+    Attributes:
+        module: the canonical layer (a copy; batch norm folded in, padding numeric).
+        origin: its index in the user's :class:`spikelfp.Sequential`.
+        kind: :func:`kind_of` the layer (``"Linear"``, ``"LIF"``, ``"IF"``, ...).
+        in_shape, out_shape: per-sample shapes (no time, no batch); ``None`` when the input
+            shape is unknown.
+    """
+
+    module: nn.Module
+    origin: int
+    kind: str
+    in_shape: tuple[int, ...] | None
+    out_shape: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class CanonicalNet:
+    """A network canonicalised once for export: the typed intermediate that the checks,
+    quantisation and NIR writing of one :func:`~spikelfp.hw_export.export` call share.
+
+    Build it with :meth:`from_model` (the one canonicalisation: dropout/identity removed,
+    batch norm folded, padding numeric, unsupported layers listed in ``problems``). Every
+    public function that takes a model also takes a ``CanonicalNet``.
+
+    Attributes:
+        model: the canonical :class:`spikelfp.Sequential` (``eval()``, no gradients; it holds
+            the unsupported layers too, so that a report can still infer shapes).
+        layers: one :class:`CanonicalLayer` per layer of ``model``.
+        problems: ``(index in the user's model, layer type, reason)`` per unsupported layer.
+        shapes: per-sample shapes as :func:`infer_shapes` gives them (the input of each
+            layer, then the output), or ``None`` when they could not be inferred.
+        shape_error: why the shapes could not be inferred (``None`` when they were).
+
+    >>> from spikelfp import LIF
+    >>> net = Sequential(nn.Linear(4, 3), nn.Dropout(0.2), LIF())
+    >>> c = CanonicalNet.from_model(net)
+    >>> [(layer.kind, layer.origin, layer.out_shape) for layer in c.layers]
+    [('Linear', 0, (3,)), ('LIF', 2, (3,))]
+    """
+
+    model: Sequential
+    layers: tuple[CanonicalLayer, ...]
+    problems: tuple[tuple[int, str, str], ...] = ()
+    shapes: tuple[tuple[int, ...], ...] | None = None
+    shape_error: str | None = None
+
+    @classmethod
+    def from_model(cls, model: nn.Module, input_shape: Sequence[int] | None = None) -> CanonicalNet:
+        """Canonicalise ``model`` (a :class:`spikelfp.Sequential`; not modified) and infer
+        the per-sample shapes for ``input_shape`` (guessed from a leading Linear/RLIF layer
+        when ``None``).
+
+        Raises:
+            TypeError: ``model`` is not a :class:`spikelfp.Sequential`.
+            NonFiniteParameterError: a parameter or buffer holds NaN/inf (all named).
+        """
+        layers, origins, problems = canonical_layers(model)
+        out = Sequential(*layers)
+        out.eval()
+        for p in out.parameters():
+            p.requires_grad_(False)
+        return cls._shaped(out, tuple(origins), tuple(problems), input_shape)
+
+    @classmethod
+    def _shaped(cls, model, origins, problems, input_shape) -> CanonicalNet:
+        try:
+            shapes, error = infer_shapes(model, input_shape), None
+        except ValueError as err:
+            shapes, error = None, str(err)
+        except Exception as err:  # an unsupported layer may fail in any way; it is listed
+            if not problems:
+                raise
+            shapes, error = None, f"{type(err).__name__}: {err}"
+        rows = tuple(
+            CanonicalLayer(
+                layer,
+                origin,
+                kind_of(layer),
+                None if shapes is None else shapes[j],
+                None if shapes is None else shapes[j + 1],
+            )
+            for j, (layer, origin) in enumerate(zip(model, origins, strict=True))
+        )
+        frozen = None if shapes is None else tuple(tuple(s) for s in shapes)
+        return cls(model, rows, problems, frozen, error)
+
+    @property
+    def origins(self) -> list[int]:
+        """The index in the user's model of each canonical layer."""
+        return [layer.origin for layer in self.layers]
+
+    def require_shapes(self) -> list[tuple[int, ...]]:
+        """``shapes`` as a list, or the ``ValueError`` that says why they are unknown."""
+        if self.shapes is None:
+            raise ValueError(self.shape_error)
+        return list(self.shapes)
+
+    def require_exportable(self) -> CanonicalNet:
+        """``self``; raises :class:`UnsupportedLayerError` listing every unsupported layer."""
+        if self.problems:
+            listed = "\n  ".join(f"layer {i} ({name}): {why}" for i, name, why in self.problems)
+            raise UnsupportedLayerError(
+                f"{len(self.problems)} layer(s) cannot be exported:\n  {listed}"
+            )
+        return self
+
+    def reshaped(self, input_shape: Sequence[int] | None) -> CanonicalNet:
+        """The same canonical layers with shapes inferred for another ``input_shape`` (no
+        new canonicalisation)."""
+        return self._shaped(self.model, tuple(self.origins), self.problems, input_shape)
+
+    def with_model(self, model: Sequential) -> CanonicalNet:
+        """The same structure with the layers of ``model`` (e.g. a pruned copy of
+        ``model``; no new canonicalisation)."""
+        layers = list(model)
+        if len(layers) != len(self.layers) or any(
+            type(a) is not type(b.module) for a, b in zip(layers, self.layers, strict=True)
+        ):
+            raise ValueError(
+                "with_model needs a network with the same layers as the canonical one (e.g. "
+                "a pruned copy of CanonicalNet.model)"
+            )
+        rows = tuple(
+            dataclasses.replace(row, module=layer)
+            for row, layer in zip(self.layers, layers, strict=True)
+        )
+        return dataclasses.replace(self, model=model, layers=rows)
+
+
+def as_module(model) -> nn.Module:
+    """The network of ``model``: itself, or the canonical model of a :class:`CanonicalNet`."""
+    return model.model if isinstance(model, CanonicalNet) else model
+
+
+def as_canonical(model, input_shape: Sequence[int] | None = None) -> CanonicalNet:
+    """``model`` as a :class:`CanonicalNet`: itself when it is one (reshaped when another
+    ``input_shape`` is asked for), else :meth:`CanonicalNet.from_model`."""
+    if isinstance(model, CanonicalNet):
+        if input_shape is not None and (
+            model.shapes is None or tuple(model.shapes[0]) != tuple(int(s) for s in input_shape)
+        ):
+            return model.reshaped(input_shape)
+        return model
+    return CanonicalNet.from_model(model, input_shape)
 
 
 def canonicalize(model: nn.Module) -> Sequential:
@@ -231,20 +316,21 @@ def canonicalize(model: nn.Module) -> Sequential:
     Dropout/Identity are removed, batch norm is folded into the preceding Linear/Conv,
     string conv padding becomes numeric, the copy is in ``eval()`` mode and detached from the
     original. Raises :class:`UnsupportedLayerError` listing every unsupported layer, and
-    :class:`NonFiniteParameterError` naming every non-finite tensor.
+    :class:`NonFiniteParameterError` naming every non-finite tensor. (:class:`CanonicalNet`
+    keeps the origin, kind and shapes of every layer too.)
 
+    >>> from spikelfp import LIF
     >>> net = Sequential(nn.Linear(4, 3), nn.Dropout(0.2), LIF())
     >>> [type(m).__name__ for m in canonicalize(net)]
     ['Linear', 'LIF']
     """
-    layers, _, problems = canonical_layers(model)
-    if problems:
-        listed = "\n  ".join(f"layer {i} ({name}): {why}" for i, name, why in problems)
-        raise UnsupportedLayerError(f"{len(problems)} layer(s) cannot be exported:\n  {listed}")
-    out = Sequential(*layers)
-    out.eval()
-    for p in out.parameters():
-        p.requires_grad_(False)
+    return canonical_model(as_canonical(model))
+
+
+def canonical_model(cnet: CanonicalNet) -> Sequential:
+    """The exportable canonical :class:`spikelfp.Sequential` of ``cnet`` (raises
+    :class:`UnsupportedLayerError` listing every unsupported layer)."""
+    out = cnet.require_exportable().model
     check_finite(out)
     return out
 
@@ -252,16 +338,11 @@ def canonicalize(model: nn.Module) -> Sequential:
 def guess_input_shape(model: nn.Module) -> tuple[int, ...] | None:
     """The per-sample input shape when the first weighted layer fixes it, else ``None``."""
     for layer in model:
-        if isinstance(layer, nn.Linear):
-            return (layer.in_features,)
-        if isinstance(layer, RLIF):
-            return (layer.size,)
-        if isinstance(layer, NeuronModule):
+        hook = converter_for(layer).input_shape
+        if hook is not None:
+            return hook(layer)
+        if isinstance(layer, NeuronModule):  # a neuron keeps the shape: look further
             continue
-        from .quantize import QuantizedNeuron
-
-        if isinstance(layer, QuantizedNeuron) and layer.w_rec is not None:
-            return (layer.w_rec.shape[0],)
         return None
     return None
 
@@ -270,6 +351,7 @@ def infer_shapes(model: nn.Module, input_shape: Sequence[int] | None) -> list[tu
     """Per-sample activation shapes: entry ``i`` is the input of layer ``i``; the last entry is
     the output. ``input_shape`` excludes time and batch (e.g. ``(2, 34, 34)``).
 
+    >>> from spikelfp import LIF
     >>> infer_shapes(Sequential(nn.Linear(4, 3), LIF()), None)
     [(4,), (3,), (3,)]
     """
@@ -317,8 +399,4 @@ def neuron_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 def is_spiking(layer: nn.Module) -> bool:
     """True for neuron layers whose output is spikes (everything but the LI readout)."""
-    from .quantize import QuantizedNeuron
-
-    if isinstance(layer, QuantizedNeuron):
-        return layer.kind != "LI"
-    return isinstance(layer, NeuronModule) and not isinstance(layer, LI)
+    return converter_for(layer).spiking

@@ -10,7 +10,7 @@ state that may saturate) and notes.
 >>> net = Sequential(nn.Linear(32, 20), LIF(beta=0.9), nn.Linear(20, 10), LIF(beta=0.9))
 >>> report = check_model(net, "xylo")
 >>> [v.constraint for v in report.violations]
-['reset', 'reset', 'inputs', 'outputs']
+['bias', 'reset', 'bias', 'reset', 'inputs', 'outputs']
 >>> report.ok
 False
 """
@@ -18,85 +18,19 @@ False
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..neurons import CubaLIF
 from ..neurons.base import NeuronModule
 from ..sequential import Sequential
-from ._decay import quantize_decay
-from ._layers import SYNAPSE_TYPES, SumPool2d, canonical_layers, infer_shapes, kind_of
-from .errors import ProfileViolationError
+from ._layers import CanonicalNet, as_canonical, converter_for
+from ._violations import ConstraintReport, Violation
 from .profiles import HardwareProfile, get_profile
+from .quantize import QuantizedNetwork
 
 __all__ = ["Violation", "ConstraintReport", "check_model"]
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One broken constraint: where, what, what was found, what is required, and the fix."""
-
-    layer: str
-    constraint: str
-    found: str
-    required: str
-    fix: str
-
-    def __str__(self) -> str:
-        return (
-            f"{self.layer}: {self.constraint}: found {self.found}, required {self.required}"
-            f" -> {self.fix}"
-        )
-
-
-@dataclass
-class ConstraintReport:
-    """Result of :func:`check_model`."""
-
-    profile: HardwareProfile
-    violations: list[Violation] = field(default_factory=list)
-    warnings: list[Violation] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when there is no violation (warnings allowed)."""
-        return not self.violations
-
-    def raise_if_violated(self) -> None:
-        """Raise :class:`ProfileViolationError` listing every violation, if any."""
-        if self.violations:
-            raise ProfileViolationError(
-                f"the network breaks {len(self.violations)} constraint(s) of the "
-                f"{self.profile.name!r} profile:\n  "
-                + "\n  ".join(str(v) for v in self.violations),
-                self.violations,
-            )
-
-    def to_dict(self) -> dict:
-        return {
-            "profile": self.profile.name,
-            "ok": self.ok,
-            "violations": [vars(v).copy() for v in self.violations],
-            "warnings": [vars(v).copy() for v in self.warnings],
-            "notes": list(self.notes),
-        }
-
-    def __str__(self) -> str:
-        head = (
-            f"{self.profile.name}: {'OK' if self.ok else 'NOT DEPLOYABLE'} "
-            f"({len(self.violations)} violation(s), {len(self.warnings)} warning(s))"
-        )
-        lines = [head]
-        if self.profile.description:
-            lines.append(f"  profile: {self.profile.description}")
-        lines += [f"  VIOLATION {v}" for v in self.violations]
-        lines += [f"  warning   {w}" for w in self.warnings]
-        lines += [f"  note      {n}" for n in self.notes]
-        return "\n".join(lines)
 
 
 _TYPE_FIXES = {
@@ -119,19 +53,9 @@ def _type_fix(kind: str, prof: HardwareProfile) -> str:
     return _TYPE_FIXES.get((kind, prof.name), f"replace it by one of: {allowed}")
 
 
-def _float_decays(layer) -> dict[str, torch.Tensor]:
-    if isinstance(layer, CubaLIF):
-        return {"alpha": layer.alpha.detach(), "beta": layer.beta.detach()}
-    if hasattr(layer, "beta"):
-        return {"beta": layer.beta.detach()}
-    return {}
-
-
-def _fan(layer: nn.Module, shape_in) -> tuple[int, int]:
-    from .pruning import _connectivity
-
+def _fan(layer: nn.Module, conv, shape_in) -> tuple[int, int]:
     mask = (layer.weight.detach() != 0).to(torch.float64)
-    fi, fo = _connectivity(layer, mask, shape_in)
+    fi, fo = conv.connectivity(layer, mask, shape_in)
     return int(fi.max()), int(fo.max())
 
 
@@ -145,9 +69,10 @@ def _check_layers(layers, origins, problems, shapes, prof, report: ConstraintRep
         i = origins[j]
         if i in bad:
             continue
-        kind = kind_of(layer)
+        conv = converter_for(layer)
+        kind = conv.name or type(layer).__name__
         where = f"layer {i} ({kind})"
-        if isinstance(layer, NeuronModule):
+        if conv.role == "neuron":
             if kind not in prof.neuron_types:
                 report.violations.append(
                     Violation(
@@ -159,11 +84,10 @@ def _check_layers(layers, origins, problems, shapes, prof, report: ConstraintRep
                     )
                 )
                 continue
-            _check_neuron(layer, kind, where, prof, report)
+            if conv.check is not None:
+                conv.check(layer, conv, where, prof, report)
             continue
-        lk = "AvgPool2d" if isinstance(layer, nn.AvgPool2d) else kind
-        if isinstance(layer, SumPool2d):
-            lk = "SumPool2d"
+        lk = kind
         if lk not in prof.layer_types:
             report.violations.append(
                 Violation(
@@ -175,7 +99,7 @@ def _check_layers(layers, origins, problems, shapes, prof, report: ConstraintRep
                 )
             )
             continue
-        if isinstance(layer, SYNAPSE_TYPES):
+        if conv.role == "synapse":
             if not prof.allow_bias and layer.bias is not None and bool((layer.bias != 0).any()):
                 report.violations.append(
                     Violation(
@@ -188,7 +112,7 @@ def _check_layers(layers, origins, problems, shapes, prof, report: ConstraintRep
                     )
                 )
             if (prof.max_fan_in or prof.max_fan_out) and shapes is not None:
-                fi, fo = _fan(layer, shapes[j])
+                fi, fo = _fan(layer, conv, shapes[j])
                 if prof.max_fan_in and fi > prof.max_fan_in:
                     report.violations.append(
                         Violation(
@@ -210,97 +134,6 @@ def _check_layers(layers, origins, problems, shapes, prof, report: ConstraintRep
                             "prune or use fewer output channels",
                         )
                     )
-
-
-def _check_neuron(layer, kind, where, prof, report):
-    if kind != "LI" and hasattr(layer, "reset"):
-        if layer.reset not in prof.resets:
-            report.violations.append(
-                Violation(
-                    where,
-                    "reset",
-                    f'reset="{layer.reset}"',
-                    " / ".join(prof.resets),
-                    f"retrain with {kind}(reset={prof.resets[0]!r})",
-                )
-            )
-        if layer.reset_delay and not prof.reset_delay:
-            report.violations.append(
-                Violation(
-                    where,
-                    "reset timing",
-                    "reset_delay=True",
-                    "immediate reset",
-                    f"retrain with {kind}(reset_delay=False)",
-                )
-            )
-    for name, beta in _float_decays(layer).items():
-        b = beta.to(torch.float64).numpy().reshape(-1)
-        if prof.shared_decay and b.size > 1 and not np.all(b == b[0]):
-            report.violations.append(
-                Violation(
-                    where,
-                    "shared decay",
-                    f"per-neuron {name} ({b.min():.4g}..{b.max():.4g})",
-                    "one decay per layer",
-                    f"retrain with one shared {name} (shape=None, learn_{name}=False)",
-                )
-            )
-        if prof.decay == "none" and not np.all(b == 1):
-            report.violations.append(
-                Violation(
-                    where,
-                    "decay",
-                    f"{name}={b.min():.4g}..{b.max():.4g}",
-                    f"{name}=1 (no leak)",
-                    "use spikelfp.IF (integrate-and-fire)",
-                )
-            )
-        elif prof.decay == "shift":
-            slow = 1.0 - 2.0**-prof.max_shift
-            if np.any(b > slow):
-                report.violations.append(
-                    Violation(
-                        where,
-                        "decay",
-                        f"{name}={b.max():.6g}",
-                        f"{name} <= 1 - 2**-{prof.max_shift} = {slow:.6g} (bit-shift <= "
-                        f"{prof.max_shift})",
-                        f"retrain with {name} <= {slow:.6g}",
-                    )
-                )
-        if prof.decay in ("shift", "mult"):
-            _, bq = quantize_decay(b, prof.decay, prof.decay_bits, prof.max_shift)
-            err = float(np.abs(bq - b).max())
-            if err > 0.02:
-                worst = int(np.abs(bq - b).argmax())
-                report.warnings.append(
-                    Violation(
-                        where,
-                        "decay precision",
-                        f"{name}={b[worst]:.4g} becomes {bq[worst]:.4g}",
-                        f"|error| <= 0.02 ({prof.decay} decay)",
-                        f"retrain with a representable {name} (e.g. {bq[worst]:.4g})",
-                    )
-                )
-    th = getattr(layer, "threshold", None)
-    if th is not None and kind != "LI":
-        t = th.detach().reshape(-1)
-        if prof.shared_threshold and t.numel() > 1 and not bool((t == t[0]).all()):
-            report.notes.append(
-                f"{where}: per-neuron thresholds; {prof.name} has one threshold per layer, so "
-                "they are folded into the weight rows when quantising"
-            )
-        if bool((t <= 0).any()):
-            report.violations.append(
-                Violation(
-                    where,
-                    "threshold",
-                    f"threshold {float(t.min()):.4g}",
-                    "> 0",
-                    "use positive thresholds (the scale is folded into them)",
-                )
-            )
 
 
 def _check_sizes(layers, origins, shapes, prof, report):
@@ -371,22 +204,23 @@ def _check_quantized(qnet, prof, report):
     rng = prof.state_range
     layers = list(qnet.model)
     in_max = 1.0
-    for j, layer in enumerate(layers):
-        if isinstance(layer, SYNAPSE_TYPES):
+    convs = [converter_for(layer) for layer in layers]
+    for j, (layer, conv) in enumerate(zip(layers, convs, strict=True)):
+        if conv.role == "synapse":
             w = layer.weight.detach().abs().reshape(layer.weight.shape[0], -1).sum(1)
             bound = w * in_max
             if layer.bias is not None:
                 bound = bound + layer.bias.detach().abs()
             worst = float(bound.max())
             k = j + 1
-            while k < len(layers) and isinstance(layers[k], SumPool2d):
+            while k < len(layers) and convs[k].role == "pool":
                 kk = layers[k].kernel_size
                 worst *= kk[0] * kk[1]
                 k += 1
             if rng is not None and worst > rng[1]:
                 report.warnings.append(
                     Violation(
-                        f"layer {j} ({kind_of(layer)})",
+                        f"layer {j} ({conv.name})",
                         "state range",
                         f"worst-case input {worst:.0f} per step",
                         f"<= {rng[1]} ({prof.state_bits}-bit state)",
@@ -394,12 +228,12 @@ def _check_quantized(qnet, prof, report):
                         "or prune / lower the bit width",
                     )
                 )
-        if hasattr(layer, "threshold") and getattr(layer, "kind", "LI") != "LI":
+        if conv.role == "neuron" and conv.spiking:
             in_max = 1.0
             if rng is not None and float(layer.threshold.max()) > rng[1]:
                 report.violations.append(
                     Violation(
-                        f"layer {j} ({layer.kind})",
+                        f"layer {j} ({conv.name})",
                         "threshold range",
                         f"integer threshold {float(layer.threshold.max()):.0f}",
                         f"<= {rng[1]} ({prof.state_bits}-bit state)",
@@ -414,33 +248,34 @@ def check_model(
     bits: int | None = None,
     input_shape: Sequence[int] | None = None,
 ) -> ConstraintReport:
-    """Check ``model`` (a :class:`spikelfp.Sequential` or a :class:`QuantizedNetwork`)
-    against ``profile``; returns a :class:`ConstraintReport` with every violation.
+    """Check ``model`` (a :class:`spikelfp.Sequential`, its :class:`CanonicalNet` or a
+    :class:`QuantizedNetwork`) against ``profile``; returns a :class:`ConstraintReport` with
+    every violation.
 
     ``bits`` (for a float model) checks the intended weight width; ``input_shape`` enables the
     size limits when the input shape cannot be inferred (convolutional networks).
     """
-    from .quantize import QuantizedNetwork
-
     prof = get_profile(profile)
     report = ConstraintReport(prof)
     qnet = None
+    cnet = model if isinstance(model, CanonicalNet) else None
     if isinstance(model, QuantizedNetwork):
         qnet = model
         model = qnet.float_model
+        cnet = qnet.canonical
         input_shape = qnet.input_shape if input_shape is None else input_shape
         bits = qnet.bits if bits is None else bits
-    if not isinstance(model, Sequential):
+    if cnet is None and not isinstance(model, Sequential):
         raise TypeError(
             f"check_model expects a spikelfp.Sequential or a QuantizedNetwork, got "
             f"{type(model).__name__}"
         )
-    layers, origins, problems = canonical_layers(model)
-    try:
-        shapes = infer_shapes(Sequential(*layers), input_shape)
-    except ValueError as err:
-        shapes = None
-        report.notes.append(f"size limits not checked: {err}")
+    cnet = as_canonical(model if cnet is None else cnet, input_shape)
+    layers, problems, shapes = list(cnet.model), cnet.problems, cnet.shapes
+    # a quantised network's layers are numbered as in its (canonical) float model
+    origins = list(range(len(layers))) if qnet is not None else cnet.origins
+    if shapes is None:
+        report.notes.append(f"size limits not checked: {cnet.shape_error}")
     _check_layers(layers, origins, problems, shapes, prof, report)
     if shapes is not None:
         _check_sizes(layers, origins, shapes, prof, report)

@@ -20,6 +20,7 @@ quantised model bit for bit.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,11 +31,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..neurons import LI
 from ..neurons.base import NeuronModule
-from ._layers import canonicalize, is_spiking, neuron_outputs
+from ._layers import (
+    as_canonical,
+    as_module,
+    canonical_model,
+    converter_for,
+    is_spiking,
+    neuron_outputs,
+)
 from .checks import ConstraintReport, Violation, check_model
 from .errors import ProfileViolationError
+from .nir_io import to_nir, write_nir
 from .profiles import HardwareProfile, get_profile
 from .pruning import (
     SparsityReport,
@@ -43,7 +51,8 @@ from .pruning import (
     magnitude_prune,
     sparsity_report,
 )
-from .quantize import QuantizationReport, QuantizedNetwork, QuantizedNeuron, quantize
+from .quantize import QuantizationReport, QuantizedNetwork, quantize
+from .simulator import simulate
 
 __all__ = ["ExportReport", "export", "evaluate", "spike_agreement", "iterate_batches"]
 
@@ -185,7 +194,7 @@ def _readout_for(model: nn.Module, readout: str | None) -> str:
             )
         return readout
     last = list(model)[-1]
-    return "mean" if not is_spiking(last) or isinstance(last, LI) else "count"
+    return "mean" if not is_spiking(last) else "count"
 
 
 def evaluate(
@@ -197,7 +206,7 @@ def evaluate(
     (``"mean"``, used for an LI readout).
     """
     q = model if isinstance(model, QuantizedNetwork) else None
-    net = q.model if q is not None else model
+    net = q.model if q is not None else as_module(model)
     readout = _readout_for(net, readout)
     correct = total = 0
     was = net.training
@@ -236,7 +245,7 @@ def _cast(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _spiking_outputs(m, x: torch.Tensor, input_scale: float) -> list[torch.Tensor]:
     quantized = isinstance(m, QuantizedNetwork)
-    net = m.model if quantized else m
+    net = m.model if quantized else as_module(m)
     outs = neuron_outputs(net, _integer_input(x, input_scale) if quantized else _cast(net, x))
     flags = [is_spiking(layer) for layer in net if isinstance(layer, NeuronModule)]
     return [o for o, f in zip(outs, flags, strict=True) if f]
@@ -281,7 +290,8 @@ def export(
     """Prune, quantise, check and write ``model`` for ``target``; return an :class:`ExportReport`.
 
     Args:
-        model: trained :class:`spikelfp.Sequential` (not modified).
+        model: trained :class:`spikelfp.Sequential` (not modified), or its
+            :class:`CanonicalNet`.
         target: profile name (``"int8"``, the default: a generic 8-bit integer chip;
             ``"xylo"``, ``"loihi2"``, ``"speck"``, or one registered) or a
             :class:`HardwareProfile`.
@@ -333,11 +343,13 @@ def export(
         )
     if prune_method not in ("magnitude", "feedback"):
         raise ValueError(f"prune_method must be 'magnitude' or 'feedback', got {prune_method!r}")
-    float_model = canonicalize(model)
+    cnet = as_canonical(model)  # the one canonicalisation of this export
+    float_model = canonical_model(cnet)
     if isinstance(data, Iterator):  # a one-shot iterator (generator): keep its batches
         data = list(data)
     if input_shape is None and data is not None:
         input_shape = _input_shape_of(data, batch_size)
+    cnet = as_canonical(cnet, input_shape)
     if frac == 0:
         pruned = float_model
     elif prune_method == "magnitude":
@@ -352,7 +364,7 @@ def export(
                 )
             from ..lfp import rate_coded_reward
 
-            trainable = canonicalize(model)
+            trainable = copy.deepcopy(float_model)
             for p in trainable.parameters():
                 p.requires_grad_(True)
             scores = accumulate_feedback(
@@ -360,7 +372,7 @@ def export(
             )
         pruned = feedback_prune(float_model, scores, frac, prune_scope)
     qnet = quantize(
-        pruned,
+        cnet if pruned is float_model else cnet.with_model(pruned),
         bits,
         prof,
         input_shape=input_shape,
@@ -394,8 +406,6 @@ def export(
             print(report)
         raise refusal
     if path is not None:
-        from .nir_io import to_nir, write_nir
-
         with warnings.catch_warnings():
             if reset_changed:  # listed in the report already
                 warnings.simplefilter("ignore", UserWarning)
@@ -439,7 +449,8 @@ def _report_reset_change(
     reset to zero."""
     native, foreign = [], []
     for i, layer in enumerate(qnet.model):
-        if not isinstance(layer, QuantizedNeuron) or layer.kind == "LI":
+        conv = converter_for(layer)
+        if conv.role != "neuron" or not conv.spiking:
             continue
         if layer.reset == "zero" and not layer.reset_delay:
             continue
@@ -546,8 +557,6 @@ def _input_shape_of(data, batch_size: int) -> tuple[int, ...]:
 
 
 def _measure(report, float_model, pruned, qnet, data, readout, batch_size, input_scale, verify):
-    from .simulator import simulate
-
     readout = _readout_for(float_model, readout)
     n = c_f = c_p = c_q = 0
     agree = agree_p = 0.0
@@ -555,7 +564,7 @@ def _measure(report, float_model, pruned, qnet, data, readout, batch_size, input
     identical = None
     with torch.no_grad():
         for k, (x, y) in enumerate(iterate_batches(data, batch_size)):
-            xi = _integer_input(x, input_scale)
+            xi = qnet.clip_input(_integer_input(x, input_scale))
             out_f = neuron_outputs(float_model, x)
             out_p = neuron_outputs(pruned, x) if pruned is not float_model else out_f
             out_q = neuron_outputs(qnet.model, xi)

@@ -56,7 +56,8 @@ from .._io import atomic_write
 from ..neurons import IF, LI, LIF, RLIF, CubaLIF
 from ..neurons.base import NeuronModule
 from ..sequential import Sequential, apply_over_time
-from ._layers import SumPool2d, canonicalize, infer_shapes, kind_of
+from ._layers import SumPool2d, as_canonical, canonical_model, converter_for, kind_of
+from ._nirutil import as_array as _np
 from .errors import (
     ExportWriteError,
     NIRImportError,
@@ -105,33 +106,6 @@ def _check_dt(dt) -> float:
     return dt
 
 
-def _np(t: torch.Tensor, shape=None, dtype=np.float64) -> np.ndarray:
-    t = t.detach().cpu()
-    if shape is not None:
-        t = t.expand(shape)
-    return np.ascontiguousarray(t.to(torch.float64).numpy().astype(dtype))
-
-
-def _weights(t: torch.Tensor, integer: bool) -> np.ndarray:
-    """Weights as float32 unless that would round them (float64 then)."""
-    a = t.detach().cpu().to(torch.float64).numpy()
-    if t.dtype == torch.float32 or (integer and np.abs(a).max(initial=0) < 2**24):
-        return a.astype(np.float32)
-    return a
-
-
-def _decay_of(layer, key: str) -> torch.Tensor:
-    """The float decay (beta / alpha) of a float or quantised neuron."""
-    if isinstance(layer, QuantizedNeuron):
-        p = (layer.v_decay if key == "beta" else layer.i_decay).to(torch.float64)
-        if layer.decay_mode == "none":
-            return torch.ones_like(p)
-        if layer.decay_mode == "shift":
-            return 1.0 - torch.pow(2.0, -p)
-        return 1.0 - p / 2.0**layer.decay_bits
-    return getattr(layer, key).detach().to(torch.float64)
-
-
 def _reset_problems(model, expressible: str = "zero") -> list[str]:
     out = []
     for i, layer in enumerate(model):
@@ -146,42 +120,6 @@ def _reset_problems(model, expressible: str = "zero") -> list[str]:
         if what:
             out.append(f"layer {i} ({kind_of(layer)}, {', '.join(what)})")
     return out
-
-
-def _neuron_meta(layer, integer: bool) -> dict:
-    meta = {"spikelfp_kind": kind_of(layer)}
-    if kind_of(layer) != "LI":
-        meta["spikelfp_reset"] = layer.reset
-        meta["spikelfp_reset_delay"] = int(bool(layer.reset_delay))
-    if integer:
-        meta.update(
-            {
-                "spikelfp_integer": 1,
-                "decay_mode": layer.decay_mode,
-                "decay_bits": int(layer.decay_bits),
-                "decay_rounding": layer.rounding,
-                "state_bits": -1 if layer.state_bits is None else int(layer.state_bits),
-                "v_decay": _np(layer.v_decay),
-            }
-        )
-        if layer.i_decay is not None:
-            meta["i_decay"] = _np(layer.i_decay)
-    return meta
-
-
-def _lif_params(beta: np.ndarray, dt: float, index: int, what: str):
-    if np.any(beta < 0) or np.any(beta > 1):
-        raise UnsupportedLayerError(
-            f"layer {index}: {what} must lie in [0, 1] for NIR, got "
-            f"{beta.min():.4g}..{beta.max():.4g}"
-        )
-    if np.any(beta == 1):
-        raise UnsupportedLayerError(
-            f"layer {index}: {what} = 1 (no leak) has no finite NIR time constant in this "
-            "neuron model; use IF/LI(beta=1) for a pure integrator or a decay < 1"
-        )
-    tau = dt / (1.0 - beta)
-    return tau, 1.0 / (1.0 - beta)
 
 
 def _neuron_node(nir, layer, shape, dt, index, consumer="spikelfp"):
@@ -229,63 +167,9 @@ def _neuron_node(nir, layer, shape, dt, index, consumer="spikelfp"):
 
 
 def _neuron_node_default(nir, layer, shape, dt, index):
-    kind = kind_of(layer)
+    """The node the neuron's kind writes (:mod:`spikelfp.hw_export.kinds`)."""
     integer = isinstance(layer, QuantizedNeuron)
-    meta = _neuron_meta(layer, integer)
-    beta = _np(_decay_of(layer, "beta"), shape)
-    meta["spikelfp_beta"] = beta
-    if kind == "LI":
-        if np.all(beta == 1):
-            return nir.I(r=np.ones(shape), metadata=meta)
-        tau, r = _lif_params(beta, dt, index, "beta")
-        return nir.LI(tau=tau, r=r, v_leak=np.zeros(shape), metadata=meta)
-    theta = _np(layer.threshold, shape)
-    zeros = np.zeros(shape)
-    if kind == "CubaLIF":
-        alpha = _np(_decay_of(layer, "alpha"), shape)
-        meta["spikelfp_alpha"] = alpha
-        tau_syn, w_in = _lif_params(alpha, dt, index, "alpha")
-        tau_mem, r = _lif_params(beta, dt, index, "beta")
-        return nir.CubaLIF(
-            tau_syn=tau_syn,
-            tau_mem=tau_mem,
-            r=r,
-            v_leak=zeros.copy(),
-            v_threshold=theta,
-            v_reset=zeros,
-            w_in=w_in,
-            metadata=meta,
-        )
-    if np.all(beta == 1) and kind != "RLIF":
-        return nir.IF(r=np.ones(shape), v_threshold=theta, v_reset=zeros, metadata=meta)
-    tau, r = _lif_params(beta, dt, index, "beta")
-    node = nir.LIF(
-        tau=tau, r=r, v_leak=zeros.copy(), v_threshold=theta, v_reset=zeros, metadata=meta
-    )
-    if kind != "RLIF":
-        return node
-    w_rec = layer.w_rec if integer else layer.recurrent_weight
-    n = shape[0]
-    return nir.NIRGraph(
-        nodes={
-            "input": nir.Input(input_type=np.array([n])),
-            "lif": node,
-            "w_rec": nir.Linear(weight=_weights(w_rec, integer)),
-            "output": nir.Output(output_type=np.array([n])),
-        },
-        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
-        metadata={"spikelfp_kind": "RLIF"},
-    )
-
-
-def _flatten_dims(layer: nn.Flatten, index: int) -> tuple[int, int]:
-    s, e = layer.start_dim, layer.end_dim
-    if s == 0 or e == 0:
-        raise UnsupportedLayerError(
-            f"layer {index}: Flatten(start_dim={s}, end_dim={e}) would merge the batch "
-            "dimension; use start_dim >= 1"
-        )
-    return (s - 1 if s > 0 else s), (e - 1 if e > 0 else e)
+    return converter_for(layer).nir_node(nir, layer, shape, dt, index, integer)
 
 
 EXPORT_CONVENTIONS = ("spikelfp", "nir", "snntorch", "norse", "sinabs")
@@ -336,8 +220,11 @@ def to_nir(
     if qnet is not None:
         net = qnet.model
         input_shape = qnet.input_shape if input_shape is None else input_shape
+        # the quantised layers have the shapes of the float ones they were made from
+        cnet = as_canonical(qnet.canonical or net, input_shape)
     else:
-        net = canonicalize(model)
+        cnet = as_canonical(model, input_shape)
+        net = canonical_model(cnet)
     # a Sequential of QuantizedNeuron (e.g. read back with from_nir) is integer too
     integer = any(isinstance(m, QuantizedNeuron) for m in net)
     problems = _reset_problems(net, "subtract" if convention == "sinabs" else "zero")
@@ -361,7 +248,7 @@ def to_nir(
             "simulators will not reproduce this network's spikes exactly",
             stacklevel=2,
         )
-    shapes = infer_shapes(net, input_shape)
+    shapes = cnet.require_shapes()
     nodes = {"input": nir.Input(input_type=np.array(shapes[0]))}
     edges = []
     prev = "input"
@@ -374,47 +261,11 @@ def to_nir(
                 "bits": int(qnet.bits),
                 "weight_scale": _np(qnet.weight_scales[i]),
             }
-        if isinstance(layer, nn.Linear):
-            w = _weights(layer.weight, integer)
-            if layer.bias is not None or convention == "sinabs":  # sinabs reads Affine only
-                bias = layer.bias if layer.bias is not None else torch.zeros(w.shape[0])
-                node = nir.Affine(weight=w, bias=_weights(bias, integer), metadata=meta)
-            else:
-                node = nir.Linear(weight=w, metadata=meta)
-        elif isinstance(layer, (nn.Conv1d, nn.Conv2d)):
-            w = _weights(layer.weight, integer)
-            bias = (
-                _weights(layer.bias, integer)
-                if layer.bias is not None
-                else np.zeros(w.shape[0], dtype=w.dtype)
-            )
-            one_d = isinstance(layer, nn.Conv1d)
-            cls = nir.Conv1d if one_d else nir.Conv2d
-            node = cls(
-                input_shape=shapes[i][1] if one_d else tuple(shapes[i][1:]),
-                weight=w,
-                stride=layer.stride[0] if one_d else tuple(layer.stride),
-                padding=layer.padding[0] if one_d else tuple(layer.padding),
-                dilation=layer.dilation[0] if one_d else tuple(layer.dilation),
-                groups=layer.groups,
-                bias=bias,
-                metadata=meta,
-            )
-        elif isinstance(layer, (nn.AvgPool2d, SumPool2d)):
-            k = SumPool2d(layer.kernel_size, layer.stride, layer.padding)
-            cls = nir.SumPool2d if isinstance(layer, SumPool2d) else nir.AvgPool2d
-            node = cls(
-                kernel_size=np.array(k.kernel_size),
-                stride=np.array(k.stride),
-                padding=np.array(k.padding),
-            )
-            node.input_type = {"input": np.array(shapes[i])}
-            node.output_type = {"output": np.array(shapes[i + 1])}
-        elif isinstance(layer, nn.Flatten):
-            s, e = _flatten_dims(layer, i)
-            node = nir.Flatten(input_type={"input": np.array(shapes[i])}, start_dim=s, end_dim=e)
-        else:
+        conv = converter_for(layer)
+        if conv.role == "neuron":
             node = _neuron_node(nir, layer, shapes[i + 1], dt, i, convention)
+        else:
+            node = conv.nir_node(nir, layer, shapes, i, integer, meta, convention)
         nodes[name] = node
         edges.append((prev, name))
         prev = name
@@ -584,7 +435,22 @@ def _quantized_from_meta(kind, meta, threshold, w_rec=None) -> QuantizedNeuron:
         reset_delay=bool(int(meta.get("spikelfp_reset_delay", 0))),
         state_bits=None if sb < 0 else sb,
         w_rec=w_rec,
+        **_chip_from_meta(meta),
     )
+
+
+def _chip_from_meta(meta) -> dict:
+    """The chip neuron semantics a file's metadata holds (none: spikelfp's own neuron)."""
+    if "spikelfp_fire_at" not in meta:
+        return {}
+    shift = int(meta.get("spikelfp_current_shift", -1))
+    return {
+        "fire_at": str(meta["spikelfp_fire_at"]),
+        "min_decay": bool(int(meta.get("spikelfp_min_decay", 0))),
+        "current_shift": None if shift < 0 else shift,
+        "max_spikes": int(meta.get("spikelfp_max_spikes", 1)),
+        "input_delay": bool(int(meta.get("spikelfp_input_delay", 0))),
+    }
 
 
 def _reset_of(meta) -> tuple[str, bool]:
@@ -752,89 +618,162 @@ def _reset_for(conv, meta, reset, reset_delay, leaky: bool) -> tuple[str, bool]:
     return r, d
 
 
-def _import_neuron(nir, node, name, conv, dt, dtype, reset, reset_delay, if_per_step, recurrent):
-    meta = _meta(node)
-    integer = bool(int(meta.get("spikelfp_integer", 0))) and conv.name == "spikelfp"
-    leaky = isinstance(node, (nir.LIF, nir.IF)) and not recurrent
-    rst, delay = _reset_for(conv, meta, reset, reset_delay, leaky)
-    # a spikelfp file written for another reader (sinabs, norse): the originals are in metadata
-    trust = conv.name == "spikelfp" and bool(int(meta.get("spikelfp_unit_gain", 0)))
-    if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)) and rst == "zero":
-        _check_zero(node, "v_reset", name, "reset to a non-zero potential")
-    if isinstance(node, (nir.LIF, nir.LI, nir.CubaLIF)):
-        _check_zero(node, "v_leak", name, "a leak towards a non-zero potential")
-    if isinstance(node, (nir.LIF, nir.LI)):
-        if conv.decay == "exp_steps" and not integer:
-            beta = _exp_decay_param(node.tau, dtype)
-        else:
-            beta = _param(
-                _decays(conv, node.tau, dt, name, "beta", meta.get("spikelfp_beta"), trust),
-                dtype,
-                conv,
-            )
-        gain = np.ones(1) if trust else conv.lif_gain(node.tau, node.r, dt)
-        if isinstance(node, nir.LI):
-            mod = _quantized_from_meta("LI", meta, None) if integer else LI(beta=beta)
-            return _Imported(mod, gain)
-        theta = meta["spikelfp_threshold"] if "spikelfp_threshold" in meta else node.v_threshold
-        if integer:
-            kind = meta.get("spikelfp_kind", "LIF")
-            if kind == "RLIF":  # built with its recurrent weights by _make_recurrent
-                return _Imported(None, gain)
-            return _Imported(
-                _quantized_from_meta(kind, meta, _as_param(theta, torch.float64)), gain
-            )
-        if conv.multi_spike and reset is None and not recurrent:
-            return _Imported(MultiSpike(beta, _as_param(theta, dtype)), gain)
-        mod = LIF(beta=beta, threshold=_as_param(theta, dtype), reset=rst, reset_delay=delay)
-        return _Imported(mod, gain)
-    if isinstance(node, (nir.IF, nir.I)):
-        r = np.asarray(node.r, dtype=np.float64)
-        gain = r if (if_per_step or dt is None) else dt * r
-        if isinstance(node, nir.I):
-            mod = _quantized_from_meta("LI", meta, None) if integer else LI(beta=1.0)
-            return _Imported(mod, gain)
-        if integer:
-            return _Imported(
-                _quantized_from_meta("IF", meta, _as_param(node.v_threshold, torch.float64)), gain
-            )
-        theta = _as_param(node.v_threshold, dtype)
-        if conv.multi_spike and reset is None and not recurrent:
-            return _Imported(MultiSpike(torch.ones((), dtype=dtype), theta), gain)
-        mod = IF(threshold=theta, reset=rst, reset_delay=delay)
-        return _Imported(mod, gain)
-    if isinstance(node, nir.CubaLIF):
-        alpha = _decays(conv, node.tau_syn, dt, name, "alpha", meta.get("spikelfp_alpha"))
-        beta = _decays(conv, node.tau_mem, dt, name, "beta", meta.get("spikelfp_beta"))
-        if conv.decay == "exp_steps":
-            alpha_t, beta_t = (
-                _exp_decay_param(node.tau_syn, dtype),
-                _exp_decay_param(node.tau_mem, dtype),
-            )
-        else:
-            alpha_t, beta_t = _param(alpha, dtype, conv), _param(beta, dtype, conv)
-        gain = conv.cuba_gain(node.tau_syn, node.tau_mem, node.r, node.w_in, dt)
-        if integer:
-            return _Imported(
-                _quantized_from_meta("CubaLIF", meta, _as_param(node.v_threshold, torch.float64)),
-                gain,
-            )
-        if conv.multi_spike and reset is None and not recurrent:
-            return _Imported(
-                MultiSpike(beta_t, _as_param(node.v_threshold, dtype), alpha=alpha_t), gain
-            )
-        mod = CubaLIF(
-            alpha=alpha_t,
-            beta=beta_t,
-            threshold=_as_param(node.v_threshold, dtype),
-            reset=rst,
-            reset_delay=delay,
+@dataclasses.dataclass(frozen=True)
+class _Read:
+    """What reading one neuron node needs: the node's name and metadata, the convention and
+    the caller's overrides."""
+
+    name: str
+    meta: dict
+    conv: object
+    dt: float | None
+    dtype: torch.dtype
+    reset: str | None
+    reset_delay: bool | None
+    if_per_step: bool
+    recurrent: bool
+
+    @property
+    def integer(self) -> bool:
+        return bool(int(self.meta.get("spikelfp_integer", 0))) and self.conv.name == "spikelfp"
+
+    @property
+    def trust(self) -> bool:
+        """A spikelfp file written for another reader (sinabs, norse): the originals are in
+        the metadata."""
+        return self.conv.name == "spikelfp" and bool(int(self.meta.get("spikelfp_unit_gain", 0)))
+
+    @property
+    def multi_spike(self) -> bool:
+        return self.conv.multi_spike and self.reset is None and not self.recurrent
+
+    def resets(self, node, leaky: bool) -> tuple[str, bool]:
+        """The reset and its timing; a reset to zero needs ``v_reset = 0``."""
+        rst, delay = _reset_for(
+            self.conv, self.meta, self.reset, self.reset_delay, leaky and not self.recurrent
         )
-        return _Imported(mod, gain)
-    if isinstance(node, nir.Threshold):  # stateless: a LIF without memory
-        mod = LIF(beta=0.0, threshold=_as_param(node.threshold, dtype), reset="zero")
-        return _Imported(mod, np.ones(1))
-    return None
+        if rst == "zero":
+            _check_zero(node, "v_reset", self.name, "reset to a non-zero potential")
+        return rst, delay
+
+    def no_leak_potential(self, node) -> None:
+        _check_zero(node, "v_leak", self.name, "a leak towards a non-zero potential")
+
+
+def _leaky_beta(node, c: _Read):
+    if c.conv.decay == "exp_steps" and not c.integer:
+        beta = _exp_decay_param(node.tau, c.dtype)
+    else:
+        beta = _param(
+            _decays(c.conv, node.tau, c.dt, c.name, "beta", c.meta.get("spikelfp_beta"), c.trust),
+            c.dtype,
+            c.conv,
+        )
+    gain = np.ones(1) if c.trust else c.conv.lif_gain(node.tau, node.r, c.dt)
+    return beta, gain
+
+
+def _read_lif(node, c: _Read) -> _Imported:
+    rst, delay = c.resets(node, leaky=True)
+    c.no_leak_potential(node)
+    beta, gain = _leaky_beta(node, c)
+    meta = c.meta
+    theta = meta["spikelfp_threshold"] if "spikelfp_threshold" in meta else node.v_threshold
+    if c.integer:
+        kind = meta.get("spikelfp_kind", "LIF")
+        if kind == "RLIF":  # built with its recurrent weights by _make_recurrent
+            return _Imported(None, gain)
+        return _Imported(_quantized_from_meta(kind, meta, _as_param(theta, torch.float64)), gain)
+    if c.multi_spike:
+        return _Imported(MultiSpike(beta, _as_param(theta, c.dtype)), gain)
+    mod = LIF(beta=beta, threshold=_as_param(theta, c.dtype), reset=rst, reset_delay=delay)
+    return _Imported(mod, gain)
+
+
+def _read_li(node, c: _Read) -> _Imported:
+    c.no_leak_potential(node)
+    beta, gain = _leaky_beta(node, c)
+    mod = _quantized_from_meta("LI", c.meta, None) if c.integer else LI(beta=beta)
+    return _Imported(mod, gain)
+
+
+def _if_gain(node, c: _Read) -> np.ndarray:
+    r = np.asarray(node.r, dtype=np.float64)
+    return r if (c.if_per_step or c.dt is None) else c.dt * r
+
+
+def _read_if(node, c: _Read) -> _Imported:
+    rst, delay = c.resets(node, leaky=True)
+    gain = _if_gain(node, c)
+    if c.integer:
+        theta = _as_param(node.v_threshold, torch.float64)
+        return _Imported(_quantized_from_meta("IF", c.meta, theta), gain)
+    theta = _as_param(node.v_threshold, c.dtype)
+    if c.multi_spike:
+        return _Imported(MultiSpike(torch.ones((), dtype=c.dtype), theta), gain)
+    return _Imported(IF(threshold=theta, reset=rst, reset_delay=delay), gain)
+
+
+def _read_i(node, c: _Read) -> _Imported:
+    mod = _quantized_from_meta("LI", c.meta, None) if c.integer else LI(beta=1.0)
+    return _Imported(mod, _if_gain(node, c))
+
+
+def _read_cuba(node, c: _Read) -> _Imported:
+    rst, delay = c.resets(node, leaky=False)
+    c.no_leak_potential(node)
+    conv, dt, dtype, meta = c.conv, c.dt, c.dtype, c.meta
+    alpha = _decays(conv, node.tau_syn, dt, c.name, "alpha", meta.get("spikelfp_alpha"))
+    beta = _decays(conv, node.tau_mem, dt, c.name, "beta", meta.get("spikelfp_beta"))
+    if conv.decay == "exp_steps":
+        alpha_t, beta_t = (
+            _exp_decay_param(node.tau_syn, dtype),
+            _exp_decay_param(node.tau_mem, dtype),
+        )
+    else:
+        alpha_t, beta_t = _param(alpha, dtype, conv), _param(beta, dtype, conv)
+    gain = conv.cuba_gain(node.tau_syn, node.tau_mem, node.r, node.w_in, dt)
+    if c.integer:
+        theta = _as_param(node.v_threshold, torch.float64)
+        return _Imported(_quantized_from_meta("CubaLIF", meta, theta), gain)
+    if c.multi_spike:
+        return _Imported(
+            MultiSpike(beta_t, _as_param(node.v_threshold, dtype), alpha=alpha_t), gain
+        )
+    mod = CubaLIF(
+        alpha=alpha_t,
+        beta=beta_t,
+        threshold=_as_param(node.v_threshold, dtype),
+        reset=rst,
+        reset_delay=delay,
+    )
+    return _Imported(mod, gain)
+
+
+def _read_threshold(node, c: _Read) -> _Imported:
+    """Stateless: a LIF without memory."""
+    mod = LIF(beta=0.0, threshold=_as_param(node.threshold, c.dtype), reset="zero")
+    return _Imported(mod, np.ones(1))
+
+
+def _neuron_readers(nir) -> dict:
+    """``{NIR node type: reader}`` of the neuron nodes."""
+    return {
+        nir.LIF: _read_lif,
+        nir.LI: _read_li,
+        nir.IF: _read_if,
+        nir.I: _read_i,
+        nir.CubaLIF: _read_cuba,
+        nir.Threshold: _read_threshold,
+    }
+
+
+def _import_neuron(nir, node, name, conv, dt, dtype, reset, reset_delay, if_per_step, recurrent):
+    read = _neuron_readers(nir).get(type(node))
+    if read is None:
+        return None
+    ctx = _Read(name, _meta(node), conv, dt, dtype, reset, reset_delay, if_per_step, recurrent)
+    return read(node, ctx)
 
 
 def _make_recurrent(imp: _Imported, node, w_node, name: str, dtype, nir):
@@ -883,59 +822,84 @@ def _make_recurrent(imp: _Imported, node, w_node, name: str, dtype, nir):
 # --------------------------------------------------------------------------- from_nir
 
 
+def _build_dense(nir, node, name, dtype):
+    w = torch.from_numpy(np.asarray(node.weight, dtype=np.float64)).to(dtype)
+    if w.dim() != 2:
+        raise NIRImportError(f"node {name!r}: weight must be 2-D, got {tuple(w.shape)}")
+    has_b = type(node) is nir.Affine
+    layer = nn.Linear(w.shape[1], w.shape[0], bias=has_b, dtype=dtype)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+        if has_b:
+            b = np.asarray(node.bias, np.float64).reshape(-1)
+            if b.shape[0] != w.shape[0]:
+                raise NIRImportError(
+                    f"node {name!r}: bias has {b.shape[0]} entries for {w.shape[0]} outputs"
+                )
+            layer.bias.copy_(torch.from_numpy(b))
+    return layer
+
+
+def _build_conv(nir, node, name, dtype):
+    w = torch.from_numpy(np.asarray(node.weight, dtype=np.float64)).to(dtype)
+    if isinstance(node.padding, str):
+        raise NIRImportError(
+            f"node {name!r}: string padding {node.padding!r} is not supported; use numeric padding"
+        )
+    cls = nn.Conv1d if type(node) is nir.Conv1d else nn.Conv2d
+    nd = w.dim() - 2
+    layer = cls(
+        int(w.shape[1]) * int(node.groups),
+        int(w.shape[0]),
+        tuple(w.shape[2:]),
+        _tuple_n(node.stride, nd),
+        _tuple_n(node.padding, nd),
+        _tuple_n(node.dilation, nd),
+        int(node.groups),
+        bias=True,
+        dtype=dtype,
+    )
+    with torch.no_grad():
+        layer.weight.copy_(w)
+        bias = node.bias if node.bias is not None else np.zeros(w.shape[0])
+        layer.bias.copy_(torch.from_numpy(np.asarray(bias, np.float64).reshape(-1)))
+    return layer
+
+
+def _build_pool(cls):
+    def build(nir, node, name, dtype):
+        return cls(_tuple2(node.kernel_size), _tuple2(node.stride), _tuple2(node.padding))
+
+    return build
+
+
+def _build_flatten(nir, node, name, dtype):
+    s, e = int(node.start_dim), int(node.end_dim)
+    return nn.Flatten(s + 1 if s >= 0 else s, e + 1 if e >= 0 else e)
+
+
+def _build_scale(nir, node, name, dtype):
+    return Scale(torch.from_numpy(np.asarray(node.scale, np.float64)).to(dtype))
+
+
+def _layer_builders(nir) -> dict:
+    """``{NIR node type: builder}`` of the stateless layers (synapses, pooling, reshaping)."""
+    return {
+        nir.Affine: _build_dense,
+        nir.Linear: _build_dense,
+        nir.Conv1d: _build_conv,
+        nir.Conv2d: _build_conv,
+        nir.SumPool2d: _build_pool(SumPool2d),
+        nir.AvgPool2d: _build_pool(nn.AvgPool2d),
+        nir.Flatten: _build_flatten,
+        nir.Scale: _build_scale,
+    }
+
+
 def _build_layer(nir, node, name, dtype):
     """The stateless layer for a synapse / pooling / reshaping node, or None."""
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        w = torch.from_numpy(np.asarray(node.weight, dtype=np.float64)).to(dtype)
-        if w.dim() != 2:
-            raise NIRImportError(f"node {name!r}: weight must be 2-D, got {tuple(w.shape)}")
-        has_b = isinstance(node, nir.Affine)
-        layer = nn.Linear(w.shape[1], w.shape[0], bias=has_b, dtype=dtype)
-        with torch.no_grad():
-            layer.weight.copy_(w)
-            if has_b:
-                b = np.asarray(node.bias, np.float64).reshape(-1)
-                if b.shape[0] != w.shape[0]:
-                    raise NIRImportError(
-                        f"node {name!r}: bias has {b.shape[0]} entries for {w.shape[0]} outputs"
-                    )
-                layer.bias.copy_(torch.from_numpy(b))
-        return layer
-    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
-        w = torch.from_numpy(np.asarray(node.weight, dtype=np.float64)).to(dtype)
-        if isinstance(node.padding, str):
-            raise NIRImportError(
-                f"node {name!r}: string padding {node.padding!r} is not supported; use "
-                "numeric padding"
-            )
-        cls = nn.Conv1d if isinstance(node, nir.Conv1d) else nn.Conv2d
-        nd = w.dim() - 2
-        layer = cls(
-            int(w.shape[1]) * int(node.groups),
-            int(w.shape[0]),
-            tuple(w.shape[2:]),
-            _tuple_n(node.stride, nd),
-            _tuple_n(node.padding, nd),
-            _tuple_n(node.dilation, nd),
-            int(node.groups),
-            bias=True,
-            dtype=dtype,
-        )
-        with torch.no_grad():
-            layer.weight.copy_(w)
-            bias = node.bias if node.bias is not None else np.zeros(w.shape[0])
-            layer.bias.copy_(torch.from_numpy(np.asarray(bias, np.float64).reshape(-1)))
-        return layer
-    if isinstance(node, nir.SumPool2d):
-        return SumPool2d(_tuple2(node.kernel_size), _tuple2(node.stride), _tuple2(node.padding))
-    if isinstance(node, nir.AvgPool2d):
-        return nn.AvgPool2d(_tuple2(node.kernel_size), _tuple2(node.stride), _tuple2(node.padding))
-    if isinstance(node, nir.Flatten):
-        s, e = int(node.start_dim), int(node.end_dim)
-        return nn.Flatten(s + 1 if s >= 0 else s, e + 1 if e >= 0 else e)
-    if isinstance(node, nir.Scale):
-        return Scale(torch.from_numpy(np.asarray(node.scale, np.float64)).to(dtype))
-    return None
+    build = _layer_builders(nir).get(type(node))
+    return None if build is None else build(nir, node, name, dtype)
 
 
 _SUPPORTED = (

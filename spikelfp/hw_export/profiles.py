@@ -33,11 +33,18 @@ __all__ = [
     "register_profile",
     "load_profile",
     "PROFILE_SUFFIXES",
+    "FIRE_AT",
 ]
 
 _ALL_NEURONS = ("LIF", "IF", "CubaLIF", "LI", "RLIF")
 _ALL_LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten")
 _RESETS = ("zero", "subtract", "none")
+#: When a neuron fires (:attr:`HardwareProfile.fire_at`).
+FIRE_AT = (">", ">=")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,26 @@ class HardwareProfile:
         max_fan_in, max_fan_out: non-zero synapses into / out of one neuron.
         max_layers: number of neuron layers.
         allow_bias: whether synapse biases exist on the target.
+        fire_at: when a neuron fires: ``">"`` (:math:`V > \\theta`) or ``">="``
+            (:math:`V \\ge \\theta`, Xylo).
+        min_decay: every non-zero state decays by at least 1 (Xylo's ``"shift"`` decay).
+        current_stage: every spiking neuron's input passes through a synaptic current before
+            the membrane, decayed after the input is added (Xylo):
+            :math:`I \\leftarrow \\mathrm{sat}(I + Z)`, :math:`I \\leftarrow I - d(I, k_i)`,
+            :math:`V \\leftarrow \\mathrm{sat}(V - d(V, k_v) + I)`; ``LIF``/``RLIF`` use
+            :math:`k_i` = ``synaptic_shift``, ``CubaLIF`` its own current decay.
+        synaptic_shift: the current's shift :math:`k_i` of ``LIF``/``RLIF`` neurons under
+            ``current_stage`` (1: an input's charge arrives as 1/2, 1/4, ... of itself).
+        max_spikes: spikes a hidden neuron may fire in one step (it subtracts the threshold
+            once per spike; > 1 needs the subtract reset).
+        max_spikes_out: the same for the output (last) neuron layer.
+        output_delay: the output neuron layer reads the previous step's input (Xylo's
+            readout: output step :math:`t` sees the hidden spikes of step :math:`t-1`).
+        input_clip: at most this many input events per channel and step (``None``: no limit).
         description: one line shown in reports.
+
+    The neuron-semantics fields (``fire_at`` to ``input_clip``) default to spikelfp's own
+    integer neuron; :data:`XYLO` sets them to Xylo's.
     """
 
     name: str
@@ -91,6 +117,14 @@ class HardwareProfile:
     max_fan_out: int | None = None
     max_layers: int | None = None
     allow_bias: bool = True
+    fire_at: str = ">"
+    min_decay: bool = False
+    current_stage: bool = False
+    synaptic_shift: int = 1
+    max_spikes: int = 1
+    max_spikes_out: int = 1
+    output_delay: bool = False
+    input_clip: int | None = None
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -119,6 +153,38 @@ class HardwareProfile:
             raise ValueError(f"decay_bits must be in 1..30, got {self.decay_bits}")
         if not 0 <= int(self.max_shift) <= 62:
             raise ValueError(f"max_shift must be in 0..62, got {self.max_shift}")
+        if self.fire_at not in FIRE_AT:
+            raise ValueError(f"fire_at must be one of {FIRE_AT}, got {self.fire_at!r}")
+        for name in ("min_decay", "current_stage", "output_delay"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.min_decay and self.decay != "shift":
+            raise ValueError("min_decay needs decay='shift' (it is Xylo's bit-shift decay)")
+        if not _is_int(self.synaptic_shift) or not 0 <= self.synaptic_shift <= self.max_shift:
+            raise ValueError(
+                f"synaptic_shift must be an integer in 0..max_shift ({self.max_shift}), got "
+                f"{self.synaptic_shift!r}"
+            )
+        for name in ("max_spikes", "max_spikes_out"):
+            n = getattr(self, name)
+            if not _is_int(n) or n < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+            if n > 1 and "subtract" not in self.resets:
+                raise ValueError(f"{name} > 1 needs the subtract reset in resets")
+        if self.input_clip is not None and (not _is_int(self.input_clip) or self.input_clip < 1):
+            raise ValueError(f"input_clip must be an integer >= 1 or None, got {self.input_clip!r}")
+
+    @property
+    def chip_neuron(self) -> bool:
+        """Whether the neuron-semantics fields differ from spikelfp's own integer neuron."""
+        return (
+            self.fire_at != ">"
+            or self.min_decay
+            or self.current_stage
+            or self.max_spikes != 1
+            or self.max_spikes_out != 1
+            or self.output_delay
+        )
 
     @property
     def weight_max(self) -> int:
@@ -152,7 +218,11 @@ LOIHI2 = HardwareProfile(
     "states, 12-bit decays, one threshold/decay per layer, reset to zero",
 )
 
-#: SynSense Xylo (dense 8-bit weights, bit-shift decays, 16 inputs, 8 outputs).
+#: SynSense Xylo (dense 8-bit weights, bit-shift decays, 16 inputs, 8 outputs), with Xylo's
+#: own neuron (see :mod:`spikelfp.hw_export.vendor_xylo`): fires at :math:`V \ge \theta`,
+#: every state decays by at least 1, inputs pass through a synaptic current, hidden neurons
+#: fire up to 31 spikes per step, outputs read the previous step, inputs clipped to 15.
+#: Xylo adds biases to the membrane, not to the current: no synapse bias.
 XYLO = HardwareProfile(
     "xylo",
     weight_bits=8,
@@ -167,8 +237,18 @@ XYLO = HardwareProfile(
     max_inputs=16,
     max_hidden=1000,
     max_outputs=8,
+    allow_bias=False,
+    fire_at=">=",
+    min_decay=True,
+    current_stage=True,
+    synaptic_shift=1,
+    max_spikes=31,
+    max_spikes_out=1,
+    output_delay=True,
+    input_clip=15,
     description="SynSense Xylo: dense 8-bit weights, 16-bit states, bit-shift decays (<= 15), "
-    "<= 16 inputs, <= 1000 hidden, <= 8 spiking outputs, subtract reset",
+    "<= 16 inputs, <= 1000 hidden, <= 8 spiking outputs, subtract reset, Xylo's neuron "
+    "(synaptic current, up to 31 spikes per step, one-step readout delay)",
 )
 
 #: SynSense Speck / DYNAP-CNN (convolutional integrate-and-fire layers, sum pooling).

@@ -31,13 +31,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..neurons import RLIF
 from ..neurons.base import NeuronModule
 from ..sequential import apply_over_time
-from ._layers import SYNAPSE_TYPES, check_finite, infer_shapes, is_spiking, kind_of
+from ._layers import (
+    CanonicalNet,
+    as_canonical,
+    as_module,
+    check_finite,
+    converter_for,
+    infer_shapes,
+    is_spiking,
+    synapse_weights,
+)
 
 __all__ = [
     "prunable_parameters",
@@ -63,12 +70,10 @@ def prunable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     ['0.weight', '1.recurrent_weight']
     """
     out = {}
-    for name, module in model.named_modules():
+    for name, module in as_module(model).named_modules():
         prefix = f"{name}." if name else ""
-        if isinstance(module, SYNAPSE_TYPES):
-            out[prefix + "weight"] = module.weight
-        elif isinstance(module, RLIF):
-            out[prefix + "recurrent_weight"] = module.recurrent_weight
+        for attr, weight in synapse_weights(module):
+            out[prefix + attr] = weight
     return out
 
 
@@ -144,7 +149,7 @@ def apply_masks_(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modu
 
     Use it after every optimiser step when fine-tuning a pruned network.
     """
-    params = dict(model.named_parameters())
+    params = dict(as_module(model).named_parameters())
     missing = sorted(set(masks) - set(params))
     if missing:
         raise KeyError(f"masks for unknown parameters {missing}")
@@ -165,7 +170,10 @@ def prune_by_scores(
     scores: Mapping[str, torch.Tensor] | None = None,
     scope: str = "global",
 ) -> nn.Module:
-    """A pruned copy of ``model`` (see :func:`prune_masks`); ``model`` is not modified."""
+    """A pruned copy of ``model`` (see :func:`prune_masks`); ``model`` is not modified (a
+    :class:`CanonicalNet` gives a :class:`CanonicalNet`)."""
+    if isinstance(model, CanonicalNet):
+        return model.with_model(prune_by_scores(model.model, sparsity, scores, scope))
     check_finite(model)
     masks = prune_masks(model, sparsity, scores, scope)
     return apply_masks_(copy.deepcopy(model), masks)
@@ -329,20 +337,6 @@ class SparsityReport:
         return "\n".join(lines)
 
 
-def _connectivity(layer: nn.Module, mask: torch.Tensor, shape_in) -> tuple:
-    """Fan-in per output neuron and fan-out per input neuron of a 0/1 weight mask."""
-    x = torch.ones((1, *shape_in), dtype=torch.float64, requires_grad=True)
-    with torch.enable_grad():
-        if isinstance(layer, nn.Linear):
-            y = F.linear(x, mask)
-        elif isinstance(layer, nn.Conv1d):
-            y = F.conv1d(x, mask, None, layer.stride, layer.padding, layer.dilation, layer.groups)
-        else:
-            y = F.conv2d(x, mask, None, layer.stride, layer.padding, layer.dilation, layer.groups)
-        y.sum().backward()
-    return y.detach().reshape(-1), x.grad.detach().reshape(-1)
-
-
 def _row(name, kind, w, fan_in, fan_out) -> LayerSparsity:
     nnz = int((w != 0).sum())
     if fan_in is None:
@@ -374,26 +368,32 @@ def sparsity_report(
     outgoing one. Convolutions need ``input_shape`` (unless inferable) for these counts.
     With ``data`` (a time-first input batch) the report also counts neurons that never spiked.
     """
+    if isinstance(model, CanonicalNet):  # its shapes are known already
+        shapes = as_canonical(model, input_shape).shapes
+        model = model.model
+    else:
+        try:
+            shapes = infer_shapes(model, input_shape)
+        except ValueError:
+            shapes = None
     layers = list(model)
-    try:
-        shapes = infer_shapes(model, input_shape)
-    except ValueError:
-        shapes = None
     rows = []
     for i, layer in enumerate(layers):
-        if isinstance(layer, SYNAPSE_TYPES):
+        conv = converter_for(layer)
+        if conv.role == "synapse":
             w = layer.weight.detach()
             mask = (w != 0).to(torch.float64)
             fi = fo = None
-            if shapes is not None:
-                fi, fo = _connectivity(layer, mask, shapes[i])
-            elif isinstance(layer, nn.Linear):
-                fi, fo = _connectivity(layer, mask, (layer.in_features,))
-            rows.append(_row(str(i), kind_of(layer), w, fi, fo))
-        elif isinstance(layer, RLIF):
-            w = layer.recurrent_weight.detach()
+            shape_in = shapes[i] if shapes is not None else None
+            if shape_in is None and conv.input_shape is not None:  # a Linear fixes its own
+                shape_in = conv.input_shape(layer)
+            if shape_in is not None:
+                fi, fo = conv.connectivity(layer, mask, shape_in)
+            rows.append(_row(str(i), conv.name, w, fi, fo))
+        elif conv.recurrent_weight is not None and synapse_weights(layer):
+            w = conv.recurrent_weight(layer)
             mask = (w != 0).to(torch.float64)
-            rows.append(_row(f"{i}.recurrent", "RLIF", w, mask.sum(1), mask.sum(0)))
+            rows.append(_row(f"{i}.recurrent", conv.name, w, mask.sum(1), mask.sum(0)))
     silent = {}
     if data is not None:
         x = data

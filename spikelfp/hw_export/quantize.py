@@ -55,23 +55,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..neurons import LI, RLIF, CubaLIF
-from ..neurons.base import NeuronModule, check_time_first
-from ..neurons.cuba import CubaLIFParameters, CubaLIFState, cuba_update
-from ..neurons.li import LIParameters, LIState, li_update
-from ..neurons.lif import RESETS, LIFParameters, LIFState, lif_update
-from ..neurons.rlif import RLIFState, rlif_update
 from ..sequential import Sequential
-from ._decay import DECAY_MODES, ROUNDINGS, decay_torch, quantize_decay
+from ._decay import quantize_decay
 from ._layers import (
-    NEURON_TYPES,
-    SYNAPSE_TYPES,
-    SumPool2d,
-    canonicalize,
-    infer_shapes,
+    CanonicalNet,
+    as_canonical,
+    canonical_model,
+    converter_for,
     kind_of,
 )
+from ._qneuron import QuantizedNeuron
+from .kinds import Converter
 from .profiles import HardwareProfile, get_profile
+from .simulator import simulate as _simulate
 
 __all__ = [
     "QuantizedNeuron",
@@ -81,140 +77,7 @@ __all__ = [
     "quantize",
 ]
 
-_KINDS = ("LIF", "IF", "CubaLIF", "LI", "RLIF")
 F64 = torch.float64
-
-
-class QuantizedNeuron(NeuronModule):
-    r"""An integer neuron layer, in float64 tensors holding integers (see :mod:`._decay`).
-
-    Per step, with integer input :math:`Z_t`, saturation :math:`\mathrm{sat}` to the state
-    range and the integer decay :math:`D` (``D_v`` membrane, ``D_i`` current)::
-
-        LI:       V_t = sat(D_v(V_{t-1}) + Z_t)                     output V_t
-        CubaLIF:  I_t = sat(D_i(I_{t-1}) + Z_t), then LIF with input I_t
-        RLIF:     LIF with input Z_t + W_rec S_{t-1}
-        LIF/IF:   V_t = sat(D_v(U_{t-1}) + Z_t);  S_t = [V_t > θ];
-                  U_t = 0 if S_t (zero) | sat(V_t - θ S_t) (subtract) | V_t (none)
-
-    With ``reset_delay=True`` the reset uses :math:`R_t = [U_{t-1} > θ]` and
-    :math:`S_t = [U_t > θ]`, as :class:`spikelfp.LIF` does.
-
-    With a bit-shift decay ``k = 1`` (``v -= v >> 1``) and threshold 10, a constant input 6
-    gives membranes 6, 9, 11 → spike:
-
-    >>> n = QuantizedNeuron("LIF", threshold=torch.tensor(10.0), decay_mode="shift",
-    ...                     v_decay=torch.tensor(1.0), state_bits=16)
-    >>> s, st = n(torch.full((3, 1, 1), 6.0))
-    >>> s.flatten().tolist(), st.v.flatten().tolist()
-    ([0.0, 0.0, 1.0], [0.0])
-    """
-
-    def __init__(
-        self,
-        kind: str,
-        threshold: torch.Tensor | float | None = None,
-        decay_mode: str = "mult",
-        v_decay: torch.Tensor | float = 0.0,
-        i_decay: torch.Tensor | float | None = None,
-        decay_bits: int = 12,
-        rounding: str = "floor",
-        reset: str = "zero",
-        reset_delay: bool = False,
-        state_bits: int | None = None,
-        w_rec: torch.Tensor | None = None,
-    ):
-        super().__init__()
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-        if decay_mode not in DECAY_MODES:
-            raise ValueError(f"decay_mode must be one of {DECAY_MODES}, got {decay_mode!r}")
-        if rounding not in ROUNDINGS:
-            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
-        if reset not in RESETS:
-            raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
-        if kind == "CubaLIF" and i_decay is None:
-            raise ValueError("a CubaLIF needs i_decay (the synaptic current's decay)")
-        if kind == "RLIF" and w_rec is None:
-            raise ValueError("an RLIF needs w_rec (integer recurrent weights)")
-        if kind != "LI" and threshold is None:
-            raise ValueError(f"a spiking {kind} needs an integer threshold")
-        self.kind = kind
-        self.decay_mode = decay_mode
-        self.decay_bits = int(decay_bits)
-        self.rounding = rounding
-        self.reset = reset
-        self.reset_delay = bool(reset_delay)
-        self.state_bits = None if state_bits is None else int(state_bits)
-        th = torch.as_tensor(0.0 if threshold is None else threshold, dtype=F64).clone()
-        self.register_buffer("threshold", th)
-        self.register_buffer("v_decay", torch.as_tensor(v_decay, dtype=F64).clone())
-        self.register_buffer(
-            "i_decay", None if i_decay is None else torch.as_tensor(i_decay, dtype=F64).clone()
-        )
-        self.register_buffer("w_rec", None if w_rec is None else w_rec.to(F64).clone())
-        for name in ("threshold", "v_decay", "i_decay", "w_rec"):
-            t = getattr(self, name)
-            if t is not None and not bool((t == t.round()).all()):
-                raise ValueError(f"QuantizedNeuron.{name} must hold integers")
-
-    def _sat(self, v: torch.Tensor) -> torch.Tensor:
-        if self.state_bits is None:
-            return v
-        hi = 2.0 ** (self.state_bits - 1)
-        return v.clamp(-hi, hi - 1)
-
-    def _decay(self, v: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-        return decay_torch(v, self.decay_mode, param, self.decay_bits, self.rounding)
-
-    def _lif_parameters(self) -> LIFParameters:
-        return LIFParameters(self.v_decay, self.threshold, self.reset, self.reset_delay)
-
-    def initial_state(self, x: torch.Tensor):
-        zeros = torch.zeros(x.shape[1:], dtype=F64, device=x.device)
-        if self.kind == "CubaLIF":
-            return CubaLIFState(zeros, zeros.clone())
-        if self.kind == "RLIF":
-            return RLIFState(zeros, zeros.clone())
-        if self.kind == "LI":
-            return LIState(zeros)
-        return LIFState(zeros)
-
-    def forward(self, x: torch.Tensor, state=None):
-        check_time_first(x, f"Quantized{self.kind}")
-        x = x.to(F64)
-        if state is None:
-            state = self.initial_state(x)
-        # the neuron kernels of spikelfp.neurons with the integer decay and saturation hooks:
-        # the same recursion as the float modules and the LFP rules (the numpy simulator in
-        # simulator.py stays the independent check)
-        hooks = {"decay": self._decay, "saturate": self._sat}
-        p = self._lif_parameters()
-        out = []
-        for z in x.unbind(0):
-            if self.kind == "LI":
-                v = li_update(z, state.v, LIParameters(self.v_decay), **hooks)
-                state = LIState(v)
-                out.append(v)
-                continue
-            if self.kind == "CubaLIF":
-                cp = CubaLIFParameters(
-                    self.i_decay, self.v_decay, self.threshold, p.reset, p.reset_delay
-                )
-                s, state, _ = cuba_update(z, state, cp, **hooks)
-            elif self.kind == "RLIF":
-                s, state, _ = rlif_update(z, state, p, self.w_rec, **hooks)
-            else:
-                s, v, _ = lif_update(z, state.v, p, **hooks)
-                state = LIFState(v)
-            out.append(s)
-        return torch.stack(out), state
-
-    def extra_repr(self) -> str:
-        return (
-            f"kind={self.kind!r}, decay={self.decay_mode!r}, reset={self.reset!r}, "
-            f"reset_delay={self.reset_delay}, state_bits={self.state_bits}"
-        )
 
 
 @dataclass
@@ -308,6 +171,8 @@ class QuantizedNetwork:
         weight_scales: ``{layer index: per-output-channel scale}`` (float = scale · integer).
         output_scale: float value of one unit of the output (1 for spikes).
         float_model: the canonical float model that was quantised.
+        canonical: its :class:`CanonicalNet` (origins, kinds, shapes), when built by
+            :func:`quantize`.
     """
 
     model: Sequential
@@ -319,27 +184,33 @@ class QuantizedNetwork:
     weight_scales: dict[int, torch.Tensor]
     output_scale: torch.Tensor
     float_model: Sequential
+    canonical: CanonicalNet | None = field(default=None, repr=False)
 
     def __call__(self, x: torch.Tensor, state=None):
-        """Run the quantised torch model on integer input ``x`` (cast to float64)."""
-        return self.model(x.to(F64), state)
+        """Run the quantised torch model on integer input ``x`` (cast to float64; clipped to
+        the profile's ``input_clip`` where it has one)."""
+        return self.model(self.clip_input(x.to(F64)), state)
+
+    def clip_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with at most the profile's ``input_clip`` events per channel and step (Xylo:
+        15), as the chip takes it; unchanged when the profile has no such limit."""
+        clip = self.profile.input_clip
+        return x if clip is None else x.clamp(max=float(clip))
 
     def simulate(self, x, **kwargs):
         """Run the numpy integer simulator (:func:`spikelfp.hw_export.simulate`)."""
-        from .simulator import simulate
-
-        return simulate(self, x, **kwargs)
+        return _simulate(self, x, **kwargs)
 
 
 def _channel_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
     return t.reshape(-1, *([1] * (ndim - 1)))
 
 
-def _next_neuron(layers: list[nn.Module], i: int) -> int | None:
+def _next_neuron(convs: list[Converter], i: int) -> int | None:
     j = i + 1
-    while j < len(layers) and isinstance(layers[j], (nn.AvgPool2d, SumPool2d)):
+    while j < len(convs) and convs[j].role == "pool":
         j += 1
-    if j < len(layers) and isinstance(layers[j], NEURON_TYPES):
+    if j < len(convs) and convs[j].role == "neuron":
         return j
     return None
 
@@ -351,20 +222,13 @@ def _per_channel(t: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor,
     return (full[:, 0] if uniform else full.mean(1)), uniform
 
 
-def _input_scale_for(layer: nn.Module, scale: torch.Tensor, shape: tuple[int, ...]):
-    """The input scale as a factor on the weight (per input column / channel)."""
+def _input_scale_for(layer, conv: Converter, scale: torch.Tensor, shape: tuple[int, ...]):
+    """The input scale as a factor on the weight (per input column / channel: the kind's
+    ``column_scale``)."""
     full = scale.expand(shape)
     if bool((full == full.reshape(-1)[0]).all()):
         return full.reshape(-1)[0]
-    if isinstance(layer, nn.Linear):
-        return full.reshape(1, -1)
-    per_c = full.reshape(shape[0], -1)
-    if layer.groups == 1 and bool((per_c == per_c[:, :1]).all()):
-        return per_c[:, 0].reshape(1, -1, *([1] * (layer.weight.dim() - 2)))
-    raise ValueError(
-        f"{type(layer).__name__} receives an input whose integer scale varies within a channel "
-        "(or across groups); put a spiking neuron layer in front of it"
-    )
+    return conv.column_scale(layer, full, shape)
 
 
 #: Candidate refinements of the no-clipping scale: threshold integer n -> n·f (finer scale,
@@ -385,7 +249,7 @@ def _choose_scale(w_eff, rec, nxt, nxt_shape, qmax, shared, index, method="mse")
         rows = torch.cat([rows, rec], 1)
     m = rows.abs().amax(1)
     mse = method == "mse"
-    if nxt is None or isinstance(nxt, LI):
+    if nxt is None:  # no spiking neuron next (none, or an LI readout)
         top = float(m.max()) if m.numel() else 0.0
         if top == 0:
             return torch.ones(c, dtype=F64), None
@@ -444,35 +308,6 @@ def _choose_scale(w_eff, rec, nxt, nxt_shape, qmax, shared, index, method="mse")
     return best, note
 
 
-def _new_synapse(layer: nn.Module, wq: torch.Tensor, bq: torch.Tensor | None) -> nn.Module:
-    if isinstance(layer, nn.Linear):
-        new = nn.Linear(layer.in_features, layer.out_features, bias=bq is not None, dtype=F64)
-    else:
-        new = type(layer)(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
-            layer.groups,
-            bias=bq is not None,
-            dtype=F64,
-        )
-    with torch.no_grad():
-        new.weight.copy_(wq)
-        if bq is not None:
-            new.bias.copy_(bq)
-    new.requires_grad_(False)
-    return new
-
-
-def _betas(layer: nn.Module) -> dict[str, torch.Tensor]:
-    if isinstance(layer, CubaLIF):
-        return {"i": layer.alpha.detach(), "v": layer.beta.detach()}
-    return {"v": layer.beta.detach()}
-
-
 def quantize(
     model: nn.Module,
     bits: int = 8,
@@ -486,7 +321,7 @@ def quantize(
     """Quantise ``model`` (a :class:`spikelfp.Sequential`) to ``bits``-bit integer weights.
 
     Args:
-        model: the trained float network (not modified).
+        model: the trained float network (not modified), or its :class:`CanonicalNet`.
         bits: weight width (>= 2; 8 default, 4 and 2 work too).
         profile: target profile (name or :class:`HardwareProfile`): decay representation,
             state width, shared thresholds.
@@ -515,12 +350,12 @@ def quantize(
     if not (np.isfinite(input_scale) and input_scale > 0):
         raise ValueError(f"input_scale must be a positive number, got {input_scale}")
     shared = prof.shared_threshold if granularity is None else granularity == "layer"
-    if isinstance(model, QuantizedNetwork) or any(
-        isinstance(m, QuantizedNeuron) for m in model.modules()
-    ):
+    modules = model.model.modules() if isinstance(model, CanonicalNet) else model.modules()
+    if isinstance(model, QuantizedNetwork) or any(isinstance(m, QuantizedNeuron) for m in modules):
         raise ValueError("the network is already quantised; quantise the float model instead")
-    canon = canonicalize(model)
-    shapes = infer_shapes(canon, input_shape)
+    cnet = as_canonical(model, input_shape)
+    canon = canonical_model(cnet)
+    shapes = cnet.require_shapes()
     qmax = 2 ** (bits - 1) - 1
     layers = list(canon)
     scale = torch.tensor(float(input_scale), dtype=F64)
@@ -528,66 +363,34 @@ def quantize(
     rows: list[LayerQuantization] = []
     weight_scales: dict[int, torch.Tensor] = {}
     pending_rec: dict[int, torch.Tensor] = {}
-    for i, layer in enumerate(layers):
+    convs = [converter_for(layer) for layer in layers]
+    for i, (layer, conv) in enumerate(zip(layers, convs, strict=True)):
         shape_in, shape_out = shapes[i], shapes[i + 1]
-        row = LayerQuantization(index=i, kind=kind_of(layer))
-        if isinstance(layer, SYNAPSE_TYPES):
-            w = layer.weight.detach().to(F64)
-            w_eff = w * _input_scale_for(layer, scale, shape_in)
-            j = _next_neuron(layers, i)
-            nxt = layers[j] if j is not None else None
-            rec = nxt.recurrent_weight.detach().to(F64) if isinstance(nxt, RLIF) else None
-            s, note = _choose_scale(
-                w_eff,
-                rec,
-                nxt,
-                shapes[j + 1] if j is not None else None,
-                qmax,
-                shared,
-                i,
-                scale_method,
+        row = LayerQuantization(index=i, kind=conv.name)
+        if conv.role == "synapse":
+            j = _next_neuron(convs, i)
+            s, new = _quantize_synapse(
+                i, layers, convs, j, scale, shapes, qmax, shared, scale_method, row
             )
-            sv = _channel_view(s, w.dim())
-            raw = torch.round(w_eff / sv)
-            wq = raw.clamp(-qmax, qmax)
-            row.clipped = int((raw.abs() > qmax).sum())
-            row.max_weight_error = float((w_eff - sv * wq).abs().max())
-            top = float(w_eff.abs().max())
-            row.max_relative_error = row.max_weight_error / top if top > 0 else 0.0
-            bq = None
-            if layer.bias is not None:
-                b = layer.bias.detach().to(F64)
-                bq = torch.round(b / s)
-                row.max_bias_error = float((b - s * bq).abs().max())
-            row.scale_min, row.scale_max = float(s.min()), float(s.max())
-            if note:
-                row.notes.append(note)
-            if rec is not None:
+            if j is not None and convs[j].recurrent_weight is not None:
                 pending_rec[j] = s
             weight_scales[i] = s
-            new_layers.append(_new_synapse(layer, wq, bq))
+            new_layers.append(new)
             scale = _channel_view(s, len(shape_out))
-        elif isinstance(layer, (nn.AvgPool2d, SumPool2d)):
-            if isinstance(layer, nn.AvgPool2d):
-                k = SumPool2d(layer.kernel_size, layer.stride, layer.padding)
-                scale = scale / (k.kernel_size[0] * k.kernel_size[1])
-                row.notes.append(
-                    "average pooling exported as sum pooling; 1/k² folded into "
-                    "the scale of what follows"
-                )
-            else:
-                k = SumPool2d(layer.kernel_size, layer.stride, layer.padding)
-            row.kind = "SumPool2d"
-            new_layers.append(k)
-        elif isinstance(layer, nn.Flatten):
-            full = scale.expand(shape_in).unsqueeze(0)
-            scale = layer(full)[0] if scale.dim() else scale
-            new_layers.append(nn.Flatten(layer.start_dim, layer.end_dim))
-        elif isinstance(layer, NEURON_TYPES):
+        elif conv.role in ("pool", "reshape"):
+            new, scale, note = conv.quantize(layer, scale, shape_in)
+            row.kind = kind_of(new)
+            if note:
+                row.notes.append(note)
+            new_layers.append(new)
+        elif conv.role == "neuron":
+            last = not any(c.role == "neuron" for c in convs[i + 1 :])
             new_layers.append(
-                _quantize_neuron(layer, scale, shape_in, prof, qmax, row, pending_rec.get(i))
+                _quantize_neuron(
+                    layer, conv, scale, shape_in, prof, qmax, row, pending_rec.get(i), last
+                )
             )
-            if not isinstance(layer, LI):
+            if conv.spiking:
                 scale = torch.tensor(1.0, dtype=F64)
         else:  # pragma: no cover - canonicalize refused it already
             raise TypeError(f"unsupported layer {type(layer).__name__}")
@@ -604,17 +407,77 @@ def quantize(
         weight_scales=weight_scales,
         output_scale=scale.expand(shapes[-1]).clone(),
         float_model=canon,
+        canonical=cnet,
     )
 
 
-def _quantize_neuron(layer, scale, shape, prof, qmax, row, rec_scale) -> QuantizedNeuron:
+def _quantize_synapse(i, layers, convs, j, scale, shapes, qmax, shared, method, row):
+    """``(per-output-channel scale, integer synapse)`` of synapse ``i`` feeding neuron ``j``."""
+    layer, conv = layers[i], convs[i]
+    w = layer.weight.detach().to(F64)
+    w_eff = w * _input_scale_for(layer, conv, scale, shapes[i])
+    nxt = layers[j] if j is not None else None
+    rec = None
+    if nxt is not None and convs[j].recurrent_weight is not None:
+        rec = convs[j].recurrent_weight(nxt).to(F64)
+    s, note = _choose_scale(
+        w_eff,
+        rec,
+        nxt if nxt is not None and convs[j].spiking else None,
+        shapes[j + 1] if j is not None else None,
+        qmax,
+        shared,
+        i,
+        method,
+    )
+    sv = _channel_view(s, w.dim())
+    raw = torch.round(w_eff / sv)
+    wq = raw.clamp(-qmax, qmax)
+    row.clipped = int((raw.abs() > qmax).sum())
+    row.max_weight_error = float((w_eff - sv * wq).abs().max())
+    top = float(w_eff.abs().max())
+    row.max_relative_error = row.max_weight_error / top if top > 0 else 0.0
+    bq = None
+    if layer.bias is not None:
+        b = layer.bias.detach().to(F64)
+        bq = torch.round(b / s)
+        row.max_bias_error = float((b - s * bq).abs().max())
+    row.scale_min, row.scale_max = float(s.min()), float(s.max())
+    if note:
+        row.notes.append(note)
+    return s, conv.rebuild(layer, wq, bq)
+
+
+#: The integer decay parameter each float decay becomes.
+_DECAY_PARAMS = {"alpha": "i", "beta": "v"}
+
+
+def _chip_semantics(prof: HardwareProfile, params: dict, last: bool) -> dict:
+    """The :class:`QuantizedNeuron` keywords of the profile's neuron semantics (none for
+    spikelfp's own neuron, so other profiles' networks stay as they were; none for a neuron
+    the chip cannot run anyway, e.g. with a zero reset: the constraint check reports it)."""
+    if not prof.chip_neuron or prof.decay != "shift":
+        return {}
+    if params.get("reset") != "subtract" or params.get("reset_delay"):
+        return {}
+    return {
+        "fire_at": prof.fire_at,
+        "min_decay": prof.min_decay,
+        "current_shift": prof.synaptic_shift if prof.current_stage else None,
+        "max_spikes": prof.max_spikes_out if last else prof.max_spikes,
+        "input_delay": prof.output_delay and last,
+    }
+
+
+def _quantize_neuron(
+    layer, conv, scale, shape, prof, qmax, row, rec_scale, last=False
+) -> QuantizedNeuron:
     decays, texts, errs = {}, [], []
-    for key, beta in _betas(layer).items():
+    for name, beta in conv.decays(layer).items():
         b = beta.to(F64).numpy()
         param, bq = quantize_decay(b, prof.decay, prof.decay_bits, prof.max_shift)
-        decays[key] = torch.as_tensor(np.asarray(param, dtype=np.float64))
+        decays[_DECAY_PARAMS[name]] = torch.as_tensor(np.asarray(param, dtype=np.float64))
         errs.append(float(np.abs(bq - b).max()))
-        name = {"i": "alpha", "v": "beta"}[key]
         uniq = np.unique(bq)
         pdesc = {"shift": "k", "mult": "d", "none": ""}[prof.decay]
         if uniq.size == 1:
@@ -626,7 +489,6 @@ def _quantize_neuron(layer, scale, shape, prof, qmax, row, rec_scale) -> Quantiz
             texts.append(f"{name} per-neuron ({prof.decay})")
     row.decay = ", ".join(texts)
     row.max_decay_error = max(errs)
-    kind = kind_of(layer)
     common = dict(
         decay_mode=prof.decay,
         v_decay=decays["v"],
@@ -635,10 +497,10 @@ def _quantize_neuron(layer, scale, shape, prof, qmax, row, rec_scale) -> Quantiz
         rounding=prof.decay_rounding,
         state_bits=prof.state_bits,
     )
-    if isinstance(layer, LI):
+    if not conv.spiking:
         row.scale_min = float(scale.min())
         row.scale_max = float(scale.max())
-        return QuantizedNeuron("LI", None, **common)
+        return QuantizedNeuron(**conv.integer_params(layer, None, None), **common)
     full_scale = scale.expand(shape)
     theta = layer.threshold.detach().to(F64).expand(shape)
     tq = torch.round(theta / full_scale)
@@ -652,8 +514,8 @@ def _quantize_neuron(layer, scale, shape, prof, qmax, row, rec_scale) -> Quantiz
     if bool((tq == tq.reshape(-1)[0]).all()):
         tq = tq.reshape(-1)[0].clone()
     w_rec = None
-    if isinstance(layer, RLIF):
-        rec = layer.recurrent_weight.detach().to(F64)
+    if conv.recurrent_weight is not None:
+        rec = conv.recurrent_weight(layer).to(F64)
         s = rec_scale if rec_scale is not None else full_scale.reshape(-1)
         raw = torch.round(rec / s.reshape(-1, 1))
         w_rec = raw.clamp(-qmax, qmax)
@@ -661,6 +523,5 @@ def _quantize_neuron(layer, scale, shape, prof, qmax, row, rec_scale) -> Quantiz
         row.max_weight_error = float((rec - s.reshape(-1, 1) * w_rec).abs().max())
         top = float(rec.abs().max())
         row.max_relative_error = row.max_weight_error / top if top > 0 else 0.0
-    return QuantizedNeuron(
-        kind, tq, reset=layer.reset, reset_delay=layer.reset_delay, w_rec=w_rec, **common
-    )
+    params = conv.integer_params(layer, tq, w_rec)
+    return QuantizedNeuron(**params, **common, **_chip_semantics(prof, params, last))

@@ -52,6 +52,7 @@ from torch import nn
 
 from ..lfp import default_composite
 from ..lfp.neuron_rules import membrane_backward, recurrent_backward
+from ..lfp.rules import nonnegative
 from ..neurons import IF, LIF, RLIF
 from ..neurons.base import check_time_first
 from ..neurons.lif import LIFState, lif_update
@@ -59,8 +60,9 @@ from ..neurons.rlif import RLIFState, rlif_update
 from ..sequential import Sequential
 from ._decay import quantize_decay
 from ._layers import SYNAPSE_TYPES, SumPool2d
+from ._qneuron import ChipState
 from .checks import check_model
-from .profiles import HardwareProfile, get_profile
+from .profiles import PROFILES, HardwareProfile, get_profile
 from .quantize import QuantizedNetwork, QuantizedNeuron, quantize
 
 __all__ = [
@@ -128,6 +130,12 @@ def target_of(spec) -> HardwareProfile | None:
     if d is None:
         return None
     d = dict(d)
+    known = {f.name for f in dataclasses.fields(HardwareProfile)}
+    builtin = PROFILES.get(str(d.get("name", "")).lower())
+    if builtin is not None:
+        # a spec saved before a field existed: the built-in profile's value of that field
+        d = {**dataclasses.asdict(builtin), **d}
+    d = {k: v for k, v in d.items() if k in known}
     for k in ("weight_exponent_range", "resets", "neuron_types", "layer_types"):
         if isinstance(d.get(k), list):
             d[k] = tuple(d[k])
@@ -191,15 +199,28 @@ class _IntegerLIF(torch.autograd.Function):
         zd = z.detach().to(F64)
         v = v0.to(F64)
         th = qn.threshold
-        p = qn._lif_parameters()
         u_prev, dens, outs = [], [], []
-        for z_t in zd.unbind(0):
-            # the LIF kernel of spikelfp.neurons with the integer neuron's hooks
-            s, new, v_pre = lif_update(z_t, v, p, decay=qn._decay, saturate=qn._sat)
-            u_prev.append(v)
-            dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
-            outs.append(s)
-            v = new
+        ctx.delay = qn.chip and qn.input_delay
+        if qn.chip:
+            # the chip's neuron (QuantizedNeuron.chip_step: Xylo's current stage, multi-spike
+            # steps, readout delay); the membrane's feedback goes to the same step's input
+            zd = qn.delayed(zd)
+            state = ChipState(torch.zeros_like(v), v, torch.zeros_like(v))
+            for z_t in zd.unbind(0):
+                s, state, v_pre, u = qn.chip_step(z_t, state)
+                u_prev.append(u)
+                dens.append((u.abs() + (v_pre - u).abs()).add_(epsilon))
+                outs.append(s)
+            v = state.v
+        else:
+            p = qn._lif_parameters()
+            for z_t in zd.unbind(0):
+                # the LIF kernel of spikelfp.neurons with the integer neuron's hooks
+                s, new, v_pre = lif_update(z_t, v, p, decay=qn._decay, saturate=qn._sat)
+                u_prev.append(v)
+                dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
+                outs.append(s)
+                v = new
         u_prev_t = torch.stack(u_prev)
         inv_d = torch.stack(dens).reciprocal_()
         ctx.save_for_backward(zd, u_prev_t, inv_d, beta, threshold)
@@ -213,7 +234,7 @@ class _IntegerLIF(torch.autograd.Function):
         q = torch.zeros_like(z[0]) if g_last is None else g_last.to(F64).expand_as(z[0])
         n, q0 = membrane_backward(r.to(F64), q, u_prev, inv_d, b)
         need = ctx.needs_input_grad
-        rho = (n * z).to(r.dtype) if need[0] else None
+        rho = _undelay(n * z, ctx.delay).to(r.dtype) if need[0] else None
         g_beta = g_theta = None
         if need[2]:
             g_beta = -(b.abs() * _sum_to(u_prev * n, beta.shape)).to(beta.dtype)
@@ -221,6 +242,13 @@ class _IntegerLIF(torch.autograd.Function):
             th = ctx.th_int.abs().expand(n.shape[1:])
             g_theta = _sum_to(th * n, threshold.shape).to(threshold.dtype)
         return rho, q0.to(r.dtype), g_beta, g_theta, None, None
+
+
+def _undelay(rho: torch.Tensor, delay: bool) -> torch.Tensor:
+    """Feedback of a delayed input (step ``t`` saw ``z_{t-1}``) moved back to ``z``'s steps."""
+    if not delay:
+        return rho
+    return torch.cat([rho[1:], torch.zeros_like(rho[:1])])
 
 
 def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
@@ -233,6 +261,7 @@ def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
     return t.reshape(shape)
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
 class IntegerLIFRule:
     r"""LFP rule for :class:`~spikelfp.LIF` / :class:`~spikelfp.IF` layers that runs the
     target's integer neuron (the :class:`QuantizedNeuron` that :class:`TargetTraining` made
@@ -241,14 +270,33 @@ class IntegerLIFRule:
     then :math:`D_t = |U_{t-1}| + |V_t - U_{t-1}| + \varepsilon`, :math:`n_t = \tilde r_t/D_t`,
     :math:`\rho_t = n_t Z_t` (see :func:`spikelfp.lfp.neuron_rules.membrane_backward`).
 
+    With chip semantics (the ``xylo`` profile: :meth:`QuantizedNeuron.chip_step`) the forward
+    is the chip's neuron: input through the synaptic current :math:`I_t`, several spikes per
+    step, the output layer reading the previous step. The backward stays the membrane rule on
+    that forward's :math:`U_{t-1}, V_t`, with three choices:
+
+    * the membrane's feedback :math:`n_t` is assigned to the step's current :math:`I_t` (the
+      input that reached the membrane) and passed unchanged to the same step's synaptic input:
+      :math:`\rho_t = n_t Z_t`. This truncates the current: that :math:`Z_t` also reaches the
+      membrane at later steps through :math:`I_{t+1}, I_{t+2}, \dots` is not decomposed;
+    * spike counts (up to 31 per step) are the layer's output, so the reward is taken on
+      counts;
+    * under the readout delay (step :math:`t` integrates :math:`Z_{t-1}`) the feedback of
+      step :math:`t` goes to :math:`Z_{t-1}` (the output layer's feedback moves one step back).
+
     Args:
         training: the :class:`TargetTraining` whose integer neurons to run.
-        epsilon: the denominators' stabiliser :math:`\varepsilon`.
+        epsilon: the denominators' stabiliser :math:`\varepsilon` (>= 0).
+
+    A frozen dataclass (:class:`~spikelfp.lfp.Rule`): equal when it runs the same
+    :class:`TargetTraining` (compared by identity) with the same ``epsilon``.
     """
 
-    def __init__(self, training: TargetTraining, epsilon: float = 1e-6):
-        self.training = training
-        self.epsilon = float(epsilon)
+    training: TargetTraining
+    epsilon: float = 1e-6
+
+    def __post_init__(self):
+        nonnegative(self, "epsilon", "1e-6")
 
     def forward(self, module: LIF, x: torch.Tensor, state: LIFState | None = None):
         check_time_first(x, type(module).__name__)
@@ -272,18 +320,31 @@ class _IntegerRLIF(torch.autograd.Function):
         v, s = v0.to(F64), s0.to(F64)
         p, w_int = qn._lif_parameters(), qn.w_rec
         u_prev, dens, outs = [], [], []
-        for z_t in zd.unbind(0):
-            # the RLIF kernel of spikelfp.neurons with the integer neuron's hooks
-            s, state, v_pre = rlif_update(
-                z_t, RLIFState(v, s), p, w_int, decay=qn._decay, saturate=qn._sat
-            )
-            u_prev.append(v)
-            dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
-            outs.append(s)
-            v = state.v
+        if qn.chip:
+            # the chip's neuron (QuantizedNeuron.chip_step; the recurrent spike counts enter
+            # the synaptic current with the input, and their feedback is the same step's)
+            zd = qn.delayed(zd)
+            state = ChipState(torch.zeros_like(v), v, s)
+            for z_t in zd.unbind(0):
+                s, state, v_pre, u = qn.chip_step(z_t, state)
+                u_prev.append(u)
+                dens.append((u.abs() + (v_pre - u).abs()).add_(epsilon))
+                outs.append(s)
+            v, s = state.v, state.s
+        else:
+            for z_t in zd.unbind(0):
+                # the RLIF kernel of spikelfp.neurons with the integer neuron's hooks
+                s, state, v_pre = rlif_update(
+                    z_t, RLIFState(v, s), p, w_int, decay=qn._decay, saturate=qn._sat
+                )
+                u_prev.append(v)
+                dens.append((v.abs() + (v_pre - v).abs()).add_(epsilon))
+                outs.append(s)
+                v = state.v
         spikes = torch.stack(outs)
         ctx.save_for_backward(zd, s0.to(F64), spikes, torch.stack(u_prev), torch.stack(dens))
         ctx.qn, ctx.beta = qn, beta.detach().to(F64)
+        ctx.delay = qn.chip and qn.input_delay
         ctx.dtypes = (z.dtype, v0.dtype, s0.dtype, w_rec.dtype)
         return spikes.to(z.dtype), v.to(z.dtype), s.to(z.dtype)
 
@@ -300,7 +361,7 @@ class _IntegerRLIF(torch.autograd.Function):
         need = ctx.needs_input_grad
         g_w = g_w.to(w_dt) if need[3] else None
         return (
-            (n * z).to(z_dt) if need[0] else None,
+            _undelay(n * z, ctx.delay).to(z_dt) if need[0] else None,
             q.to(v_dt) if need[1] else None,
             e.to(s_dt) if need[2] else None,
             g_w,
@@ -310,6 +371,7 @@ class _IntegerRLIF(torch.autograd.Function):
         )
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
 class IntegerRLIFRule(IntegerLIFRule):
     r"""LFP rule for :class:`~spikelfp.neurons.RLIF` layers that runs the target's integer
     recurrent neuron (integer input and recurrent weights, integer decay, saturating state) in
@@ -405,6 +467,13 @@ class TargetTraining:
         dynamics; on exit the shadow values are back. Yields the :class:`QuantizedNetwork`."""
         qnet = self.quantized()
         saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        clip = self.profile.input_clip
+        hook = None
+        if clip is not None and len(self.model) > 0:
+            # the chip clips input counts per channel and step (Xylo: 15), as simulate() does
+            hook = self.model[0].register_forward_pre_hook(
+                lambda _m, args: (args[0].clamp(max=float(clip)), *args[1:])
+            )
         try:
             for layer, q in zip(self.model, qnet.model, strict=True):
                 if isinstance(layer, SYNAPSE_TYPES):
@@ -420,6 +489,8 @@ class TargetTraining:
             for p, data in saved:
                 p.data = data
             self._neurons.clear()
+            if hook is not None:
+                hook.remove()
 
     def composite(self, base=None):
         """``base`` (default :func:`~spikelfp.lfp.default_composite`) with
@@ -431,16 +502,18 @@ class TargetTraining:
     def evaluation_model(self) -> nn.Module:
         """The integer network of the current shadow weights as a module taking float input
         (for accuracy measurements: exactly what the chip computes)."""
-        return _Float64Input(self.quantized().model)
+        return _Float64Input(self.quantized().model, self.profile.input_clip)
 
 
 class _Float64Input(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, clip: int | None = None):
         super().__init__()
         self.model = copy.deepcopy(model)
+        self.clip = clip
 
     def forward(self, x, state=None):
-        out, st = self.model(x.to(F64), state)
+        x64 = x.to(F64) if self.clip is None else x.to(F64).clamp(max=float(self.clip))
+        out, st = self.model(x64, state)
         return out.to(x.dtype), st
 
 

@@ -10,7 +10,7 @@ snntorch and norse are optional: they are imported when one of these functions i
 a missing one raises an ImportError that says how to install it. See ``docs/interop.md``.
 """
 
-from ._composite import InteropComposite
+from ..lfp.composites import Composite
 from ._loop import StepLoop
 from .norse import (
     from_norse,
@@ -27,7 +27,6 @@ from .snntorch import (
 )
 
 __all__ = [
-    "InteropComposite",
     "StepLoop",
     "snntorch_composite",
     "to_snntorch",
@@ -44,23 +43,39 @@ __all__ = [
 
 def interop_composite(
     neuron_epsilon: float = 1e-6, synapse_epsilon: float = 0.0, synapse_rule=None
-) -> InteropComposite:
-    """One composite with the rules of spikelfp, snntorch and norse (whichever is installed)."""
+) -> Composite:
+    """One composite with the rules of spikelfp, snntorch and norse (whichever is installed).
+
+    Args:
+        neuron_epsilon, synapse_epsilon, synapse_rule: as for
+            :func:`spikelfp.lfp.default_composite`.
+
+    Returns:
+        A :class:`~spikelfp.lfp.Composite`: the rules of every installed library's composite
+        and the union of their ``leaf_types``.
+    """
     import importlib.util
 
-    comp = None
+    from ..lfp.composites import default_composite
+
+    comp = default_composite(neuron_epsilon, synapse_epsilon, synapse_rule)
     for have, make in (("snntorch", snntorch_composite), ("norse", norse_composite)):
         if importlib.util.find_spec(have) is None:
             continue
         part = make(neuron_epsilon, synapse_epsilon, synapse_rule)
-        comp = (
-            part
-            if comp is None
-            else InteropComposite({**comp.rules, **part.rules}, comp.leaf_types + part.leaf_types)
-        )
-    if comp is None:
-        from ..lfp.composites import default_composite
-
-        base = default_composite(neuron_epsilon, synapse_epsilon, synapse_rule)
-        comp = InteropComposite(base.rules)
+        comp = Composite({**comp.rules, **part.rules}, leaf_types=comp.leaf_types + part.leaf_types)
     return comp
+
+
+def __getattr__(name: str):
+    if name == "InteropComposite":  # merged into spikelfp.lfp.Composite; kept as an alias
+        import warnings
+
+        warnings.warn(
+            "spikelfp.interop.InteropComposite was merged into spikelfp.lfp.Composite; use "
+            "Composite(rules, leaf_types=...) (snntorch_composite()/norse_composite() build it)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Composite
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

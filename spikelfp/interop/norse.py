@@ -32,16 +32,19 @@ from __future__ import annotations
 
 import copy
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..lfp.composites import default_composite
+from ..lfp.composites import Composite, default_composite
+from ..lfp.rules import nonnegative
 from ..neurons import LI, LIF, CubaLIF
 from ..sequential import Sequential
-from ._composite import STATELESS_LAYERS, InteropComposite
 from ._functions import NorseLFP
+from ._stateless import STATELESS_LAYERS
 
 __all__ = [
     "norse_composite",
@@ -88,12 +91,23 @@ def _f():
     }
 
 
+@dataclass(frozen=True)
 class _NorseRule:
-    kind = ""
-    base = ""  # "SNNCell" or "SNN"
+    """Shared checks and forward of the norse neuron rules (frozen dataclasses:
+    :class:`~spikelfp.lfp.Rule` with a ``check`` hook).
 
-    def __init__(self, epsilon: float = 1e-6):
-        self.epsilon = float(epsilon)
+    Args:
+        epsilon: the stabiliser (>= 0) of the neuron rule's denominators.
+    """
+
+    epsilon: float = 1e-6
+    #: the norse step function the rule reproduces (a key of ``_f()``)
+    kind: ClassVar[str] = ""
+    #: the norse base class whose forward the module must keep: "SNNCell" or "SNN"
+    base: ClassVar[str] = ""
+
+    def __post_init__(self):
+        nonnegative(self, "epsilon", "1e-6")
 
     def check(self, module) -> str | None:
         from norse.torch.module import snn as snn_mod
@@ -157,12 +171,10 @@ class _NorseRule:
             x, v0, i0, ts, tm, vl, vt, vr, module.dt, self.kind, self._reset(module), self.epsilon
         )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(epsilon={self.epsilon})"
 
-
+@dataclass(frozen=True)
 class _CellRule(_NorseRule):
-    base = "SNNCell"
+    base: ClassVar[str] = "SNNCell"
 
     def forward(self, module, input_tensor, state=None):
         state = state if state is not None else module.state_fallback(input_tensor)
@@ -171,10 +183,11 @@ class _CellRule(_NorseRule):
         return out[0], self._state(module, v, i)
 
 
+@dataclass(frozen=True)
 class LIFCellRule(_CellRule):
     """``norse.torch.LIFCell`` (current-based LIF, reset to ``v_reset``)."""
 
-    kind = "lif"
+    kind: ClassVar[str] = "lif"
 
     def _state(self, module, v, i):
         from norse.torch.functional.lif import LIFFeedForwardState
@@ -182,10 +195,11 @@ class LIFCellRule(_CellRule):
         return LIFFeedForwardState(v=v, i=i)
 
 
+@dataclass(frozen=True)
 class LIFBoxCellRule(_CellRule):
     """``norse.torch.LIFBoxCell`` (LIF without synaptic current; value or subtract reset)."""
 
-    kind = "box"
+    kind: ClassVar[str] = "box"
 
     def _state(self, module, v, i):
         from norse.torch.functional.lif_box import LIFBoxFeedForwardState
@@ -193,10 +207,11 @@ class LIFBoxCellRule(_CellRule):
         return LIFBoxFeedForwardState(v=v)
 
 
+@dataclass(frozen=True)
 class LICellRule(_CellRule):
     """``norse.torch.LICell`` (current-based leaky integrator readout; output = membrane)."""
 
-    kind = "li"
+    kind: ClassVar[str] = "li"
 
     def _state(self, module, v, i):
         from norse.torch.functional.leaky_integrator import LIState
@@ -204,10 +219,11 @@ class LICellRule(_CellRule):
         return LIState(v=v, i=i)
 
 
+@dataclass(frozen=True)
 class LIBoxCellRule(_CellRule):
     """``norse.torch.LIBoxCell`` (leaky integrator readout without current)."""
 
-    kind = "libox"
+    kind: ClassVar[str] = "libox"
 
     def _state(self, module, v, i):
         from norse.torch.functional.leaky_integrator_box import LIBoxState
@@ -215,8 +231,9 @@ class LIBoxCellRule(_CellRule):
         return LIBoxState(v=v)
 
 
+@dataclass(frozen=True)
 class _SequenceRule(_NorseRule):
-    base = "SNN"
+    base: ClassVar[str] = "SNN"
 
     def forward(self, module, input_tensor, state=None):
         state = state if state is not None else module.state_fallback(input_tensor)
@@ -234,26 +251,33 @@ class _SequenceRule(_NorseRule):
         return torch.stack(outs), type(state)(v=torch.stack(vs), i=torch.stack(is_))
 
 
+@dataclass(frozen=True)
 class LIFSequenceRule(_SequenceRule):
     """``norse.torch.LIF`` (``LIFCell`` over a whole time-first sequence)."""
 
-    kind = "lif"
+    kind: ClassVar[str] = "lif"
 
 
+@dataclass(frozen=True)
 class LISequenceRule(_SequenceRule):
     """``norse.torch.LI`` (``LICell`` over a whole time-first sequence)."""
 
-    kind = "li"
+    kind: ClassVar[str] = "li"
 
 
 def norse_composite(
     neuron_epsilon: float = 1e-6, synapse_epsilon: float = 0.0, synapse_rule=None
-) -> InteropComposite:
+) -> Composite:
     """spikelfp's default composite plus rules for norse's feed-forward neurons.
 
-    Covers ``LIFCell``, ``LIF``, ``LIFBoxCell``, ``LICell``, ``LI`` and ``LIBoxCell``; every
-    other norse neuron (recurrent cells, adaptive, refractory, ...) is reported as unsupported
-    when the context is entered.
+    Covers ``LIFCell``, ``LIF``, ``LIFBoxCell``, ``LICell``, ``LI`` and ``LIBoxCell``. The
+    result is a :class:`~spikelfp.lfp.Composite` whose ``leaf_types`` are norse's neuron base
+    classes: every other norse neuron (recurrent cells, adaptive, refractory, ...) is reported
+    as unsupported when the context is entered, and the rules' ``check`` hooks refuse options
+    they cannot reproduce.
+
+    Returns:
+        The composite (arguments as for :func:`spikelfp.lfp.default_composite`).
     """
     nt = require_norse()
     from norse.torch.module import snn as snn_mod
@@ -268,7 +292,7 @@ def norse_composite(
         nt.LIBoxCell: LIBoxCellRule(neuron_epsilon),
     }
     leaf = (snn_mod.SNNCell, snn_mod.SNN, snn_mod.SNNRecurrentCell, snn_mod.SNNRecurrent)
-    return InteropComposite({**base.rules, **rules}, leaf_types=leaf)
+    return Composite({**base.rules, **rules}, leaf_types=leaf)
 
 
 def norse_forward(net: nn.Module, x: torch.Tensor, state=None):

@@ -43,17 +43,20 @@ import copy
 import importlib
 import math
 import warnings
+from dataclasses import dataclass
 from types import ModuleType
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..lfp.composites import default_composite
+from ..lfp.composites import Composite, default_composite
+from ..lfp.rules import nonnegative
 from ..neurons import LI, LIF, RLIF, CubaLIF
 from ..neurons.alif import ALIF
 from ..sequential import Sequential
-from ._composite import STATELESS_LAYERS, InteropComposite
 from ._functions import OneToOneLFP, SnnLeakyLFP, SnnSynapticLFP
+from ._stateless import STATELESS_LAYERS
 
 __all__ = [
     "snntorch_composite",
@@ -102,14 +105,24 @@ def _probe_heaviside(module) -> bool:
     )
 
 
+@dataclass(frozen=True)
 class _SnnRule:
-    """Shared checks and hidden-state handling of the snntorch neuron rules."""
+    """Shared checks and hidden-state handling of the snntorch neuron rules (frozen
+    dataclasses: :class:`~spikelfp.lfp.Rule` with its ``check`` and ``hidden_state``
+    hooks).
 
-    cls_name = ""
-    states: tuple[str, ...] = ()
+    Args:
+        epsilon: the stabiliser (>= 0) of the neuron rule's denominators.
+    """
 
-    def __init__(self, epsilon: float = 1e-6):
-        self.epsilon = float(epsilon)
+    epsilon: float = 1e-6
+    #: the snntorch class whose own dynamics the rule reproduces
+    cls_name: ClassVar[str] = ""
+    #: snntorch's hidden-state attributes the forward updates
+    states: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self):
+        nonnegative(self, "epsilon", "1e-6")
 
     def check(self, module) -> str | None:
         snn = require_snntorch()
@@ -137,9 +150,6 @@ class _SnnRule:
     def hidden_state(self, module) -> tuple[str, ...]:
         return (*self.states, "reset")
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(epsilon={self.epsilon})"
-
 
 def _load_state(module, name: str, value, input_):
     """snntorch's state handling: an explicit value replaces the stored one; a stored state of
@@ -163,14 +173,15 @@ def _returns(module, spk, *states):
     return spk
 
 
+@dataclass(frozen=True)
 class LeakyRule(_SnnRule):
     """LFP rule for ``snntorch.Leaky`` (any reset, delayed or immediate, learnable β/θ/gain).
 
     See :class:`spikelfp.interop._functions.SnnLeakyLFP` for the equations.
     """
 
-    cls_name = "Leaky"
-    states = ("mem",)
+    cls_name: ClassVar[str] = "Leaky"
+    states: ClassVar[tuple[str, ...]] = ("mem",)
 
     def forward(self, module, input_, mem=None):
         _check_hidden(
@@ -197,11 +208,12 @@ class LeakyRule(_SnnRule):
         return _returns(module, spk[0], module.mem)
 
 
+@dataclass(frozen=True)
 class RLeakyRule(_SnnRule):
     """LFP rule for ``snntorch.RLeaky``; its ``recurrent`` synapse keeps its own rule."""
 
-    cls_name = "RLeaky"
-    states = ("spk", "mem")
+    cls_name: ClassVar[str] = "RLeaky"
+    states: ClassVar[tuple[str, ...]] = ("spk", "mem")
 
     def forward(self, module, input_, spk=None, mem=None):
         _check_hidden(
@@ -231,11 +243,12 @@ class RLeakyRule(_SnnRule):
         return _returns(module, module.spk, module.mem)
 
 
+@dataclass(frozen=True)
 class SynapticRule(_SnnRule):
     """LFP rule for ``snntorch.Synaptic`` (spikelfp's CubaLIF rule on snntorch's update)."""
 
-    cls_name = "Synaptic"
-    states = ("syn", "mem")
+    cls_name: ClassVar[str] = "Synaptic"
+    states: ClassVar[tuple[str, ...]] = ("syn", "mem")
 
     def forward(self, module, input_, syn=None, mem=None):
         _check_hidden(
@@ -264,6 +277,7 @@ class SynapticRule(_SnnRule):
         return _returns(module, spk[0], module.syn, module.mem)
 
 
+@dataclass(frozen=True)
 class RecurrentOneToOneRule:
     """ε-rule of RLeaky's one-to-one recurrent synapse ``spk * V``."""
 
@@ -275,18 +289,20 @@ class RecurrentOneToOneRule:
             else module.V,
         )
 
-    def __repr__(self) -> str:
-        return "RecurrentOneToOneRule()"
-
 
 def snntorch_composite(
     neuron_epsilon: float = 1e-6, synapse_epsilon: float = 0.0, synapse_rule=None
-) -> InteropComposite:
+) -> Composite:
     """spikelfp's default composite plus rules for snntorch's ``Leaky``, ``Synaptic``, ``RLeaky``.
 
-    The arguments are those of :func:`spikelfp.lfp.default_composite`. Every other
-    ``snntorch.SpikingNeuron`` (``Alpha``, ``Lapicque``, ``RSynaptic``, ``SLSTM``, ...) is
-    reported as unsupported when the context is entered.
+    The arguments are those of :func:`spikelfp.lfp.default_composite`. The result is a
+    :class:`~spikelfp.lfp.Composite` with ``leaf_types=(snntorch.SpikingNeuron,)``: every
+    other snntorch neuron (``Alpha``, ``Lapicque``, ``RSynaptic``, ``SLSTM``, ...) is reported
+    as unsupported when the context is entered, and the rules' ``check`` hooks refuse options
+    they cannot reproduce.
+
+    Returns:
+        The composite; ``with comp.context(net): ...`` restores snntorch's hidden state too.
     """
     snn = require_snntorch()
     from snntorch._neurons.rleaky import RecurrentOneToOne
@@ -298,7 +314,7 @@ def snntorch_composite(
         snn.RLeaky: RLeakyRule(neuron_epsilon),
         RecurrentOneToOne: RecurrentOneToOneRule(),
     }
-    return InteropComposite({**base.rules, **rules}, leaf_types=(snn.SpikingNeuron,))
+    return Composite({**base.rules, **rules}, leaf_types=(snn.SpikingNeuron,))
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .rewards import (
     rate_coded_reward,
     spike_count_softmax_reward,
 )
+from .rules import Rule
 from .step import StepResult, feedback, lfp_step
 from .synapse_rules import (
     AvgPoolRule,
@@ -35,6 +36,7 @@ from .synapse_rules import (
 __all__ = [
     "NATIVE",
     "Composite",
+    "Rule",
     "UnsupportedModuleError",
     "default_composite",
     "DIAGNOSTIC_COLUMNS",

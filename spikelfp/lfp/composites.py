@@ -1,10 +1,13 @@
-"""Composites: which LFP rule each module type gets, applied for the duration of a context.
+"""Composites: which rule each module type gets, applied for the duration of a context.
 
 A :class:`Composite` maps module types to rules (looked up along the module's MRO, so a
 subclass inherits its base's rule unless it has its own entry). Inside
-``with composite.context(model):`` every matched module computes its forward through its rule's
-``autograd.Function``; on exit the model is exactly as before (no attribute, hook or
-parameter left behind), even if the block raised.
+``with composite.context(model):`` every matched module computes its forward through its rule
+(:class:`~spikelfp.lfp.Rule`: for LFP an ``autograd.Function``); on exit the model is
+exactly as before (no attribute, hook or parameter left behind), even if the block raised.
+The same class, configured, is the LFP composite (:func:`default_composite`), the snntorch and
+norse composites (``leaf_types`` and rules with ``check``/``hidden_state`` hooks) and the BPTT
+baseline (:func:`spikelfp.training.bptt.surrogate`).
 
 Modules mapped to :data:`NATIVE` keep their own forward: their ordinary gradient already routes
 reward correctly (reshapes, adaptive max-pooling to the arg-max, identity).
@@ -13,9 +16,10 @@ reward correctly (reshapes, adaptive max-pooling to the arg-max, identity).
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
 
 from torch import nn
 
@@ -29,6 +33,9 @@ __all__ = ["Composite", "NATIVE", "UnsupportedModuleError", "default_composite"]
 
 class _Native:
     def __repr__(self) -> str:
+        return "NATIVE"
+
+    def __reduce__(self) -> str:  # copies and pickles stay the one marker
         return "NATIVE"
 
 
@@ -51,22 +58,41 @@ SYNAPSE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class UnsupportedModuleError(TypeError):
-    """A module inside the model has no LFP rule in the composite.
+    """A module inside the model has no rule in the composite, or its rule cannot reproduce it.
 
-    ``missing`` lists them as ``(name, type name)`` (empty when the composite names modules
-    the model does not have)."""
+    ``missing`` lists the modules without a rule as ``(name, type name)``; ``problems`` lists
+    the modules whose rule's ``check`` refused them as ``(name, type name, reason)`` (both
+    empty when the composite names modules the model does not have)."""
 
-    def __init__(self, message: str, missing: tuple[tuple[str, str], ...] = ()):
+    def __init__(
+        self,
+        message: str,
+        missing: tuple[tuple[str, str], ...] = (),
+        problems: tuple[tuple[str, str, str], ...] = (),
+    ):
         super().__init__(message)
         self.missing = tuple(missing)
+        self.problems = tuple(problems)
 
 
+@dataclass(frozen=True, repr=False)
 class Composite:
-    """Maps module types to LFP rules.
+    """Maps module types (and, optionally, module names) to rules.
+
+    Immutable: :meth:`with_rules`, :meth:`with_names` and :meth:`with_lower_rule` return new
+    composites that keep every other setting. The rules follow the :class:`~spikelfp.lfp.Rule`
+    protocol; ``with composite.context(model):`` binds each matched module's forward to its
+    rule, after asking every rule's optional ``check`` hook, and on exit restores the forward
+    and the hidden state the rules name (``hidden_state`` hook).
 
     Args:
-        rules: ``{module type: rule or NATIVE}``. A rule is any object with a
-            ``forward(module, *args, **kwargs)`` method.
+        rules: ``{module type: rule or NATIVE}``, looked up along the module's MRO (a
+            subclass inherits its base's rule unless it has its own entry).
+        names: ``{module name (as in named_modules()): rule or NATIVE}``, looked up before
+            the types.
+        leaf_types: module types that are computations even when they have children (a
+            library's recurrent neuron holding its recurrent synapse): without a rule they
+            are reported as unsupported, never skipped as containers.
 
     >>> import torch
     >>> from spikelfp import Sequential, LIF
@@ -80,24 +106,53 @@ class Composite:
     False
     """
 
-    def __init__(self, rules: Mapping[type, object], names: Mapping[str, object] | None = None):
-        for key in rules:
+    rules: Mapping[type, object]
+    names: Mapping[str, object] = field(default_factory=dict)
+    leaf_types: tuple[type, ...] = ()
+
+    def __post_init__(self):
+        for key in self.rules:
             if not isinstance(key, type):
                 raise TypeError(f"composite keys must be module types, got {key!r}")
-        for key in names or {}:
+        for key in self.names or {}:
             if not isinstance(key, str):
                 raise TypeError(f"composite names must be module names (str), got {key!r}")
-        self.rules = dict(rules)
-        self.names = dict(names or {})
+        leaf = tuple(self.leaf_types)
+        for t in leaf:
+            if not isinstance(t, type):
+                raise TypeError(f"composite leaf_types must be module types, got {t!r}")
+        object.__setattr__(self, "rules", MappingProxyType(dict(self.rules)))
+        object.__setattr__(self, "names", MappingProxyType(dict(self.names or {})))
+        object.__setattr__(self, "leaf_types", leaf)
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.rules.items()), tuple(self.names.items()), self.leaf_types))
+
+    def __reduce__(self):  # copy/deepcopy/pickle (a mappingproxy itself cannot be pickled)
+        values = (getattr(self, f.name) for f in fields(self))
+        return type(self), tuple(dict(v) if isinstance(v, MappingProxyType) else v for v in values)
 
     def with_rules(self, rules: Mapping[type, object]) -> Composite:
-        """A new composite with ``rules`` added to (and taking precedence over) these."""
-        return Composite({**self.rules, **rules}, self.names)
+        """A new composite with ``rules`` added to (and taking precedence over) these.
+
+        Args:
+            rules: ``{module type: rule or NATIVE}``.
+
+        Returns:
+            A new :class:`Composite` with the same names and leaf types.
+        """
+        return replace(self, rules={**self.rules, **rules})
 
     def with_names(self, names: Mapping[str, object]) -> Composite:
         """A new composite where the modules called ``names`` (as in ``named_modules()``) get
         their own rule, before any rule by type: the way to use different rules at different
         depths (e.g. z⁺ in the first convolutions, ε above them, as LRP does for CNNs).
+
+        Args:
+            names: ``{module name: rule or NATIVE}``, added to (and replacing) these names.
+
+        Returns:
+            A new :class:`Composite` with the same rules by type and leaf types.
 
         >>> from spikelfp.lfp.synapse_rules import ZPlusRule
         >>> comp = default_composite().with_names({"0": ZPlusRule()})
@@ -105,13 +160,19 @@ class Composite:
         >>> comp.rule_for(net[0], "0"), comp.rule_for(net[1], "1")
         (ZPlusRule(epsilon=0.0), EpsilonRule(epsilon=0.0))
         """
-        new = copy.copy(self)  # subclasses (interop composites) keep their own settings
-        new.names = {**self.names, **names}
-        return new
+        return replace(self, names={**self.names, **names})
 
     def with_lower_rule(self, model: nn.Module, rule: object, layers: int) -> Composite:
         """A new composite where the first ``layers`` Linear/Conv modules of ``model`` (input
         side, in ``named_modules()`` order) get ``rule`` by name (:meth:`with_names`).
+
+        Args:
+            model: the model whose modules are named.
+            rule: the rule of the lower layers.
+            layers: how many Linear/Conv layers, from the input.
+
+        Returns:
+            A new :class:`Composite` (every other setting kept).
 
         >>> from spikelfp.lfp.synapse_rules import GammaRule
         >>> net = nn.Sequential(nn.Conv1d(1, 1, 1), nn.Linear(2, 2), nn.Linear(2, 2))
@@ -132,11 +193,18 @@ class Composite:
         return None
 
     def supported_types(self) -> list[str]:
+        """The names of the module types this composite has a rule (or NATIVE) for."""
         return sorted(t.__name__ for t in self.rules)
 
     def plan(self, model: nn.Module) -> list[tuple[str, nn.Module, object]]:
-        """The ``(name, module, rule)`` to apply; raises if a module has no rule."""
-        plan, missing = [], []
+        """The ``(name, module, rule)`` to apply.
+
+        Raises:
+            UnsupportedModuleError: one error listing every module without a rule (a module
+                with children and no parameters of its own is a container, unless its type
+                is in ``leaf_types``) and every module whose rule's ``check`` refused it; or
+                the names the composite gives that the model does not have.
+        """
         modules = dict(model.named_modules())
         unknown = sorted(set(self.names) - set(modules))
         if unknown:
@@ -144,59 +212,114 @@ class Composite:
                 f"the composite names module(s) {', '.join(unknown)} that the model does not "
                 f"have; its modules are {', '.join(n for n in modules if n) or '(none)'}"
             )
+        plan, missing, problems = [], [], []
         for name, module in modules.items():
             rule = self.rule_for(module, name)
             if rule is None:
-                if next(module.children(), None) is not None:
-                    if any(True for _ in module.parameters(recurse=False)):
-                        missing.append((name, module))
-                    continue  # a container: its children carry the computation
-                missing.append((name, module))
-            elif rule is not NATIVE:
-                plan.append((name, module, rule))
-        if missing:
-            listed = ", ".join(f"{n or '<model>'} ({type(m).__name__})" for n, m in missing)
+                container = next(module.children(), None) is not None and not any(
+                    True for _ in module.parameters(recurse=False)
+                )
+                if not container or isinstance(module, self.leaf_types):
+                    missing.append((name or "<model>", type(module).__name__))
+                continue
+            if rule is NATIVE:
+                continue
+            check = getattr(rule, "check", None)
+            reason = check(module) if check is not None else None
+            if reason:
+                problems.append((name or "<model>", type(module).__name__, str(reason)))
+            plan.append((name, module, rule))
+        if missing or problems:
+            parts = []
+            if missing:
+                parts.append("no LFP rule for: " + ", ".join(f"{n} ({t})" for n, t in missing))
+            if problems:
+                parts.append(
+                    "cannot be run by their rule: "
+                    + "; ".join(f"{n} ({t}): {why}" for n, t, why in problems)
+                )
             raise UnsupportedModuleError(
-                f"no LFP rule for: {listed}. Supported module types: "
-                f"{', '.join(self.supported_types())}. Map the type to a rule with "
-                "composite.with_rules({MyModule: rule}) or NATIVE if its gradient already "
-                "routes reward.",
-                missing=tuple((n or "<model>", type(m).__name__) for n, m in missing),
+                ". ".join(parts)
+                + f". Supported module types: {', '.join(self.supported_types())}. Map the "
+                "type to a rule with composite.with_rules({MyModule: rule}) or NATIVE if its "
+                "gradient already routes reward.",
+                missing=tuple(missing),
+                problems=tuple(problems),
             )
         return plan
 
     @contextlib.contextmanager
     def context(self, model: nn.Module) -> Iterator[nn.Module]:
-        """Apply the rules to ``model`` inside the ``with`` block; restore it on exit."""
+        """Apply the rules to ``model`` inside the ``with`` block; restore it on exit.
+
+        Every module of :meth:`plan` computes its forward through its rule (bound on the
+        instance, with the module's own signature); the hidden state its rule names is saved
+        first. On exit, even if the block raised, the forwards are unbound and the hidden
+        state put back, so the model is exactly as before.
+        """
         plan = self.plan(model)
-        patched: list[tuple[nn.Module, bool, object]] = []
+        patched: list[tuple[nn.Module, object]] = []
+        saved: list[tuple[nn.Module, str, tuple]] = []
         try:
             for _, module, rule in plan:
-                had = "forward" in module.__dict__
-                patched.append((module, had, module.__dict__.get("forward")))
+                hidden = getattr(rule, "hidden_state", None)
+                for attr in hidden(module) if hidden is not None else ():
+                    saved.append((module, attr, _get(module, attr)))
+                patched.append((module, module.__dict__.get("forward", _MISSING)))
                 module.__dict__["forward"] = _bind(rule, module)
             yield model
         finally:
-            for module, had, old in reversed(patched):
-                if had:
-                    module.__dict__["forward"] = old
-                else:
+            for module, old in reversed(patched):
+                if old is _MISSING:
                     module.__dict__.pop("forward", None)
+                else:
+                    module.__dict__["forward"] = old
+            for module, attr, where in reversed(saved):
+                _put(module, attr, where)
 
     def __repr__(self) -> str:
         body = ", ".join(f"{t.__name__}: {r!r}" for t, r in self.rules.items())
-        if not self.names:
-            return f"Composite({{{body}}})"
-        names = ", ".join(f"{n!r}: {r!r}" for n, r in self.names.items())
-        return f"Composite({{{body}}}, names={{{names}}})"
+        extra = ""
+        if self.names:
+            extra += ", names={" + ", ".join(f"{n!r}: {r!r}" for n, r in self.names.items()) + "}"
+        if self.leaf_types:
+            extra += ", leaf_types=(" + ", ".join(t.__name__ for t in self.leaf_types) + ",)"
+        return f"{type(self).__name__}({{{body}}}{extra})"
+
+
+_MISSING = object()
+
+
+def _get(module: nn.Module, name: str) -> tuple:
+    """Where the attribute ``name`` lives on ``module`` (buffers, parameters or ``__dict__``)
+    and its value; ``(None, _MISSING)`` if it has none."""
+    for store in (module._buffers, module._parameters, module.__dict__):
+        if name in store:
+            return store, store[name]
+    return None, _MISSING
+
+
+def _put(module: nn.Module, name: str, where: tuple) -> None:
+    """Put back what :func:`_get` saw (removing the attribute if it had none)."""
+    store, value = where
+    for other in (module._buffers, module._parameters, module.__dict__):
+        if other is not store:
+            other.pop(name, None)
+    if store is not None:
+        store[name] = value
 
 
 def _bind(rule, module):
     def forward(*args, **kwargs):
         return rule.forward(module, *args, **kwargs)
 
-    # Keep the module's signature: libraries (norse's SequentialState) inspect it.
-    forward.__signature__ = inspect.signature(module.forward)
+    # Libraries inspect forward's signature (norse's SequentialState looks for a ``state``
+    # parameter to decide whether to pass states): keep the module's own.
+    try:
+        forward.__signature__ = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        pass
+    forward.__doc__ = getattr(module.forward, "__doc__", None)
     return forward
 
 

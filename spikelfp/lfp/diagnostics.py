@@ -21,18 +21,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._accel import divide, inplace_ok
 from ..neurons import LI, LIF
 from ..neurons.base import NeuronModule
 from ._tensor import sum_to
 from .composites import Composite, default_composite
 from .neuron_rules import (
     LIFRule,
-    _lif_fast_ok,
-    _lif_forward_fast,
+    _lif_replay,
     _reset,
     membrane_backward,
 )
-from .synapse_rules import _divide, _modified, _SynapseRule
+from .synapse_rules import _modified, _SynapseRule
 
 __all__ = ["LFPDiagnostics", "DIAGNOSTIC_COLUMNS"]
 
@@ -517,10 +517,9 @@ class LFPDiagnostics:
         if r.shape != z.shape:
             return
         v0, readout = c["v0"], c["readout"]
-        if z.is_contiguous() and _lif_fast_ok(z, v0, beta, theta):
+        if z.is_contiguous() and inplace_ok(z, v0, beta, theta):
             # the rule's own replay: U_{t-1} for all t, then D_t for all t at once
-            _, mem = _lif_forward_fast(z, v0, beta, theta, reset, delay, readout, keep_mem=True)
-            u = mem[:-1]
+            u = _lif_replay(z, v0, beta, theta, reset, delay, readout)[:-1]
         else:
             u_prev, v = [], v0
             for z_t in z.unbind(0):
@@ -552,7 +551,7 @@ class LFPDiagnostics:
         zmod, b2 = c["zmod"], c["bias"]
         if rho.shape != zmod.shape:
             return
-        n = _divide(rho.contiguous(), zmod, c["epsilon"])  # the rule's n_j
+        n = divide(rho.contiguous(), zmod, c["epsilon"])  # the rule's n_j
         signed_n = n.mul_(rho.sign())
         if b2 is None:
             to_bias = 0.0

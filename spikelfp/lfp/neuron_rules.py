@@ -32,17 +32,19 @@ its golden cases). Current-based, adaptive and recurrent neurons extend it:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from .. import _native as native
-from ..allocator import empty_large_like
+from .. import _accel as accel
 from ..neurons.alif import ALIF, ALIFParameters, ALIFState, alif_update
-from ..neurons.base import StepBuffers, broadcasts_to
+from ..neurons.base import StepBuffers
 from ..neurons.cuba import CubaLIF, CubaLIFParameters, CubaLIFState, cuba_update
 from ..neurons.li import LI, LIParameters, LIState, li_update
 from ..neurons.lif import LIF, LIFParameters, LIFState, lif_reset, lif_update
 from ..neurons.rlif import RLIF, RLIFState, rlif_update
 from ._tensor import sum_to
+from .rules import nonnegative
 
 __all__ = ["LIFRule", "LIRule", "CubaLIFRule", "ALIFRule", "RLIFRule", "membrane_backward"]
 
@@ -87,71 +89,42 @@ def recurrent_backward(r, q, e, u_prev, inv_d, beta, spikes, s0, w_rec):
     return n, q, e, -(w_rec.abs() * gw)
 
 
-def _lif_fast_ok(z, v0, beta, threshold) -> bool:
-    """Whether the preallocated, in-place LIF loops apply (the ordinary case)."""
-    step = z.shape[1:]
-    if v0.shape != step or not z.is_contiguous():
-        return False
-    for p in (v0, beta, threshold):
-        if p.dtype != z.dtype or p.device != z.device:
-            return False
-    return broadcasts_to(tuple(beta.shape), tuple(step)) and broadcasts_to(
-        tuple(threshold.shape), tuple(step)
-    )
+def _kernel_step(beta, threshold, reset, reset_delay, readout, v0, outputs=True):
+    """The neuron's own kernel as an in-place step for :mod:`spikelfp._accel.recurrence`.
 
-
-def _lif_forward_fast(z, v0, beta, threshold, reset, reset_delay, readout, keep_mem):
-    """The LIF recursion written into preallocated tensors, in place.
-
-    Returns ``(out, U)``. With ``keep_mem`` (the backward's replay), ``U[0] = v0`` and
-    ``U[t+1]`` is the membrane after step ``t`` (``U[:-1]`` are the ``U_{t-1}`` of the rule) and
-    ``out`` is ``None`` (the outputs go to a rolling buffer); otherwise only two rolling
-    membrane steps are kept, ``U[-1]`` is the final membrane and ``out`` holds all outputs.
-    Each step is the neurons' own kernel (:func:`~spikelfp.neurons.lif_update`, or
-    :func:`~spikelfp.neurons.li.li_update` for the readout) writing into these buffers, so the
-    results are those of the out-of-place kernel, bit for bit.
+    ``step(z_t, v, v_next, out)`` writes :math:`U_t` into ``v_next`` and the spikes (or, for the
+    readout, :math:`U_t`; not when ``outputs`` is false) into ``out``: the results of the
+    out-of-place kernel, bit for bit.
     """
-    steps = z.shape[0]
-    mem = empty_large_like(z, ((steps + 1) if keep_mem else 2,) + tuple(z.shape[1:]))
-    mem[0].copy_(v0)
     if readout:
-        if keep_mem:
-            return None, _li_replay(z, mem, beta)
-        out = empty_large_like(z)
         p = LIParameters(beta)
-        for t in range(steps):
-            vp = li_update(z[t], mem[t % 2], p, out=mem[(t + 1) % 2])  # U_t = β U_{t-1} + Z_t
-            out[t].copy_(vp)
-        return out, mem[steps % 2 : steps % 2 + 1]
-    out = _Ring(z.new_empty((2,) + tuple(z.shape[1:]))) if keep_mem else empty_large_like(z)
-    scratch = None if reset == "none" else torch.empty_like(v0)  # the reset mask
+
+        def li_step(z_t, v, v_next, out):
+            u = li_update(z_t, v, p, out=v_next)  # U_t = β U_{t-1} + Z_t
+            if outputs:
+                out.copy_(u)
+
+        return li_step
     p = LIFParameters(beta, threshold, reset, reset_delay)
-    for t in range(steps):
-        if keep_mem:
-            v, vp = mem[t], mem[t + 1]
-        else:
-            v, vp = mem[t % 2], mem[(t + 1) % 2]
-        lif_update(z[t], v, p, out=StepBuffers(vp, out[t], scratch))
-    if keep_mem:
-        return None, mem
-    return out, mem[steps % 2 : steps % 2 + 1]
+    scratch = None if reset == "none" else torch.empty_like(v0)  # the reset mask
+
+    def lif_step(z_t, v, v_next, out):
+        lif_update(z_t, v, p, out=StepBuffers(v_next, out, scratch))
+
+    return lif_step
 
 
-class _Ring:
-    """``ring[t]`` -> ``buffer[t % 2]``: the outputs of a replay, of which only the last is used."""
-
-    def __init__(self, buffer):
-        self.buffer = buffer
-
-    def __getitem__(self, t):
-        return self.buffer[t % 2]
+def _lif_forward_inplace(z, v0, beta, threshold, reset, reset_delay, readout):
+    """The LIF/LI recursion in preallocated tensors -> ``(outputs, U_T)``."""
+    step = _kernel_step(beta, threshold, reset, reset_delay, readout, v0)
+    return accel.run_inplace(z, v0, step)
 
 
-def _li_replay(z, mem, beta):
-    p = LIParameters(beta)
-    for t in range(z.shape[0]):
-        li_update(z[t], mem[t], p, out=mem[t + 1])
-    return mem
+def _lif_replay(z, v0, beta, threshold, reset, reset_delay, readout):
+    """The backward's replay of the forward: ``U`` ``(T+1, ...)``, ``U[:-1]`` the
+    :math:`U_{t-1}` of the rule."""
+    step = _kernel_step(beta, threshold, reset, reset_delay, readout, v0, outputs=False)
+    return accel.replay_inplace(z, v0, step)
 
 
 class _LIFLFP(torch.autograd.Function):
@@ -159,19 +132,15 @@ class _LIFLFP(torch.autograd.Function):
     def forward(ctx, z, v0, beta, threshold, reset, reset_delay, epsilon, readout):
         ctx.epsilon = epsilon
         ctx.mode = (reset, reset_delay, readout)
-        ctx.fast = _lif_fast_ok(z, v0, beta, threshold)
-        ctx.native = ctx.fast and native.usable(z, v0, beta, threshold)
-        if ctx.fast:
+        ctx.path = accel.lif_path(z, v0, beta, threshold)
+        if ctx.path is not accel.LIFPath.GENERAL:
             # Only Z and U_0 are kept: the backward replays the (cheap, exact) forward
             # recursion for U_{t-1} and recomputes D_t, so the forward holds no full-length
             # membrane or denominator (the memory of a LIF layer is that of its input).
             ctx.save_for_backward(z, v0, beta, threshold)
-            if ctx.native:  # fused kernels (spikelfp._native): the same arithmetic, one pass
-                return native.lif_forward(z, v0, beta, threshold, reset, reset_delay, readout)
-            out, mem = _lif_forward_fast(
-                z, v0, beta, threshold, reset, reset_delay, readout, keep_mem=False
-            )
-            return out, mem[-1].clone()
+            if ctx.path is accel.LIFPath.NATIVE:  # the same arithmetic, one fused pass
+                return accel.lif_forward_fused(z, v0, beta, threshold, *ctx.mode)
+            return _lif_forward_inplace(z, v0, beta, threshold, *ctx.mode)
         v = v0
         u_prev, dens, outs = [], [], []
         p = LIFParameters(beta, threshold, reset, reset_delay)
@@ -192,25 +161,17 @@ class _LIFLFP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, r, g_last):
         need = ctx.needs_input_grad
-        if ctx.fast:
+        if ctx.path is not accel.LIFPath.GENERAL:
             z, v0, beta, threshold = ctx.saved_tensors
             keep_n = need[2] or need[3]
-            if ctx.native:
-                rho, q0, n, u_prev = native.lif_backward(
+            if ctx.path is accel.LIFPath.NATIVE:
+                rho, q0, n, u_prev = accel.lif_backward_fused(
                     r, g_last, z, v0, beta, threshold, ctx.epsilon, *ctx.mode, keep_n
                 )
-            else:
-                _, mem = _lif_forward_fast(z, v0, beta, threshold, *ctx.mode, keep_mem=True)
-                u_prev = mem[:-1]
-                rho, n, q0 = _lif_backward_fast(
-                    r,
-                    g_last,
-                    z,
-                    u_prev,
-                    beta,
-                    ctx.epsilon,
-                    keep_n=keep_n,
-                    rho_out=None if keep_n else u_prev,
+            else:  # membrane_backward, fused with D_t and ρ_t = n_t Z_t
+                u_prev = _lif_replay(z, v0, beta, threshold, *ctx.mode)[:-1]
+                rho, n, q0 = accel.membrane_backward_inplace(
+                    r, g_last, z, u_prev, beta, ctx.epsilon, keep_n, u_prev if not keep_n else None
                 )
         else:
             z, u_prev, inv_d, beta, threshold = ctx.saved_tensors
@@ -221,47 +182,29 @@ class _LIFLFP(torch.autograd.Function):
         return rho if need[0] else None, q0, g_beta, g_theta, None, None, None, None
 
 
-def _lif_backward_fast(r, q, z, u_prev, beta, epsilon, keep_n, rho_out=None):
-    """:func:`membrane_backward` fused with ``D_t`` and ``ρ_t = n_t Z_t``, one step at a time.
-
-    Returns ``(ρ, n or None, q_0)``; ``n`` is only kept in full when ``keep_n``. ``ρ`` is
-    written into ``rho_out`` if given, which may be ``u_prev`` itself (step ``t`` of
-    ``u_prev`` is not read again once ``ρ_t`` is written). The arithmetic is the same as the
-    forward's (``D_t``) and :func:`membrane_backward`'s.
-    """
-    steps = z.shape[0]
-    rho = empty_large_like(z) if rho_out is None else rho_out
-    n_all = empty_large_like(z) if keep_n else None
-    a = torch.empty_like(z[0])
-    inv_d, tmp, bu, n_t = (torch.empty_like(a) for _ in range(4))
-    q = q.expand_as(a) if q.shape != a.shape else q
-    for t in range(steps - 1, -1, -1):
-        u = u_prev[t]
-        torch.add(r[t], q, out=a)  # r̃_t = r_t + q_t
-        torch.mul(u, beta, out=bu)  # β U_{t-1}
-        # D_t = |U_{t-1}| + |V_t - U_{t-1}| + ε, with V_t = β U_{t-1} + Z_t as in the forward
-        torch.add(bu, z[t], out=inv_d)
-        inv_d.sub_(u).abs_().add_(torch.abs(u, out=tmp)).add_(epsilon).reciprocal_()
-        n = n_all[t] if keep_n else n_t
-        torch.mul(a, inv_d, out=n)  # n_t = r̃_t / D_t
-        q = bu.mul_(inv_d).mul_(a)  # q_{t-1} = (β U_{t-1} / D_t) r̃_t
-        torch.mul(n, z[t], out=rho[t])  # ρ_t = n_t Z_t (may overwrite U_{t-1})
-        bu, tmp = tmp, bu
-    return rho, n_all, q.clone()
-
-
+@dataclass(frozen=True)
 class LIFRule:
     r"""LFP rule for :class:`~spikelfp.neurons.LIF` and :class:`~spikelfp.neurons.IF`.
+
+    A frozen dataclass (:class:`~spikelfp.lfp.Rule`); the other neuron rules share its
+    field.
+
+    Args:
+        epsilon: the stabiliser :math:`\varepsilon \ge 0` of the denominators :math:`D_t`.
 
     >>> from spikelfp.neurons import LIF
     >>> z = torch.rand(5, 2, 3, requires_grad=True)
     >>> s, state = LIFRule().forward(LIF(beta=0.9, threshold=0.5), z)
     >>> s.backward(torch.ones_like(s)); z.grad.shape   # reward on the synaptic input
     torch.Size([5, 2, 3])
+    >>> LIFRule(), LIFRule() == LIFRule(1e-6), LIFRule() == LIRule()
+    (LIFRule(epsilon=1e-06), True, False)
     """
 
-    def __init__(self, epsilon: float = 1e-6):
-        self.epsilon = float(epsilon)
+    epsilon: float = 1e-6
+
+    def __post_init__(self):
+        nonnegative(self, "epsilon", "1e-6")
 
     def forward(self, module: LIF, x: torch.Tensor, state: LIFState | None = None):
         module.check_input(x)
@@ -278,10 +221,8 @@ class LIFRule:
         )
         return s, LIFState(v)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(epsilon={self.epsilon})"
 
-
+@dataclass(frozen=True)
 class LIRule(LIFRule):
     """LFP rule for the :class:`~spikelfp.neurons.LI` readout (output = membrane)."""
 
@@ -343,6 +284,7 @@ class _CubaLFP(torch.autograd.Function):
         return m * z, p, q, g_alpha, g_beta, g_theta, None, None, None
 
 
+@dataclass(frozen=True)
 class CubaLIFRule(LIFRule):
     """LFP rule for :class:`~spikelfp.neurons.CubaLIF` (current and membrane both decomposed)."""
 
@@ -394,6 +336,7 @@ class _ALIFLFP(torch.autograd.Function):
         return n * z, q0, None, g_beta, g_theta, None, g_kappa, None, None
 
 
+@dataclass(frozen=True)
 class ALIFRule(LIFRule):
     """LFP rule for :class:`~spikelfp.neurons.ALIF` (adaptive threshold held constant)."""
 
@@ -450,6 +393,7 @@ class _RLIFLFP(torch.autograd.Function):
         return n * z, q, e, g_w, g_beta, g_theta, None, None, None
 
 
+@dataclass(frozen=True)
 class RLIFRule(LIFRule):
     """LFP rule for :class:`~spikelfp.neurons.RLIF` (recurrent weights get their share)."""
 

@@ -393,11 +393,10 @@ def augment_sparse(augmentation, x: SparseFrames, generator=None) -> SparseFrame
     Raises:
         TypeError: an augmentation step without a sparse form.
     """
-    from ..datasets.augment import Compose
-
     if augmentation is None:
         return x
-    steps = augmentation.steps if isinstance(augmentation, Compose) else (augmentation,)
+    # a Compose holds its steps (read by name: lfp does not import datasets, a layer above)
+    steps = tuple(getattr(augmentation, "steps", (augmentation,)))
     for step in steps:
         fn = _SPARSE_AUGMENT.get(type(step).__name__)
         if fn is None:

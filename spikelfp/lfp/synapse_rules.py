@@ -24,16 +24,16 @@ on the reward.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _native as native
-from ..allocator import empty_large_like
+from .. import _accel as accel
 from ._tensor import stabilized_divide, sum_to
+from .rules import nonnegative
 
 __all__ = [
     "EpsilonRule",
@@ -46,17 +46,6 @@ __all__ = [
 ]
 
 
-def _divide(num: torch.Tensor, den: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """:func:`stabilized_divide` with fewer full-size temporaries (same values)."""
-    if num.shape != den.shape or num.dtype != den.dtype:
-        return stabilized_divide(num, den, epsilon)
-    if native.usable(num, den):
-        return native.divide(num, den, epsilon)
-    if epsilon == 0:
-        return torch.div(num, den).masked_fill_(den == 0, 0)
-    return num / torch.where(den >= 0, den + epsilon, den - epsilon)
-
-
 def _modified(w: torch.Tensor | None, mode: str, gamma: float) -> torch.Tensor | None:
     if w is None or mode == "epsilon":
         return w
@@ -65,20 +54,21 @@ def _modified(w: torch.Tensor | None, mode: str, gamma: float) -> torch.Tensor |
     return w + gamma * w.clamp(min=0)
 
 
+def _affine(x, w, b, conv):
+    """``z = x W^T + b`` (Linear) or ``z = x ⋆ W + b`` (convolution, over chunks of samples)."""
+    return F.linear(x, w, b) if conv is None else accel.conv_forward_chunked(x, w, b, conv)
+
+
 class _SynapseLFP(torch.autograd.Function):
     """Forward: the layer. Backward: the ε / z⁺ / γ decomposition (see module docstring)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, conv, epsilon, mode, gamma):
-        if conv is None:
-            z = F.linear(x, weight, bias)
-        else:
-            z = _conv_chunked(x, weight, bias, conv)
+        z = _affine(x, weight, bias, conv)
         if mode == "epsilon":
             zmod = z
-        else:
-            w2, b2 = _modified(weight, mode, gamma), _modified(bias, mode, gamma)
-            zmod = F.linear(x, w2, b2) if conv is None else _conv_chunked(x, w2, b2, conv)
+        else:  # z' = Σ_i w'_ji x_i + b'_j
+            zmod = _affine(x, _modified(weight, mode, gamma), _modified(bias, mode, gamma), conv)
         ctx.save_for_backward(x, weight, bias, zmod)
         ctx.conv, ctx.epsilon, ctx.mode, ctx.gamma = conv, epsilon, mode, gamma
         return z
@@ -89,159 +79,49 @@ class _SynapseLFP(torch.autograd.Function):
         w2 = _modified(weight, ctx.mode, ctx.gamma)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_b = need_b and bias is not None
-        r_in = grad_w = grad_b = None
+        # n_j = ρ_j / (z'_j + ε sign(z'_j)); r_i = x_i Σ_j w'_ji n_j, Σ n_j x_i and Σ n_j over
+        # all T·B samples (in chunks: the full-size n is never formed)
         if ctx.conv is None:
-            r_in, gw, grad_b = _linear_backward_chunked(
+            r_in, nx, n_sum = accel.linear_backward_chunked(
                 rho, x, w2, zmod, ctx.epsilon, need_x, need_w, need_b
             )
-            if need_w:
-                grad_w = gw.mul_(w2.abs()).neg_()
         else:
-            r_in, gw, grad_b = _conv_backward_chunked(
+            r_in, nx, n_sum = accel.conv_backward_chunked(
                 rho, x, w2, zmod, ctx.conv, ctx.epsilon, need_x, need_w, need_b
             )
-            if need_w:
-                grad_w = gw.mul_(w2.abs()).neg_()
-        if need_b:
-            grad_b = -(_modified(bias, ctx.mode, ctx.gamma).abs() * grad_b)
+        grad_w = nx.mul_(w2.abs()).neg_() if need_w else None  # -F(w_ji) = -|w'_ji| Σ x_i n_j
+        grad_b = -(_modified(bias, ctx.mode, ctx.gamma).abs() * n_sum) if need_b else None
         return r_in, grad_w, grad_b, None, None, None, None
 
 
-# Rows of a Linear's T·B samples are decomposed in chunks of about this many bytes of ``n``:
-# the full-size ``n = ρ / z'`` is never formed (the backward's peak memory is ρ, z' and x).
-_ROW_CHUNK_BYTES = 1 << 20
-
-
-def _linear_backward_chunked(rho, x, w2, zmod, epsilon, need_x, need_w, need_b):
-    """ε-rule backward of a Linear layer over row chunks of the ``T·B·...`` samples.
-
-    Per chunk: ``n = ρ / z'`` (stabilised), ``r_in = x · (n W')`` written into one output,
-    ``Σ nᵀ x`` and ``Σ n`` accumulated. Returns ``(r_in, Σ nᵀ x, Σ n)`` (``None`` where not
-    needed); ``Σ n`` has the shape of the bias.
-    """
-    n_out, n_in = w2.shape
-    rho2, z2, x2 = rho.reshape(-1, n_out), zmod.reshape(-1, n_out), x.reshape(-1, n_in)
-    rows = x2.shape[0]
-    step = max(256, _ROW_CHUNK_BYTES // max(1, n_out * rho2.element_size()))
-    r_in = empty_large_like(x2) if need_x else None
-    gw = x2.new_zeros((n_out, n_in)) if need_w else None
-    gb = x2.new_zeros((n_out,)) if need_b else None
-    for i in range(0, rows, step):
-        sl = slice(i, i + step)
-        n = _divide(rho2[sl], z2[sl], epsilon)
-        if need_x:
-            torch.mm(n, w2, out=r_in[sl]).mul_(x2[sl])
-        if need_w:
-            gw.addmm_(n.t(), x2[sl])
-        if need_b:
-            gb.add_(n.sum(0))
-    return (r_in.reshape(x.shape) if need_x else None), gw, gb
-
-
-# Convolutions over all T·B samples run in chunks of about this many output bytes: large
-# enough for oneDNN to run at full speed (2 MiB chunks were 15-35 % slower on the benchmark
-# net's layers), small enough that no full-size scratch tensor is allocated (on CPU, fresh
-# large allocations cost page faults).
-_CHUNK_BYTES = 1 << 23
-
-
-def _chunk_size(x: torch.Tensor, per_sample_out: int) -> int:
-    if x.device.type != "cpu" or not x.is_contiguous():
-        return x.shape[0]
-    return max(1, _CHUNK_BYTES // max(1, per_sample_out * x.element_size()))
-
-
-def _conv_chunked(x, weight, bias, c):
-    """``_conv_forward`` over the batch in chunks written into one output tensor."""
-    spatial = [
-        (size + 2 * p - d * (k - 1) - 1) // s + 1
-        for size, k, s, p, d in zip(
-            x.shape[2:], weight.shape[2:], c.stride, c.padding, c.dilation, strict=True
-        )
-    ]
-    shape = (x.shape[0], weight.shape[0], *spatial)
-    step = _chunk_size(x, math.prod(shape[1:]))
-    if step >= x.shape[0] or min(spatial, default=1) <= 0:
-        return _conv_forward(x, weight, bias, c)
-    out = empty_large_like(x, shape)
-    for i in range(0, x.shape[0], step):
-        out[i : i + step] = _conv_forward(x[i : i + step], weight, bias, c)
-    return out
-
-
-def _conv_backward_chunked(rho, x, w2, zmod, c, epsilon, need_x, need_w, need_b):
-    """ε-rule backward of a convolution, chunk by chunk.
-
-    Per chunk: ``n = ρ / z'`` (stabilised), one ``convolution_backward`` for the input and
-    weight parts, ``r_in = x · (W'^T n)``; the weight and bias feedback are summed over chunks.
-    Returns ``(r_in, Σ n ⋆ x, Σ n)`` (``None`` where not needed).
-    """
-    total = x.shape[0]
-    step = _chunk_size(x, zmod[0].numel()) if total else 1
-    r_in = empty_large_like(x) if need_x and step < total else None
-    gw = gb = gi_full = None
-    for i in range(0, total, step):
-        sl = slice(i, i + step)
-        n = _divide(rho[sl], zmod[sl], epsilon)
-        gi, gw_c, _ = torch.ops.aten.convolution_backward(
-            n,
-            x[sl],
-            w2,
-            None,
-            c.stride,
-            c.padding,
-            c.dilation,
-            False,
-            [0] * len(c.stride),
-            c.groups,
-            [need_x, need_w, False],
-        )
-        if need_x:
-            if r_in is None:
-                gi_full = x[sl] * gi
-            else:
-                torch.mul(x[sl], gi, out=r_in[sl])
-        if need_w:
-            gw = gw_c if gw is None else gw.add_(gw_c)
-        if need_b:
-            gb_c = sum_to(n.movedim(1, -1), (n.shape[1],))
-            gb = gb_c if gb is None else gb.add_(gb_c)
-    return (r_in if gi_full is None else gi_full), gw, gb
-
-
-@dataclass(frozen=True)
-class _ConvSpec:
-    stride: tuple
-    padding: tuple
-    dilation: tuple
-    groups: int
-
-
-def _conv_spec(module: nn.Module) -> _ConvSpec:
+def _conv_spec(module: nn.Module) -> accel.ConvSpec:
     if isinstance(module.padding, str) or module.padding_mode != "zeros":
         raise ValueError(
             f"{type(module).__name__} with padding={module.padding!r}, padding_mode="
             f"{module.padding_mode!r} is not supported by the LFP rules; use numeric zero padding"
         )
-    return _ConvSpec(
+    return accel.ConvSpec(
         tuple(module.stride), tuple(module.padding), tuple(module.dilation), module.groups
     )
 
 
-def _conv_forward(x, weight, bias, c: _ConvSpec):
-    return torch.ops.aten.convolution(
-        x, weight, bias, c.stride, c.padding, c.dilation, False, [0] * len(c.stride), c.groups
-    )
-
-
+@dataclass(frozen=True)
 class _SynapseRule:
-    mode = "epsilon"
+    r"""Shared forward of the Linear/ConvNd rules (a frozen dataclass; see
+    :class:`~spikelfp.lfp.Rule`).
 
-    def __init__(self, epsilon: float = 0.0, gamma: float = 0.25):
-        if epsilon < 0:
-            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
-        self.epsilon = float(epsilon)
-        self.gamma = float(gamma)
+    Args:
+        epsilon: the stabiliser :math:`\varepsilon \ge 0` of the division by :math:`z'`.
+    """
+
+    epsilon: float = 0.0
+    #: which weights share the reward: "epsilon" (w), "zplus" (w⁺) or "gamma" (w + γ w⁺)
+    mode: ClassVar[str] = "epsilon"
+    #: γ of the modified weights (used by mode "gamma" only)
+    gamma: ClassVar[float] = 0.0
+
+    def __post_init__(self):
+        nonnegative(self, "epsilon")
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if isinstance(module, nn.Linear):
@@ -264,10 +144,8 @@ class _SynapseRule:
             x, module.weight, module.bias, conv, self.epsilon, self.mode, self.gamma
         )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(epsilon={self.epsilon})"
 
-
+@dataclass(frozen=True)
 class EpsilonRule(_SynapseRule):
     r"""LFP-ε for Linear / ConvNd: :math:`n = \rho/(z + \varepsilon\,\mathrm{sign}(z))`.
 
@@ -279,19 +157,34 @@ class EpsilonRule(_SynapseRule):
     torch.Size([2, 3])
     """
 
-    mode = "epsilon"
+    mode: ClassVar[str] = "epsilon"
 
 
+@dataclass(frozen=True)
 class ZPlusRule(_SynapseRule):
     r"""LFP-z⁺: only excitatory contributions (:math:`w^+`, :math:`b^+`) share the reward."""
 
-    mode = "zplus"
+    mode: ClassVar[str] = "zplus"
 
 
+@dataclass(frozen=True, repr=False)
 class GammaRule(_SynapseRule):
-    r"""LFP-γ: :math:`w' = w + \gamma w^+` favours excitatory contributions."""
+    r"""LFP-γ: :math:`w' = w + \gamma w^+` favours excitatory contributions.
 
-    mode = "gamma"
+    Args:
+        epsilon: as for :class:`EpsilonRule`.
+        gamma: :math:`\gamma \ge 0` (0 is ε, γ → ∞ is z⁺).
+
+    >>> GammaRule(gamma=0.5) == GammaRule(0.0, 0.5), GammaRule(gamma=0.5)
+    (True, GammaRule(gamma=0.5, epsilon=0.0))
+    """
+
+    gamma: float = 0.25
+    mode: ClassVar[str] = "gamma"
+
+    def __post_init__(self):
+        super().__post_init__()
+        nonnegative(self, "gamma", "0.25")
 
     def __repr__(self) -> str:
         return f"GammaRule(gamma={self.gamma}, epsilon={self.epsilon})"
@@ -317,131 +210,46 @@ class _LinearMapLFP(torch.autograd.Function):
         return x * g, None, None
 
 
+@dataclass(frozen=True)
 class AvgPoolRule:
-    """ε-rule for average pooling (a linear map with fixed positive weights)."""
+    """ε-rule for average pooling (a linear map with fixed positive weights).
 
-    def __init__(self, epsilon: float = 0.0):
-        self.epsilon = float(epsilon)
+    Args:
+        epsilon: the stabiliser (>= 0) of the division by the pooled output.
+    """
+
+    epsilon: float = 0.0
+
+    def __post_init__(self):
+        nonnegative(self, "epsilon")
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return _LinearMapLFP.apply(x, type(module).forward.__get__(module), self.epsilon)
 
 
-def _window_starts(out_shape, in_shape, stride, padding, device) -> torch.Tensor:
-    """Flat input index (over the spatial dims) at which each output window starts."""
-    flat = torch.zeros((), dtype=torch.int64, device=device)
-    step = 1
-    for o, n, s, p in reversed(list(zip(out_shape, in_shape, stride, padding, strict=True))):
-        pos = torch.arange(o, dtype=torch.int64, device=device) * s - p
-        flat = flat.unsqueeze(0) + (pos * step).reshape((-1,) + (1,) * flat.dim())
-        step *= n
-    return flat
-
-
-def _largest_offset(spatial, kernel, dilation) -> int:
-    """The largest flat offset of an element from its window's start."""
-    largest, mul = 0, 1
-    for n, k, d in reversed(list(zip(spatial, kernel, dilation, strict=True))):
-        largest += (k - 1) * d * mul
-        mul *= n
-    return largest
-
-
-def _offset_dtype(largest: int) -> torch.dtype:
-    for dtype in (torch.uint8, torch.int16, torch.int32):
-        if largest <= torch.iinfo(dtype).max:
-            return dtype
-    return torch.int64
-
-
-def _pool_out_size(size, k, s, p, d, ceil_mode) -> int:
-    """Output length of a max-pooling dimension (torch's formula)."""
-    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
-    return out
-
-
-def _native_pool_shape(xb, dims, kernel, stride, padding, dilation, ceil_mode):
-    """The output's spatial shape if the native 2-d kernel applies, else ``None``.
-
-    Unusual or invalid settings go to torch's own max-pooling (and its error messages).
-    """
-    if dims != 2 or xb.dim() != 4 or not native.usable(xb):
-        return None
-    if min(stride) < 1 or min(dilation) < 1 or min(kernel) < 1:
-        return None
-    if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
-        return None
-    if _offset_dtype(_largest_offset(xb.shape[2:], kernel, dilation)) != torch.uint8:
-        return None
-    out = tuple(
-        _pool_out_size(n, k, s, p, d, ceil_mode)
-        for n, k, s, p, d in zip(xb.shape[2:], kernel, stride, padding, dilation, strict=True)
-    )
-    return out if min(out) > 0 else None
-
-
 class _MaxPoolLFP(torch.autograd.Function):
-    """Max-pooling whose backward scatters the reward to each window's arg-max.
+    """Max-pooling whose backward gives each window's reward to its arg-max.
 
-    The forward keeps, per output, only the arg-max's offset inside its window in the smallest
-    integer type that holds it (``uint8`` for small kernels) instead of torch's ``int64``
-    index, and not the input at all; the backward rebuilds the indices and scatter-adds the
-    reward like max-pooling's own gradient.
+    The arg-max is kept as a small offset inside its window, not as torch's ``int64`` index,
+    and the input is not kept (:func:`spikelfp._accel.max_pool_argmax`).
     """
 
     @staticmethod
     def forward(ctx, x, dims, kernel, stride, padding, dilation, ceil_mode):
-        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
         unbatched = x.dim() == dims + 1
         xb = x.unsqueeze(0) if unbatched else x
-        spatial = xb.shape[2:]
-        out_hw = _native_pool_shape(xb, dims, kernel, stride, padding, dilation, ceil_mode)
-        ctx.in_shape, ctx.unbatched, ctx.native = tuple(xb.shape), unbatched, out_hw is not None
-        if ctx.native:
-            y, off = native.maxpool2d_forward(
-                xb.contiguous(), out_hw, kernel, stride, padding, dilation
-            )
-            ctx.save_for_backward(off)
-            ctx.window = (stride, padding)
-            return y.squeeze(0) if unbatched else y
-        per_sample = max(1, xb[0].numel() * xb.element_size()) if xb.shape[0] else 1
-        step = max(1, _CHUNK_BYTES // per_sample)
-        out = off = base = None
-        for i in range(0, max(1, xb.shape[0]), step):
-            y, idx = pool(xb[i : i + step], kernel, stride, padding, dilation, ceil_mode, True)
-            if base is None:
-                base = _window_starts(y.shape[2:], spatial, stride, padding, y.device)
-                shape = (xb.shape[0], *y.shape[1:])
-                out = y if step >= xb.shape[0] else empty_large_like(y, shape)
-                largest = _largest_offset(spatial, kernel, dilation)
-                off = torch.empty(shape, dtype=_offset_dtype(largest), device=y.device)
-            if out is not y:
-                out[i : i + step] = y
-            torch.sub(idx, base, out=idx)
-            off[i : i + step] = idx
-        y = out
-        ctx.save_for_backward(off, base)
-        ctx.step = step
+        y, saved, ctx.winners = accel.max_pool_argmax(
+            xb, dims, kernel, stride, padding, dilation, ceil_mode
+        )
+        ctx.save_for_backward(*saved)
+        ctx.unbatched = unbatched
         return y.squeeze(0) if unbatched else y
 
     @staticmethod
     def backward(ctx, rho):
         rho = rho.unsqueeze(0) if ctx.unbatched else rho
-        if ctx.native:
-            (off,) = ctx.saved_tensors
-            r_in = native.maxpool2d_backward(rho, off, ctx.in_shape, *ctx.window)
-            return (r_in.squeeze(0) if ctx.unbatched else r_in), None, None, None, None, None, None
-        off, base = ctx.saved_tensors
-        n, c = ctx.in_shape[:2]
-        r_in = empty_large_like(rho, (n, c, math.prod(ctx.in_shape[2:]))).zero_()
-        flat_base = base.reshape(-1)
-        for i in range(0, n, ctx.step):
-            sl = slice(i, i + ctx.step)
-            idx = off[sl].flatten(2).to(torch.int64).add_(flat_base)
-            r_in[sl].scatter_add_(2, idx, rho[sl].flatten(2))
-        r_in = r_in.reshape(ctx.in_shape)
+        # r_i = Σ_j [i = argmax of window j] ρ_j
+        r_in = accel.scatter_to_argmax(rho, ctx.saved_tensors, ctx.winners)
         return (r_in.squeeze(0) if ctx.unbatched else r_in), None, None, None, None, None, None
 
 
@@ -452,6 +260,7 @@ def _tuple(v, dims: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * dims
 
 
+@dataclass(frozen=True)
 class MaxPoolRule:
     """Max-pooling (1d/2d/3d): the reward of a window goes to its arg-max (winner takes all).
 
@@ -489,9 +298,6 @@ class MaxPoolRule:
             module.ceil_mode,
         )
 
-    def __repr__(self) -> str:
-        return "MaxPoolRule()"
-
 
 class _BatchNormLFP(torch.autograd.Function):
     """ε-rule for ``y = a x + c`` with the statistics of this forward pass held constant."""
@@ -524,15 +330,21 @@ class _BatchNormLFP(torch.autograd.Function):
         return r_in, gw, gb, None, None, None
 
 
+@dataclass(frozen=True)
 class BatchNormRule:
     r"""ε-rule for BatchNorm1d/2d/3d as the affine map :math:`y = a x + c` of this pass.
 
     In training mode the batch statistics are used (and the running statistics updated as
     usual); the statistics are treated as constants in the decomposition.
+
+    Args:
+        epsilon: the stabiliser (>= 0) of the division by the output.
     """
 
-    def __init__(self, epsilon: float = 1e-6):
-        self.epsilon = float(epsilon)
+    epsilon: float = 1e-6
+
+    def __post_init__(self):
+        nonnegative(self, "epsilon", "1e-6")
 
     def forward(self, module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
         dims = [0] + list(range(2, x.dim()))
@@ -577,6 +389,7 @@ class _DropoutLFP(torch.autograd.Function):
         return r * keep, None, None
 
 
+@dataclass(frozen=True)
 class DropoutRule:
     """Dropout: reward passes to the kept units unscaled (their full contribution)."""
 

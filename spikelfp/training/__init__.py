@@ -1,5 +1,5 @@
-"""Training on event datasets: the :class:`Trainer`, its configuration, the model zoo, the
-surrogate-gradient baseline and the ``spikelfp`` command line (:mod:`.cli`).
+"""Training on event datasets: the :class:`Trainer`, its configuration, the model zoo and the
+surrogate-gradient baseline (the ``spikelfp`` command line on top of it is ``spikelfp.cli``).
 
 >>> from spikelfp.training import TrainConfig, Trainer      # doctest: +SKIP
 >>> Trainer(TrainConfig(epochs=8, out="runs/digits")).fit()  # doctest: +SKIP

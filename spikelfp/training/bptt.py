@@ -2,9 +2,10 @@ r"""The baseline: backpropagation through time with a surrogate gradient.
 
 spikelfp's neurons spike with a Heaviside whose derivative is exactly zero, so ordinary
 ``loss.backward()`` through them gives no gradient. Inside ``with surrogate(model):`` every
-spiking layer's forward is replaced (on the instance, exactly like an LFP composite does, and
-undone on exit) by the layer's own kernel (:meth:`~spikelfp.neurons.base.NeuronModule.sequence`,
-the same code as its forward and its LFP rule's forward) with the spike function
+spiking layer's forward is replaced (on the instance, by a :class:`~spikelfp.lfp.Composite`
+mapping the neurons to :class:`SurrogateRule`, undone on exit) by the layer's own kernel
+(:meth:`~spikelfp.neurons.base.NeuronModule.sequence`, the same code as its forward and its
+LFP rule's forward) with the spike function
 :class:`FastSigmoid`, whose spike is :math:`H(v - \theta)` in the forward pass (the same
 bits as the module's) and has the *fast-sigmoid* derivative
 
@@ -29,18 +30,20 @@ False
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..lfp.composites import NATIVE, Composite
+from ..lfp.rules import positive
 from ..neurons import LI
 from ..neurons.base import NeuronModule
 
 __all__ = [
     "surrogate",
+    "surrogate_composite",
+    "SurrogateRule",
     "FastSigmoid",
     "fast_sigmoid_spike",
     "spike_count_ce_loss",
@@ -101,37 +104,77 @@ class FastSigmoid:
         return fast_sigmoid_spike(v - threshold, self.slope)
 
 
-def _forward_for(module: nn.Module, slope: float):
-    """The surrogate forward of one layer: its kernel sequence with :class:`FastSigmoid`."""
-    if isinstance(module, LI) or not isinstance(module, NeuronModule):
-        return None  # LI has no spike and keeps its own forward
-    if type(module).sequence is NeuronModule.sequence:
-        raise TypeError(
-            f"no surrogate-gradient forward for {type(module).__name__}; "
-            "BPTT supports LIF, IF, CubaLIF, ALIF, RLIF and LI"
-        )
-    return functools.partial(module.sequence, spike_fn=FastSigmoid(slope))
+@dataclass(frozen=True)
+class SurrogateRule:
+    r"""The BPTT baseline's rule (:class:`~spikelfp.lfp.Rule`): the neuron's own kernel
+    sequence (:meth:`~spikelfp.neurons.base.NeuronModule.sequence`) with the spike function
+    :class:`FastSigmoid` (``slope``), so its forward is the module's forward bit for bit and
+    its backward is the surrogate gradient.
+
+    Args:
+        slope: the fast sigmoid's :math:`k` (> 0).
+
+    >>> from spikelfp import LIF
+    >>> rule = SurrogateRule(slope=5.0)
+    >>> rule, rule == SurrogateRule(5), rule.check(LIF()) is None
+    (SurrogateRule(slope=5.0), True, True)
+    """
+
+    slope: float = 25.0
+
+    def __post_init__(self):
+        positive(self, "slope", "25.0")
+
+    def check(self, module: nn.Module) -> str | None:
+        """Why ``module`` has no surrogate forward (a neuron without its own kernel sequence)."""
+        if type(module).sequence is NeuronModule.sequence:
+            return (
+                f"no surrogate-gradient forward for {type(module).__name__} (it has no kernel "
+                "sequence); BPTT supports LIF, IF, CubaLIF, ALIF, RLIF and LI"
+            )
+        return None
+
+    def forward(self, module: NeuronModule, x: torch.Tensor, state=None):
+        return module.sequence(x, state, spike_fn=FastSigmoid(self.slope))
 
 
-@contextlib.contextmanager
-def surrogate(model: nn.Module, slope: float = 25.0) -> Iterator[nn.Module]:
-    """Run ``model``'s spiking layers with a fast-sigmoid surrogate gradient in this block."""
-    patched = []
-    try:
-        for module in model.modules():
-            fwd = _forward_for(module, slope)
-            if fwd is None:
-                continue
-            had = "forward" in module.__dict__
-            patched.append((module, had, module.__dict__.get("forward")))
-            module.__dict__["forward"] = fwd
-        yield model
-    finally:
-        for module, had, old in reversed(patched):
-            if had:
-                module.__dict__["forward"] = old
-            else:
-                module.__dict__.pop("forward", None)
+def surrogate_composite(slope: float = 25.0) -> Composite:
+    """The BPTT baseline as a :class:`~spikelfp.lfp.Composite`: every spiking neuron gets
+    :class:`SurrogateRule` (``slope``); the :class:`~spikelfp.neurons.LI` readout (no spike)
+    and every other module keep their own forward (``NATIVE``; their gradient is already
+    the true one).
+
+    Args:
+        slope: the fast sigmoid's :math:`k` (> 0).
+
+    Returns:
+        The composite; ``with surrogate_composite(k).context(model):`` is
+        ``with surrogate(model, k):``.
+
+    >>> surrogate_composite(5.0).rule_for(LI()), surrogate_composite(5.0).rules[NeuronModule]
+    (NATIVE, SurrogateRule(slope=5.0))
+    """
+    return Composite({nn.Module: NATIVE, NeuronModule: SurrogateRule(slope), LI: NATIVE})
+
+
+def surrogate(model: nn.Module, slope: float = 25.0) -> contextlib.AbstractContextManager:
+    """Run ``model``'s spiking layers with a fast-sigmoid surrogate gradient in this block:
+    the context of ``spikelfp.training.bptt.surrogate_composite(slope)``, a
+    :class:`~spikelfp.lfp.Composite` that gives every spiking neuron ``SurrogateRule(slope)``
+    (its own kernel sequence with the fast-sigmoid spike) and leaves every other module native.
+
+    Args:
+        model: the network; its parameters, buffers and forwards are as before on exit.
+        slope: the fast sigmoid's :math:`k` (> 0).
+
+    Returns:
+        A context manager yielding ``model``.
+
+    Raises:
+        spikelfp.lfp.UnsupportedModuleError: (a ``TypeError``) for a neuron type without a
+            kernel sequence.
+    """
+    return surrogate_composite(slope).context(model)
 
 
 def spike_count_ce_loss(spikes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -55,12 +55,11 @@ checkpoint survives any of this.
 Self-check of a launch setup (two processes training a tiny network through DDP; prints whether
 the weights stayed equal)::
 
-    torchrun --standalone --nproc-per-node 2 -m spikelfp.training.distributed --steps 5
+    torchrun --standalone --nproc-per-node 2 -m spikelfp.cli._ddp_check --steps 5
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import importlib.util
@@ -700,7 +699,7 @@ def _strip_nproc(argv: Sequence[str]) -> list[str]:
 def _default_module() -> str:
     if importlib.util.find_spec("spikelfp.__main__") is not None:
         return "spikelfp"
-    return "spikelfp.training.cli"
+    return "spikelfp.cli"
 
 
 def launch_local(
@@ -713,7 +712,7 @@ def launch_local(
     """Run ``nproc`` workers on this machine with torchrun; returns torchrun's exit code.
 
     Runs ``python -m torch.distributed.run --standalone --nproc-per-node N --max-restarts 0
-    -m <module> <argv>`` where ``module`` defaults to ``spikelfp`` (``spikelfp.training.cli``
+    -m <module> <argv>`` where ``module`` defaults to ``spikelfp`` (``spikelfp.cli``
     if the package has no ``__main__``) and ``argv`` is e.g. ``["train", "--config", ...]``
     (any ``--nproc`` is removed). ``--standalone`` picks a free port. Unless set,
     ``OMP_NUM_THREADS`` is the number of CPU cores divided by ``nproc``. When a worker fails,
@@ -759,27 +758,29 @@ def launch_local(
             return proc.wait()
 
 
-# -- self-check: torchrun --standalone --nproc-per-node 2 -m spikelfp.training.distributed ----
-def _selfcheck(argv: Sequence[str] | None = None) -> int:
+# -- self-check: torchrun --standalone --nproc-per-node 2 -m spikelfp.cli._ddp_check --------
+def selfcheck(
+    steps: int = 5,
+    batch_size: int = 16,
+    simulate_failure: int | None = None,
+    timeout: float | None = None,
+) -> int:
+    """Train a tiny network data-parallel (run under torchrun) and check that all copies of
+    the weights stay equal: ``max |w - w_rank0| = 0``.
+
+    Args:
+        steps: LFP steps.
+        batch_size: the global batch (each process takes ``batch_size / world_size``).
+        simulate_failure: this rank exits abruptly after the first step (tests teardown).
+        timeout: collective timeout in seconds (default: :func:`init_distributed`'s).
+
+    Returns:
+        The exit code: 0 when the copies stayed equal, else 1.
+    """
     from spikelfp import LIF, Sequential
     from spikelfp.lfp import lfp_step, rate_coded_reward
 
-    ap = argparse.ArgumentParser(
-        prog="python -m spikelfp.training.distributed",
-        description="Train a tiny network data-parallel and check that all copies stay equal.",
-    )
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=16, help="global batch")
-    ap.add_argument(
-        "--simulate-failure",
-        type=int,
-        default=None,
-        metavar="RANK",
-        help="this rank exits abruptly after the first step (tests teardown)",
-    )
-    ap.add_argument("--timeout", type=float, default=None, help="collective timeout (s)")
-    args = ap.parse_args(argv)
-    info = init_distributed(device="cpu", timeout_s=args.timeout)
+    info = init_distributed(device="cpu", timeout_s=timeout)
     torch.manual_seed(1234 + info.rank)  # different on purpose: DDP must broadcast rank 0's
     net = Sequential(
         nn.Linear(20, 16),
@@ -789,17 +790,17 @@ def _selfcheck(argv: Sequence[str] | None = None) -> int:
     ).double()
     wrapped = wrap_model(net, "sum")
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
-    b = local_batch_size(args.batch_size, info.world_size)
+    b = local_batch_size(batch_size, info.world_size)
     g = torch.Generator().manual_seed(7)
     m = {"acc": float("nan")}
-    for step in range(args.steps):
-        x = (torch.rand(10, args.batch_size, 20, generator=g) < 0.3).double()
-        y = torch.randint(0, 4, (args.batch_size,), generator=g)
+    for step in range(steps):
+        x = (torch.rand(10, batch_size, 20, generator=g) < 0.3).double()
+        y = torch.randint(0, 4, (batch_size,), generator=g)
         sl = slice(info.rank * b, (info.rank + 1) * b)
         with collective("DDP step (all-reduce of the LFP feedback)", mixed=True):
             res = lfp_step(wrapped, x[:, sl], y[sl], rate_coded_reward)
         opt.step()
-        if args.simulate_failure == info.rank and step == 0:
+        if simulate_failure == info.rank and step == 0:
             sys.stderr.write(f"rank {info.rank}: simulating a crash\n")
             sys.stderr.flush()
             os._exit(3)
@@ -809,14 +810,10 @@ def _selfcheck(argv: Sequence[str] | None = None) -> int:
     if info.is_main:
         print(
             f"spikelfp distributed self-check: world {info.world_size} ({info.backend}), "
-            f"{args.steps} steps through {type(wrapped).__name__}, last acc {m['acc']:.3f}, "
+            f"{steps} steps through {type(wrapped).__name__}, last acc {m['acc']:.3f}, "
             f"max |w - w_rank0| = {diff:.3g}",
             flush=True,
         )
     barrier()
     shutdown()
     return 0 if diff == 0.0 or math.isclose(diff, 0.0, abs_tol=1e-12) else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_selfcheck())

@@ -18,7 +18,7 @@ from torch import nn
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, TrainConfig
 
-__all__ = ["LoadedRun", "load_run"]
+__all__ = ["LoadedRun", "evaluate_checkpoint", "load_run"]
 
 
 class LoadedRun(NamedTuple):
@@ -58,12 +58,62 @@ class LoadedRun(NamedTuple):
         ``spikelfp eval`` computes them, on the whole split. ``changes`` override config
         fields for the data (e.g. ``data_dir=...``, ``max_eval_samples=200``,
         ``batch_size=256``)."""
-        from .cli import run_evaluation
-
         # like `spikelfp eval`: the whole split unless asked otherwise
         settings = {"max_train_samples": None, "max_eval_samples": None, **changes}
         cfg = self.config.replace(**settings)
-        return run_evaluation(self.checkpoint, cfg, split, model=self.model)
+        return evaluate_checkpoint(self.checkpoint, cfg, split, model=self.model)
+
+
+def evaluate_checkpoint(
+    ckpt: dict[str, Any], cfg: TrainConfig, split: str, model: nn.Module | None = None
+) -> dict[str, Any]:
+    """Evaluate a checkpoint's model (or ``model``) on ``split`` of ``cfg``'s dataset, as
+    ``spikelfp eval`` does.
+
+    Args:
+        ckpt: a loaded checkpoint (:func:`~spikelfp.training.load_checkpoint`).
+        cfg: the data settings (dataset, folders, frames, batch size, subsets).
+        split: ``train``, ``tune``, ``val`` or ``test``.
+        model: the network to evaluate; default: the checkpoint's, rebuilt (for a run trained
+            with ``--target``, the target's integer network, which is what was trained).
+
+    Returns:
+        :func:`~spikelfp.training.evaluate`'s dict (accuracy, per-class accuracy, confusion
+        matrix, loss, spike rates) plus ``dataset``, ``split`` and ``classes``. Raises
+        :class:`~spikelfp.training.CheckpointError` when the data's frames or classes do not
+        fit the model.
+    """
+    from torch.utils.data import DataLoader
+
+    from .data import collate, open_split
+    from .evaluate import evaluate
+    from .trainer import build_from_checkpoint
+
+    if model is None:
+        from .models import ModelSpec
+        from .trainer import _target_training
+
+        model = build_from_checkpoint(ckpt)
+        trained = _target_training(model, ModelSpec.from_dict(ckpt["model_spec"]))
+        if trained is not None:  # train --target: the integer network is what was trained
+            model = trained.evaluation_model()
+    data = open_split(cfg, split)
+    spec_shape = tuple(ckpt["model_spec"]["input_shape"])
+    if tuple(data.frame_shape) != spec_shape:
+        raise CheckpointError(
+            f"the checkpoint's model takes frames {spec_shape} but {cfg.dataset} gives "
+            f"{tuple(data.frame_shape)}"
+        )
+    n_classes = int(ckpt["model_spec"]["n_classes"])
+    if len(data.classes) != n_classes:
+        raise CheckpointError(
+            f"the checkpoint's model has {n_classes} outputs but {cfg.dataset} has "
+            f"{len(data.classes)} classes"
+        )
+    loader = DataLoader(data.dataset, batch_size=cfg.batch_size, collate_fn=collate)
+    result = evaluate(model, loader, n_classes, cfg.input_clamp, list(data.classes))
+    result.update({"dataset": cfg.dataset, "split": split, "classes": list(data.classes)})
+    return result
 
 
 def load_run(path: str | os.PathLike[str], *, device: str = "cpu") -> LoadedRun:

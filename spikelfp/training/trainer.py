@@ -137,7 +137,7 @@ def make_composite(cfg: TrainConfig, model: nn.Module):
     >>> from spikelfp import Sequential, LIF
     >>> net = Sequential(nn.Linear(4, 4), LIF(), nn.Linear(4, 2), LIF())
     >>> comp = make_composite(TrainConfig(lower_rule="zplus", lower_layers=1), net)
-    >>> comp.names
+    >>> dict(comp.names)
     {'0': ZPlusRule(epsilon=0.0)}
     """
     from ..lfp import default_composite
@@ -245,16 +245,41 @@ def _model_from_graph(data: bytes, frame_shape, n_classes: int) -> nn.Module:
     return model
 
 
+def resolve_target(target: str):
+    """The :class:`~spikelfp.hw_export.HardwareProfile` a ``--target`` names.
+
+    Args:
+        target: a registered profile's name (``int8``, ``loihi2``, ``speck``, ``xylo``, any
+            case) or a profile file (``.json``/``.toml``/``.yaml`` of its fields).
+
+    Returns:
+        The profile; ``None`` when the hardware export is not installed.
+
+    Raises :class:`ConfigError` (one line) for an unknown name or an invalid profile file.
+    """
+    try:
+        from ..hw_export.profiles import PROFILE_SUFFIXES, PROFILES, load_profile
+    except ImportError:  # the caller reports the missing export
+        return None
+    if Path(target).suffix.lower() in PROFILE_SUFFIXES:
+        try:
+            return load_profile(target)
+        except ValueError as err:
+            raise ConfigError(f"--target {err}") from None
+    if target.lower() not in PROFILES:
+        raise ConfigError(
+            f"unknown --target {target!r}; choose one of {', '.join(sorted(PROFILES))}, or give "
+            "a profile file (.json/.toml/.yaml)"
+        )
+    return PROFILES[target.lower()]
+
+
 def _target_spec(spec: ModelSpec, target: str, log) -> ModelSpec:
     """``spec`` adapted to ``target`` (``train --target``); refuses, before any training, a
     model the target cannot run."""
     from ..hw_export.target import adapt_spec, model_for_target, refuse_text, structural_violations
-    from .cli import UsageError, resolve_target
 
-    try:
-        prof = resolve_target(target, "train")
-    except UsageError as err:
-        raise ConfigError(str(err).removeprefix("spikelfp train: ")) from None
+    prof = resolve_target(target)
     new, changes = adapt_spec(spec, prof)
     bad = structural_violations(
         model_for_target(build_model(new), new), prof, new.input_shape, prof.weight_bits

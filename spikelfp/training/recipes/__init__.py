@@ -8,19 +8,25 @@ otherwise. Each file ``<dataset>.yaml`` beside this module holds
 * ``models``: per-model overrides (``{model name: {field: value}}``), each of which may hold a
   ``methods`` section of its own;
 * ``methods``: per-method overrides (e.g. ``bptt``: the surrogate-gradient baseline's own
-  recipe).
+  recipe);
+* ``targets``: per-hardware-target overrides (``spikelfp train --target T``: e.g. the inputs,
+  decay and reward with which the target's integer network trains well).
 
 Precedence, lowest first: the dataclass defaults < ``settings`` < ``models[model]`` <
-``methods[method]`` < ``models[model].methods[method]`` < ``--config FILE`` < flags. The
-dataset, model and method that select the layers are taken from the highest layer that sets
-them. The resolved configuration is what the run saves (``config.yaml``, the checkpoint), so a
-run never depends on a recipe file again once it has started.
+``methods[method]`` < ``models[model].methods[method]`` < ``targets[target]`` <
+``--config FILE`` < flags. The dataset, model, method and target that select the layers are
+taken from the highest layer that sets them. The resolved configuration is what the run saves
+(``config.yaml``, the checkpoint), so a run never depends on a recipe file again once it has
+started.
 
 >>> cfg = resolve_config({"dataset": "nmnist", "epochs": 2})
 >>> cfg.epochs, cfg.model, cfg.recipe
 (2, 'nmnist-cnn', 'nmnist')
 >>> resolve_config({"dataset": "nmnist", "method": "bptt"}).method
 'bptt'
+>>> xylo = resolve_config({"dataset": "braille", "letters": "A,E,I", "target": "xylo"})
+>>> xylo.reward, xylo.taxels
+('rate', [1, 2, 6, 10])
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from ..config import ConfigError, TrainConfig
 __all__ = ["RECIPE_KEYS", "available_recipes", "load_recipe", "recipe_layers", "resolve_config"]
 
 #: the sections a recipe file may hold
-RECIPE_KEYS = ("description", "settings", "models", "methods")
+RECIPE_KEYS = ("description", "settings", "models", "methods", "targets")
 
 
 def available_recipes() -> list[str]:
@@ -73,7 +79,7 @@ def check_recipe(data: Any, where: str) -> dict[str, Any]:
             f"a recipe holds {', '.join(RECIPE_KEYS)}"
         )
     _check_settings(data.get("settings") or {}, f"{where} settings")
-    for section in ("models", "methods"):
+    for section in ("models", "methods", "targets"):
         block = data.get(section) or {}
         if not isinstance(block, dict):
             raise ConfigError(f"{where}: {section} must map names to settings")
@@ -109,12 +115,14 @@ def recipe_layers(settings: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     model_block = dict((recipe.get("models") or {}).get(model) or {})
     model_methods = model_block.pop("methods", None) or {}
     method = norm.get("method", model_block.get("method", base.get("method", defaults.method)))
-    layers = [
-        base,
-        model_block,
-        dict((recipe.get("methods") or {}).get(method) or {}),
-        dict(model_methods.get(method) or {}),
-    ]
+    method_block = dict((recipe.get("methods") or {}).get(method) or {})
+    layers = [base, model_block, method_block, dict(model_methods.get(method) or {})]
+    target = norm.get("target")
+    if "target" not in norm:
+        for layer in layers:
+            target = layer.get("target", target)
+    if target is not None:
+        layers.append(dict((recipe.get("targets") or {}).get(str(target)) or {}))
     return str(dataset), [layer for layer in layers if layer]
 
 

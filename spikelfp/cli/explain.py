@@ -9,16 +9,19 @@ datasets (``mnist``) have no events: their frames are explained with :func:`spik
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "cmd_explain"]
+from ._common import UsageError, check_output, echo, eval_config
+
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``explain`` command to the ``spikelfp`` sub-parsers ``sub``."""
     from ..explain.core import COMPOSITES, REWARDS
-    from .config import DATASETS
+    from ..training.config import DATASETS
 
     p = sub.add_parser(
         "explain",
@@ -68,15 +71,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _config(ckpt: dict[str, Any], args: argparse.Namespace):
-    from .cli import _eval_config  # the run's config with the data flags applied, as eval does
-
-    return _eval_config(ckpt, args)
-
-
 def _target(text: str, label: int, n_classes: int):
-    from .cli import UsageError
-
     if text == "label":
         return label
     if text == "predicted":
@@ -95,23 +90,22 @@ def _target(text: str, label: int, n_classes: int):
     return target
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """Run ``spikelfp explain``; returns the exit code."""
     import numpy as np
 
     from ..explain import explain, explain_events, make_composite, recording
     from ..explain.plots import plot_explanation, save_relevance_gif
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .cli import UsageError, _check_output, _print
-    from .data import open_split
-    from .evaluate import prepare_input
-    from .trainer import build_from_checkpoint
+    from ..training.checkpoint import CheckpointError, load_checkpoint
+    from ..training.data import open_split
+    from ..training.evaluate import prepare_input
+    from ..training.trainer import build_from_checkpoint
 
-    _check_output(args.output, "-o", "explain")
+    check_output(args.output, "-o", "explain")
     if args.gif:
-        _check_output(args.gif, "--gif", "explain")
+        check_output(args.gif, "--gif", "explain")
     ckpt = load_checkpoint(args.checkpoint)
-    cfg = _config(ckpt, args)
+    cfg = eval_config(ckpt, args)  # the run's config with the data flags, as eval does
     split = args.split or ("val" if cfg.val_fraction > 0 else "test")
     data = open_split(cfg, split)
     spec = ckpt["model_spec"]
@@ -171,16 +165,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     fig.savefig(Path(args.output).expanduser(), dpi=110)
     total = float(frame_rel.sum())
     spikes = float(output.sum(0)[explained])
-    _print(title)
+    echo(title)
     what = f"{len(events)} events" if events is not None else f"{frames.size} input elements"
     reward_total = spikes if args.reward == "output" else 1.0
-    _print(
+    echo(
         f"total relevance {total:.4g} over {what} (output reward {reward_total:.4g}: "
         f"{spikes:.0f} output spikes of class {classes[explained]}); most relevant time bin "
         f"{int(np.argmax(frame_rel.sum(axis=(1, 2, 3))))}"
     )
-    _print(f"wrote {args.output}")
+    echo(f"wrote {args.output}")
     if args.gif:
         save_relevance_gif(frame_rel, args.gif, frames=frames, title=f"class {explained}")
-        _print(f"wrote {args.gif}")
+        echo(f"wrote {args.gif}")
     return 0
