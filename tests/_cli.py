@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from spikelfp.cli import main
 
+#: the smallest training run the command-line tests use (seconds on the built-in data)
+TINY = ["--time-bins", "4", "--hidden", "16", "--epochs", "1", "--max-train-samples", "40",
+        "--no-progress"]  # fmt: skip
+
 
 def one_line_error(capsys, argv) -> str:
     """Run ``spikelfp ARGV``; assert it failed with exit 2 and one line ``spikelfp ...: error:

@@ -9,26 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _cli
 import numpy as np
 import pytest
 
 pytest.importorskip("tonic")
 
-TINY = [
-    "--dataset",
-    "nmnist",
-    "--model",
-    "mlp",
-    "--time-bins",
-    "4",
-    "--hidden",
-    "16",
-    "--epochs",
-    "1",
-    "--max-train-samples",
-    "40",
-    "--no-progress",
-]
+TINY = ["--dataset", "nmnist", "--model", "mlp", *_cli.TINY]
 
 
 def _event_bytes(x: int, y: int, t: int, p: int = 1) -> bytes:

@@ -11,25 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _cli
 import pytest
 import torch
 from torch import nn
 
 from spikelfp.cli import main
 
-TINY = [
-    "--time-bins",
-    "4",
-    "--hidden",
-    "16",
-    "--epochs",
-    "1",
-    "--max-train-samples",
-    "40",
-    "--max-eval-samples",
-    "20",
-    "--no-progress",
-]
+TINY = [*_cli.TINY, "--max-eval-samples", "20"]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import _cli
 import numpy as np
 import pytest
 import torch
@@ -134,19 +135,7 @@ def test_train_target_refuses_what_the_target_cannot_run(digits_root, tmp_path, 
     assert rc == 2 and "use --method lfp" in capsys.readouterr().err
 
 
-TINY = [
-    "--time-bins",
-    "4",
-    "--hidden",
-    "16",
-    "--epochs",
-    "1",
-    "--max-train-samples",
-    "40",
-    "--max-eval-samples",
-    "30",
-    "--no-progress",
-]
+TINY = [*_cli.TINY, "--max-eval-samples", "30"]
 
 
 def test_trained_for_speck_exports_strictly_as_trained(digits_root, tmp_path, capsys):
