@@ -38,10 +38,16 @@ import torch
 
 from .. import _accel as accel
 from ..neurons.alif import ALIF, ALIFParameters, ALIFState, alif_update
-from ..neurons.base import StepBuffers
 from ..neurons.cuba import CubaLIF, CubaLIFParameters, CubaLIFState, cuba_update
 from ..neurons.li import LI, LIParameters, LIState, li_update
-from ..neurons.lif import LIF, LIFParameters, LIFState, lif_reset, lif_update
+from ..neurons.lif import (
+    LIF,
+    LIFParameters,
+    LIFState,
+    lif_inplace_step,
+    lif_reset,
+    lif_update,
+)
 from ..neurons.rlif import RLIF, RLIFState, rlif_update
 from ._tensor import sum_to
 from .rules import nonnegative
@@ -105,13 +111,7 @@ def _kernel_step(beta, threshold, reset, reset_delay, readout, v0, outputs=True)
                 out.copy_(u)
 
         return li_step
-    p = LIFParameters(beta, threshold, reset, reset_delay)
-    scratch = None if reset == "none" else torch.empty_like(v0)  # the reset mask
-
-    def lif_step(z_t, v, v_next, out):
-        lif_update(z_t, v, p, out=StepBuffers(v_next, out, scratch))
-
-    return lif_step
+    return lif_inplace_step(LIFParameters(beta, threshold, reset, reset_delay), v0)
 
 
 def _lif_forward_inplace(z, v0, beta, threshold, reset, reset_delay, readout):

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from .. import _native as native
+from .. import _accel as accel
 from .base import (
     DecayFn,
     NeuronModule,
@@ -258,20 +258,30 @@ def _inplace_ok(z: torch.Tensor, v: torch.Tensor, p: LIFParameters) -> bool:
         return False
 
 
+def lif_inplace_step(p: LIFParameters, v0: torch.Tensor):
+    """:func:`lif_update` as an in-place step for :mod:`spikelfp._accel.recurrence`:
+    ``step(z_t, v, v_next, out)`` writes :math:`U_t` into ``v_next`` and the spikes into ``out``
+    (the out-of-place kernel's results, bit for bit); used by the module's no-grad path and the
+    LFP rule's forward and replay."""
+    scratch = None if p.reset == "none" else torch.empty_like(v0)  # the reset mask
+
+    def step(z_t, v, v_next, out):
+        lif_update(z_t, v, p, out=StepBuffers(v_next, out, scratch))
+
+    return step
+
+
 def _lif_sequence_inplace(z: torch.Tensor, v0: torch.Tensor, p: LIFParameters):
     """:func:`lif_sequence` without autograd: :func:`lif_update` writing into preallocated
     outputs, the membrane updated in place; on CPU the fused native kernel (a verified fast
-    path of the same arithmetic, ``spikelfp._native``).
+    path of the same arithmetic, chosen by :func:`spikelfp._accel.lif_path`).
     """
-    if z.is_contiguous() and native.usable(z, v0, p.beta, p.threshold):
-        out, v = native.lif_forward(z, v0, p.beta, p.threshold, p.reset, p.reset_delay, False)
+    path = accel.lif_path(z, v0, p.beta, p.threshold)
+    if path is accel.LIFPath.NATIVE:
+        out, v = accel.lif_forward_fused(z, v0, p.beta, p.threshold, p.reset, p.reset_delay, False)
         return out, LIFState(v)
-    out = torch.empty_like(z)
-    mem = (v0.clone(), torch.empty_like(v0))  # U_{t-1} and U_t, in turn
-    scratch = torch.empty_like(v0)
-    for t in range(z.shape[0]):
-        lif_update(z[t], mem[t % 2], p, out=StepBuffers(mem[(t + 1) % 2], out[t], scratch))
-    return out, LIFState(mem[z.shape[0] % 2])
+    out, v = accel.run_inplace(z, v0, lif_inplace_step(p, v0))
+    return out, LIFState(v)
 
 
 class LIF(NeuronModule):
