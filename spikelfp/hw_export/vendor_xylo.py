@@ -74,6 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._decay import decay_numpy
 from ._qneuron import QuantizedNeuron
 
 __all__ = [
@@ -295,13 +296,6 @@ def rockpool_xylo_simulate(spec: dict, x) -> np.ndarray:
     return out
 
 
-def _shift_decay(v: np.ndarray, k: np.ndarray, min_decay: bool) -> np.ndarray:
-    dv = np.right_shift(v, k)
-    if min_decay:
-        dv = np.where((dv == 0) & (v != 0), np.sign(v), dv)
-    return dv
-
-
 def xylo_reference(spec: dict, x, *, xylo: tuple[str, ...] = XYLO_DIFFERENCES):
     """Xylo's neuron in numpy (no rockpool needed), each difference from spikelfp's a switch.
 
@@ -362,9 +356,9 @@ def xylo_reference(spec: dict, x, *, xylo: tuple[str, ...] = XYLO_DIFFERENCES):
     def step(p, z):
         if "synaptic_current" in on:
             i = np.clip(p["I"] + z, lo, hi)
-            p["I"] = i - _shift_decay(i, p["dsyn"], "min_decay" in on)
+            p["I"] = decay_numpy(i, "shift", p["dsyn"], 0, "floor", "min_decay" in on)
             z = p["I"]
-        v = p["V"] - _shift_decay(p["V"], p["dmem"], "min_decay" in on) + z + p["bias"]
+        v = decay_numpy(p["V"], "shift", p["dmem"], 0, "floor", "min_decay" in on) + z + p["bias"]
         v = np.clip(v, lo, hi)
         # spikes while V >= θx (Xylo) or V > θ = θx - 1 (spikelfp), subtracting each time
         if "fire_at_threshold" in on:
