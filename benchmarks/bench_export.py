@@ -280,6 +280,18 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: trained-for-target vs post-training quantisation at these weight bits "
         "(int8-like profiles with B-bit weights, built-in data)",
     )
+    ap.add_argument(
+        "--bits-dataset",
+        default="digits-events",
+        choices=("digits-events", "nmnist", "mnist"),
+        help="with --compare-bits: the dataset (its recipe; nmnist/mnist from --data, scored on "
+        "the validation split)",
+    )
+    ap.add_argument(
+        "--train-flags", default="", help="with --compare-bits: extra spikelfp train flags"
+    )
+    ap.add_argument("--bits-tag", default="", help="with --compare-bits: suffix of the JSON name")
+    ap.add_argument("--seeds", default=None, help="with --compare-bits: comma-separated seeds")
     ap.add_argument("--steps", type=int, default=25, help="time bins per recording (T)")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=8)
@@ -516,10 +528,10 @@ def train_target_main(args, argv) -> int:
     return 0 if ok else 1
 
 
-def _export_report(run: Path, work: Path, name: str, *flags: str) -> dict:
+def _export_report(run: Path, work: Path, name: str, *flags: str, data=()) -> dict:
     rep_path = work / f"{name}.json"
     rc, _, err, _ = _cli(
-        "export", str(run), *flags, "--dataset", "digits-events",
+        "export", str(run), *flags, *(data or ("--dataset", "digits-events")),
         "-o", str(work / f"{name}.nir"), "--json", str(rep_path),
     )  # fmt: skip
     if rc != 0:
@@ -535,21 +547,18 @@ def _export_report(run: Path, work: Path, name: str, *flags: str) -> dict:
     }
 
 
-def compare_bits_main(args, argv) -> int:
-    """Trained-for-target vs post-training quantisation at several weight widths: one float
-    run exported at B bits (``--scale-method mse``, the best post-training choice) against a
-    run trained with ``--target`` an int8-like profile with B-bit weights and exported to it
-    with ``--strict``; test split of the built-in data."""
-    work = Path(args.work)
+def _bits_one_seed(args, seed: int, work: Path, train_flags, data_flags, split) -> list[dict]:
+    """One seed of ``--compare-bits``: a float run exported at each width (post-training
+    quantisation) and a run trained with ``--target`` an int8-like B-bit profile."""
     work.mkdir(parents=True, exist_ok=True)
-    common = ("--epochs", str(args.epochs), "--seed", str(args.seed), "--overwrite")
+    common = ("--epochs", str(args.epochs), "--seed", str(seed), "--overwrite", "--no-progress")
+    common = (*common, *train_flags)
+    evaluate = (*data_flags, "--split", split)
     float_run = work / "float"
-    rc, err = 0, ""
     if not (args.reuse and (float_run / "checkpoint.pt").is_file()):
-        rc, _, err, _ = _cli("train", *common, "--out", str(float_run), "--no-progress")
-    if rc != 0:
-        print(f"float training failed: {err.strip()[-300:]}")
-        return 1
+        rc, _, err, _ = _cli("train", *common, "--out", str(float_run))
+        if rc != 0:
+            raise SystemExit(f"float training failed: {err.strip()[-300:]}")
     rows = []
     for bits in (int(b) for b in args.compare_bits.split(",")):
         prof = work / f"int{bits}.json"
@@ -558,45 +567,96 @@ def compare_bits_main(args, argv) -> int:
                 {"name": f"int{bits}", "weight_bits": bits, "state_bits": 32, "decay": "mult"}
             )
         )
-        ptq = _export_report(float_run, work, f"ptq{bits}", "--target", "int8", "--bits", str(bits))
+        ptq = _export_report(
+            float_run, work, f"ptq{bits}", "--target", "int8", "--bits", str(bits), data=evaluate
+        )
         run = work / f"trained{bits}"
         if args.reuse and (run / "checkpoint.pt").is_file():
             rc, secs = 0, 0.0
         else:
             rc, _, err, secs = _cli("train", *common, "--target", str(prof), "--out", str(run))
-        row = {"bits": bits, "ptq": ptq, "train_exit": rc, "train_seconds": round(secs, 1)}
+        row = {
+            "seed": seed,
+            "bits": bits,
+            "ptq": ptq,
+            "train_exit": rc,
+            "train_seconds": round(secs, 1),
+        }
         if rc == 0:
             row["trained"] = _export_report(
-                run, work, f"trained{bits}", "--target", str(prof), "--strict"
+                run, work, f"trained{bits}", "--target", str(prof), "--strict", data=evaluate
             )
+        else:
+            row["train_error"] = err.strip()[-300:]
         rows.append(row)
-        print(f"{bits} bits: {row}", flush=True)
+        print(f"seed {seed}, {bits} bits: {row}", flush=True)
+    return rows
 
-    def pct(v):
-        return "n/a" if v is None else f"{100 * v:.2f}"
 
-    print(
-        "\n| bits | float (no quantisation) | post-training quantised | PTQ warnings | "
-        "trained for target = exported (--strict) | strict exit | simulator identical |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        t = r.get("trained", {})
-        print(
-            f"| {r['bits']} | {pct(r['ptq'].get('float_accuracy'))} | "
-            f"{pct(r['ptq'].get('accuracy'))} | {', '.join(r['ptq'].get('warnings', [])) or '-'} "
-            f"| {pct(t.get('accuracy'))} | {t.get('exit')} | {t.get('simulator_identical')} |"
+def compare_bits_main(args, argv) -> int:
+    """Trained-for-target vs post-training quantisation at several weight widths, per seed: a
+    float run exported at B bits (the export's default scale for a float run, ``mse``) against
+    a run trained with ``--target`` an int8-like profile with B-bit weights, exported to it
+    with ``--strict``. Built-in data (its test split) by default; ``--bits-dataset nmnist``
+    trains with the dataset's recipe (plus ``--train-flags``) and scores the validation
+    split."""
+    import shlex
+    import statistics
+
+    dataset = args.bits_dataset
+    data_flags: tuple[str, ...] = ("--dataset", dataset)
+    if dataset != "digits-events":
+        if args.data is None:
+            raise SystemExit("--bits-dataset needs --data (or $SPIKELFP_DATA)")
+        data_flags += ("--data-dir", str(Path(args.data) / dataset))
+    split = "test" if dataset == "digits-events" else "val"
+    train_flags = (*data_flags, *shlex.split(args.train_flags or ""))
+    seeds = [int(s) for s in (args.seeds or str(args.seed)).split(",")]
+    rows = []
+    for seed in seeds:
+        rows += _bits_one_seed(args, seed, Path(args.work) / f"seed{seed}", train_flags,
+                               data_flags, split)  # fmt: skip
+
+    def stats(values):
+        values = [100 * v for v in values if v is not None]
+        if not values:
+            return "n/a"
+        if len(values) == 1:
+            return f"{values[0]:.2f}"
+        return f"{statistics.median(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
+
+    table = [
+        f"\n{dataset} ({split} split), {len(seeds)} seed(s), median [min, max] %\n",
+        "| bits | float (no quantisation) | post-training quantised | PTQ warnings | "
+        "trained for target = exported (--strict) | strict exits | simulator identical |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for bits in sorted({r["bits"] for r in rows}, reverse=True):
+        sel = [r for r in rows if r["bits"] == bits]
+        trained = [r.get("trained", {}) for r in sel]
+        warns = sorted({w for r in sel for w in r["ptq"].get("warnings", [])})
+        table.append(
+            f"| {bits} | {stats([r['ptq'].get('float_accuracy') for r in sel])} | "
+            f"{stats([r['ptq'].get('accuracy') for r in sel])} | {', '.join(warns) or '-'} | "
+            f"{stats([t.get('accuracy') for t in trained])} | "
+            f"{', '.join(str(t.get('exit')) for t in trained)} | "
+            f"{all(t.get('simulator_identical') for t in trained)} |"
         )
+    print("\n".join(table))
     out = Path(args.json)
     if out.name == "bench_export.json":
-        out = out.with_name(f"bench_export_bits_seed{args.seed}.json")
+        tag = "" if dataset == "digits-events" else f"_{dataset}{args.bits_tag}"
+        out = out.with_name(f"bench_export_bits{tag}_seeds{'-'.join(map(str, seeds))}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "command": "python benchmarks/bench_export.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
+        "dataset": dataset,
+        "split": split,
         "epochs": args.epochs,
-        "seed": args.seed,
+        "seeds": seeds,
         "rows": rows,
+        "table": "\n".join(table),
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -23,6 +23,9 @@ kept) and ``off`` (every step gets fresh, kernel-zeroed pages); minor page fault
 recorded. The T-scaling runs ``peak`` and ``all``; the sparsity part the default:
 
 * ``lfp``: ``spikelfp.lfp.lfp_step`` with ``rate_coded_reward`` (scale 1/T) and SGD(momentum);
+* ``lfp_events``: the same step from event input (:class:`spikelfp.SparseFrames`, made once
+  outside the timing, as the sparse loader delivers it): a first ``Linear`` is computed and
+  decomposed from the events (CSR products); a conv net gets the dense frames;
 * ``lfp_eager``: the same step with the native kernels off (``spikelfp._native.disabled()``);
   main comparison only, timed on its own after the others, to show what the fused kernels
   bring;
@@ -78,11 +81,12 @@ CONFIGS = {
     "fc": {"batch": 128, "shape": (2312,), "layers": lambda: fc_layers([2312, 256, 10])},
     "conv": {"batch": 64, "shape": (2, 34, 34), "layers": conv_layers},
 }
-METHODS = ("lfp", "lfp_eager", "bptt", "fwd", "spikelfp_fwd")
+METHODS = ("lfp", "lfp_events", "lfp_eager", "bptt", "fwd", "spikelfp_fwd")
 
 
 def build(kind: str, steps: int, density: float, seed: int = 0, batch: int | None = None):
     """The step functions of every method for one configuration (shared weights and data)."""
+    from spikelfp import SparseFrames
     from spikelfp.lfp import lfp_step, rate_coded_reward
 
     cfg = CONFIGS[kind]
@@ -102,6 +106,11 @@ def build(kind: str, steps: int, density: float, seed: int = 0, batch: int | Non
 
     def lfp():
         lfp_step(net, x, labels, reward, opt_lfp)
+
+    events = SparseFrames.from_dense(x)  # the data as it arrives from the sparse loader
+
+    def lfp_events():
+        lfp_step(net, events, labels, reward, opt_lfp)
 
     def lfp_eager():
         with native.disabled():
@@ -123,6 +132,7 @@ def build(kind: str, steps: int, density: float, seed: int = 0, batch: int | Non
 
     fns = {
         "lfp": lfp,
+        "lfp_events": lfp_events,
         "lfp_eager": lfp_eager,
         "bptt": bptt,
         "fwd": fwd,
@@ -336,6 +346,7 @@ def main(argv=None) -> int:
             )
             t = {k: v["median_s"] * 1e3 for k, v in timing.items()}
             entry["lfp_over_bptt"] = t["lfp"] / t["bptt"]
+            entry["lfp_events_over_bptt"] = t["lfp_events"] / t["bptt"]
             entry["lfp_over_fwd"] = t["lfp"] / t["fwd"]
             if not args.no_memory:
                 if kind not in memory:
@@ -364,11 +375,13 @@ def main(argv=None) -> int:
                     30,
                     CONFIGS[kind]["batch"],
                     fmt(t["lfp"]),
+                    fmt(t["lfp_events"]),
                     fmt(t["lfp_eager"]),
                     fmt(t["bptt"]),
                     fmt(t["fwd"]),
                     fmt(t["spikelfp_fwd"]),
                     fmt(entry["lfp_over_bptt"], 2),
+                    fmt(entry["lfp_events_over_bptt"], 2),
                     fmt(entry["lfp_over_fwd"], 2),
                     *mem_cells,
                     fmt(entry["input_check"]["aminmax_ms"]),
@@ -489,11 +502,13 @@ def main(argv=None) -> int:
             "T",
             "B",
             "LFP step ms",
+            "LFP from events ms",
             "LFP eager ms",
             "BPTT step ms",
             "snntorch no-grad fwd ms",
             "spikelfp no-grad fwd ms",
             "LFP/BPTT",
+            "LFP events/BPTT",
             "LFP/fwd",
             "LFP peak MB",
             "BPTT peak MB",

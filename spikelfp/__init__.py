@@ -7,6 +7,7 @@ time along the spike trains; each parameter's share of the reward is its update.
 from . import lfp, neurons
 from ._native import status as native_kernels
 from .allocator import reuse_freed_memory
+from .events import SparseFrames
 from .explain import explain, explain_events
 from .layers import SumPool2d
 from .neurons import ALIF, IF, LI, LIF, RLIF, CubaLIF
@@ -22,6 +23,7 @@ __all__ = [
     "RLIF",
     "CubaLIF",
     "Sequential",
+    "SparseFrames",
     "SumPool2d",
     "explain",
     "explain_events",

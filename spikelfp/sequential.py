@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from ._accel.chunking import CHUNKED_MODULES, apply_chunked
+from .events import SparseFrames
 from .neurons.base import NeuronModule
 
-__all__ = ["Sequential", "apply_over_time"]
+__all__ = ["Sequential", "apply_over_time", "event_input_layer"]
 
 
 def apply_over_time(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -32,6 +33,28 @@ def apply_over_time(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     else:
         y = module(flat)
     return y.reshape(t, b, *y.shape[1:])
+
+
+def event_input_layer(layers, frame_shape) -> int | None:
+    """The index of the ``Linear`` that takes event frames of ``frame_shape`` directly: the
+    first layer of ``layers`` after ``Flatten`` (all dimensions after the batch) only, with
+    ``in_features == prod(frame_shape)``; ``None`` if there is none.
+
+    >>> event_input_layer([nn.Flatten(), nn.Linear(8, 2)], (2, 2, 2))
+    1
+    >>> event_input_layer([nn.Conv2d(2, 4, 3)], (2, 5, 5)) is None
+    True
+    """
+    size = 1
+    for d in frame_shape:
+        size *= int(d)
+    for i, layer in enumerate(layers):
+        if type(layer) is nn.Flatten and (layer.start_dim, layer.end_dim) == (1, -1):
+            continue
+        if type(layer) is nn.Linear and layer.in_features == size:
+            return i
+        return None
+    return None
 
 
 class Sequential(nn.Sequential):
@@ -55,16 +78,21 @@ class Sequential(nn.Sequential):
     ((6, 5, 2), 4)
     """
 
-    def forward(self, x: torch.Tensor, state: tuple | None = None):
+    def forward(self, x: torch.Tensor | SparseFrames, state: tuple | None = None):
+        layers = list(self)
+        first = 0
+        if isinstance(x, SparseFrames):
+            x, first = self._from_events(layers, x)
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"Sequential expects a tensor (T, B, ...), got {type(x).__name__}")
+            raise TypeError(
+                f"Sequential expects a tensor (T, B, ...) or SparseFrames, got {type(x).__name__}"
+            )
         if x.dim() < 3:
             raise ValueError(
                 f"Sequential expects a time-first tensor (T, B, features...), got shape "
                 f"{tuple(x.shape)}; for a single sample use x.unsqueeze(1), for one step "
                 f"x.unsqueeze(0)"
             )
-        layers = list(self)
         if state is None:
             state = (None,) * len(layers)
         elif len(state) != len(layers):
@@ -72,8 +100,10 @@ class Sequential(nn.Sequential):
                 f"state has {len(state)} entries but the network has {len(layers)} layers; "
                 "pass the state returned by the previous call of this network"
             )
-        new_state = []
+        new_state = [None] * first
         for i, (layer, s) in enumerate(zip(layers, state, strict=True)):
+            if i < first:  # computed from the events
+                continue
             try:
                 if isinstance(layer, NeuronModule):
                     x, s = layer(x, s)
@@ -87,3 +117,16 @@ class Sequential(nn.Sequential):
                 ) from err
             new_state.append(s)
         return x, tuple(new_state)
+
+    @staticmethod
+    def _from_events(layers, x: SparseFrames) -> tuple[torch.Tensor, int]:
+        """``(input of layer k, k)``: the first ``Linear`` (after ``Flatten`` only) computed
+        from the events as one CSR product, or the dense frames and 0 for any other first
+        layer (an event-driven convolution does not pay on CPU, ``bench_conv_scatter.py``)."""
+        i = event_input_layer(layers, x.shape[2:])
+        if i is None:
+            dtype = next((p.dtype for m in layers for p in m.parameters()), torch.float32)
+            return x.dense().to(dtype), 0
+        linear = layers[i]
+        z = linear(x.csr(dtype=linear.weight.dtype))
+        return z.view(x.steps, x.shape[1], -1), i + 1

@@ -81,7 +81,7 @@ def test_xylo_lists_every_violation_with_fixes():
 def test_speck_is_convolutional_integrate_and_fire():
     net = Sequential(
         nn.Conv2d(2, 4, 3),
-        IF(),
+        IF(reset="subtract"),
         nn.MaxPool2d(2),
         ALIF(),
         nn.Flatten(),
@@ -97,8 +97,12 @@ def test_speck_is_convolutional_integrate_and_fire():
         ("layer 6", "neuron type"),
     ]
     assert "Conv2d" in report.violations[2].fix
-    good = Sequential(nn.Conv2d(2, 4, 3), IF(), nn.AvgPool2d(2), nn.Conv2d(4, 2, 3), IF())
+    kw = {"reset": "subtract"}  # DYNAP-CNN subtracts the threshold (as sinabs simulates it)
+    good = Sequential(nn.Conv2d(2, 4, 3), IF(**kw), nn.AvgPool2d(2), nn.Conv2d(4, 2, 3), IF(**kw))
     assert check_model(good, "speck", bits=8, input_shape=(2, 8, 8)).ok
+    zero = Sequential(nn.Conv2d(2, 4, 3), IF(reset="zero"))
+    bad = check_model(zero, "speck", bits=8, input_shape=(2, 8, 8)).violations
+    assert [v.constraint for v in bad] == ["reset"]
 
 
 def test_loihi_shared_decay_and_threshold_note():

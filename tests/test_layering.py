@@ -12,6 +12,7 @@ ROOT = Path(spikelfp.__file__).parent
 
 LAYER = {
     "_io": 0,
+    "events": 0,
     "allocator": 0,
     "_native": 0,
     "layers": 0,

@@ -108,8 +108,8 @@ def test_linear_as_conv_computes_the_same_network():
 def test_adapt_spec_builds_within_the_target():
     spec = ModelSpec("conv", (2, 34, 34), 10, channels=(4, 4))
     new, changes = adapt_spec(spec, "speck")
-    assert (new.neuron, new.pool, new.reset) == ("if", "sum", "zero")
-    assert {"neuron=if", "pool=sum"} <= set(changes)
+    assert (new.neuron, new.pool, new.reset) == ("if", "sum", "subtract")
+    assert {"neuron=if", "pool=sum", "reset=subtract"} <= set(changes)
     nobias = HardwareProfile("nobias", resets=("subtract",), allow_bias=False)
     nb, changes = adapt_spec(spec, nobias)
     assert (nb.bias, nb.reset) == (False, "subtract") and "bias=False" in changes

@@ -275,10 +275,11 @@ def test_profile_file_sets_the_neuron_fields(tmp_path):
 
 def test_sinabs_simulates_the_exported_speck_network():
     """Speck: sinabs (DYNAP-CNN's SDK) reads the exported integer IF CNN from NIR and simulates
-    it with its IAF layers; with its three differences from spikelfp's IF switched to
-    spikelfp's side (spike at V >= θ + 1 and subtract θ, one spike per step, no lower membrane
-    bound) its output spikes are the integer simulator's. sinabs' DynapcnnNetwork (the chip
-    configuration) needs samna, which does not install from PyPI."""
+    it with its own IAF layers (multi-spike, subtract reset, ``min_v_mem = -threshold``), spike
+    for spike as spikelfp's integer simulator: the ``speck`` profile is DYNAP-CNN's neuron as
+    sinabs simulates it. Each of the three semantics matters (switching one to spikelfp's
+    plain neuron changes the spikes). sinabs' DynapcnnNetwork (the chip configuration) needs
+    samna, which does not install from PyPI."""
     sinabs = pytest.importorskip("sinabs", reason="sinabs not installed (make setup)")
     pytest.importorskip("nir", reason="nir not installed (pip install 'spikelfp[export]')")
     from sinabs.activation import MembraneSubtract, SingleSpike
@@ -293,31 +294,47 @@ def test_sinabs_simulates_the_exported_speck_network():
         nn.Conv2d(4, 8, 3, padding=1, bias=False), IF(**kw), SumPool2d(2),
         nn.Flatten(), nn.Linear(32, 10, bias=False), IF(**kw),
     )  # fmt: skip
+    with torch.no_grad():  # some layers far above threshold: several spikes per step
+        net[3].weight.mul_(3.0)
     q = quantize(net, 8, "speck", input_shape=(2, 8, 8))
+    neurons = [m for m in q.model if hasattr(m, "v_floor")]
+    assert len(neurons) == 3 and all(n.chip and n.v_floor == "-threshold" for n in neurons)
     x = torch.from_numpy((np.random.default_rng(0).random((20, 3, 2, 8, 8)) < 0.3) * 1.0)
-    ref = simulate(q, x).output
+    ref = simulate(q, x, return_all=True)
     graph = to_nir(q, 1.0, input_shape=(2, 8, 8), convention="sinabs")
 
-    def run(spikelfp_side: bool) -> np.ndarray:
+    def run(change: str | None = None) -> list[np.ndarray]:
         snet = sinabs.from_nir(graph, batch_size=x.shape[1]).float()
         iafs = [m for m in snet.modules() if isinstance(m, sinabs.layers.IAFSqueeze)]
         assert len(iafs) == 3
-        for m in iafs if spikelfp_side else []:
+        for m in iafs:
             th = float(m.spike_threshold.detach().flatten()[0])
-            with torch.no_grad():
-                m.spike_threshold.fill_(th + 1)
-            m.reset_fn = MembraneSubtract(subtract_value=th)
-            m.spike_fn = SingleSpike
-            m.min_v_mem = None
+            if change == "one spike per step":
+                m.spike_fn = SingleSpike
+            elif change == "no floor":
+                m.min_v_mem = None
+            elif change == "fire above threshold":
+                with torch.no_grad():
+                    m.spike_threshold.fill_(th + 1)
+                m.reset_fn = MembraneSubtract(subtract_value=th)
+        recorded = []
+        hooks = [m.register_forward_hook(lambda _m, _i, o: recorded.append(o)) for m in iafs]
         t, b = x.shape[:2]
         with torch.no_grad():
-            out = snet(x.float().transpose(0, 1).reshape(b * t, 2, 8, 8))
-        out = out[0] if isinstance(out, tuple) else out
-        return out.reshape(b, t, -1).transpose(0, 1).numpy().astype(np.int64)
+            snet(x.float().transpose(0, 1).reshape(b * t, 2, 8, 8))
+        for h in hooks:
+            h.remove()
+        return [o.reshape(b, t, -1).transpose(0, 1).numpy().astype(np.int64) for o in recorded]
 
-    assert ref.sum() > 0
-    assert np.array_equal(run(spikelfp_side=True), ref)
-    assert float((run(spikelfp_side=False) == ref).mean()) > 0.9
+    spikes = [o.reshape(20, 3, -1).astype(np.int64) for o in ref.layer_outputs]
+    assert spikes[-1].sum() > 0 and max(int(s.max()) for s in spikes) > 1  # multi-spike steps
+    for ours, theirs in zip(spikes, run(), strict=True):
+        assert np.array_equal(theirs, ours)
+    for change in ("one spike per step", "no floor", "fire above threshold"):
+        assert any(
+            not np.array_equal(theirs, ours)
+            for ours, theirs in zip(spikes, run(change), strict=True)
+        ), change
 
 
 def test_cubalif_network_maps_its_current_decay():

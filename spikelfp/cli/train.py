@@ -321,6 +321,50 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="batch size (global over --nproc processes) (32)",
     )
     g.add_argument("--seed", type=int, default=S, help="seed of weights and data order (0)")
+    g = p.add_argument_group("pruning during training (docs/export.md)")
+    g.add_argument(
+        "--prune-to",
+        type=float,
+        default=S,
+        metavar="S",
+        help="prune during training to sparsity S (0.8: 80%% of the weights zero) along the "
+        "cubic schedule S(1-(1-p)^3); 0 (default): no pruning",
+    )
+    g.add_argument(
+        "--prune-method",
+        choices=("magnitude", "feedback"),
+        default=S,
+        help="rank the weights by |w| (magnitude, default) or by the LFP feedback they "
+        "carried since the last pruning (feedback; --method lfp only)",
+    )
+    g.add_argument(
+        "--prune-start",
+        type=int,
+        default=S,
+        metavar="E",
+        help="start pruning after epoch E (0)",
+    )
+    g.add_argument(
+        "--prune-end",
+        type=int,
+        default=S,
+        metavar="E",
+        help="reach --prune-to at the end of epoch E (default: the last epoch); later epochs "
+        "fine-tune the pruned network",
+    )
+    g.add_argument(
+        "--prune-every",
+        type=int,
+        default=S,
+        metavar="N",
+        help="also prune after every N-th optimiser step (0, default: at each epoch's end only)",
+    )
+    g.add_argument(
+        "--prune-scope",
+        choices=("global", "layer"),
+        default=S,
+        help="rank all layers together (global, default) or prune each layer to the sparsity",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--out", default=S, metavar="RUN_DIR", help="run folder (runs/run)")
     g.add_argument("--num-workers", type=int, default=S, help="DataLoader workers (0)")

@@ -84,13 +84,14 @@ class IntegerNeuron:
     max_spikes: int = 1
     input_delay: bool = False
     chip: bool = False
+    v_floor: str = "state"
 
     def decay(self, v: np.ndarray, param: np.ndarray) -> np.ndarray:
         return decay_numpy(v, self.mode, param, self.bits, self.rounding, self.min_decay)
 
 
 def chip_simulate(z: np.ndarray, p: IntegerNeuron, sat: Saturation) -> np.ndarray:
-    """A spiking layer with chip semantics (Xylo's neuron; equations in
+    """A spiking layer with chip semantics (Xylo's and DYNAP-CNN's neurons; equations in
     :class:`~spikelfp.hw_export.QuantizedNeuron`) on the ``(T, B, N)`` input ``z``: spike
     counts ``(T, B, N)``."""
     if p.input_delay:
@@ -112,6 +113,8 @@ def chip_simulate(z: np.ndarray, p: IntegerNeuron, sat: Saturation) -> np.ndarra
         n = v // th if p.fire_at == ">=" else (v - 1) // th
         s = np.clip(n, 0, p.max_spikes)
         v = v - s * th
+        if p.v_floor == "-threshold":
+            v = np.maximum(v, -th)
         out[t] = s
     return out
 

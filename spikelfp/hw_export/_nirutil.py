@@ -69,6 +69,7 @@ def neuron_meta(layer, kind: str, integer: bool) -> dict:
                     ),
                     "spikelfp_max_spikes": int(layer.max_spikes),
                     "spikelfp_input_delay": int(layer.input_delay),
+                    "spikelfp_v_floor": layer.v_floor,
                 }
             )
     return meta

@@ -48,16 +48,18 @@ class QuantizedNeuron(NeuronModule):
     :math:`S_t = [U_t > θ]`, as :class:`spikelfp.LIF` does.
 
     **Chip semantics** (the neuron fields of a :class:`~spikelfp.hw_export.HardwareProfile`;
-    Xylo's neuron, :mod:`spikelfp.hw_export.vendor_xylo`). When any of ``fire_at=">="``,
-    ``min_decay``, ``current_shift``, ``max_spikes > 1``, ``input_delay`` is set
-    (:attr:`chip`), a spiking neuron runs, with :math:`d` the shift decrement (at least
-    :math:`\mathrm{sign}(v)` under ``min_decay``) and input :math:`Z_t` (plus
-    :math:`W_{rec} S_{t-1}` for ``RLIF``; :math:`Z_{t-1}` under ``input_delay``)::
+    Xylo's neuron, :mod:`spikelfp.hw_export.vendor_xylo`, and DYNAP-CNN's). When any of
+    ``fire_at=">="``, ``min_decay``, ``current_shift``, ``max_spikes > 1``, ``input_delay``,
+    ``v_floor="-threshold"`` is set (:attr:`chip`), a spiking neuron runs, with :math:`d` the
+    decay's decrement (at least :math:`\mathrm{sign}(v)` under ``min_decay``; none for
+    ``decay_mode="none"``) and input :math:`Z_t` (plus :math:`W_{rec} S_{t-1}` for ``RLIF``;
+    :math:`Z_{t-1}` under ``input_delay``)::
 
         I_t = sat(I' - d(I', k_i)),  I' = sat(I_{t-1} + Z_t)   (current stage)
         V_t = sat(V_{t-1} - d(V_{t-1}, k_v) + I_t)             (I_t = Z_t without it)
         S_t = min(max_spikes, #spikes): V_t >= θ → floor(V_t / θ), V_t > θ → floor((V_t-1)/θ)
         U_t = V_t - θ S_t                                      (subtract reset)
+        U_t = max(U_t, -θ)                                     (v_floor="-threshold")
 
     :math:`k_i` is ``current_shift`` for ``LIF``/``RLIF`` and the current decay for
     ``CubaLIF`` (there the current stage replaces :math:`I_t = D_i(I_{t-1}) + Z_t`).
@@ -90,6 +92,7 @@ class QuantizedNeuron(NeuronModule):
         current_shift: int | None = None,
         max_spikes: int = 1,
         input_delay: bool = False,
+        v_floor: str = "state",
     ):
         super().__init__()
         if kind not in _KINDS:
@@ -123,13 +126,17 @@ class QuantizedNeuron(NeuronModule):
         self.current_shift = None if current_shift is None else int(current_shift)
         self.max_spikes = int(max_spikes)
         self.input_delay = bool(input_delay)
-        if self.chip and (reset != "subtract" or reset_delay or decay_mode != "shift"):
+        if v_floor not in ("state", "-threshold"):
+            raise ValueError(f"v_floor must be 'state' or '-threshold', got {v_floor!r}")
+        self.v_floor = v_floor
+        if self.chip and (reset != "subtract" or reset_delay):
             raise ValueError(
                 "chip neuron semantics (fire_at='>=', min_decay, a current stage, several "
-                "spikes per step, input delay) need decay_mode='shift' and an immediate "
-                f"subtract reset; got {decay_mode!r}, {reset!r}"
-                f"{' (delayed)' if reset_delay else ''}"
+                "spikes per step, input delay, a membrane floor) need an immediate subtract "
+                f"reset; got {reset!r}{' (delayed)' if reset_delay else ''}"
             )
+        if self.min_decay and decay_mode != "shift":
+            raise ValueError(f"min_decay needs decay_mode='shift', got {decay_mode!r}")
         th = torch.as_tensor(0.0 if threshold is None else threshold, dtype=F64).clone()
         self.register_buffer("threshold", th)
         self.register_buffer("v_decay", torch.as_tensor(v_decay, dtype=F64).clone())
@@ -151,10 +158,13 @@ class QuantizedNeuron(NeuronModule):
             or self.current_shift is not None
             or self.max_spikes != 1
             or self.input_delay
+            or self.v_floor != "state"
         )
 
     def _chip_decay(self, v: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-        return decay_torch(v, "shift", param, self.decay_bits, self.rounding, self.min_decay)
+        return decay_torch(
+            v, self.decay_mode, param, self.decay_bits, self.rounding, self.min_decay
+        )
 
     def chip_step(self, z: torch.Tensor, state: ChipState):
         """One step with chip semantics: ``(S_t, ChipState(I_t, U_t, S_t), V_t, U_{t-1})``
@@ -175,7 +185,10 @@ class QuantizedNeuron(NeuronModule):
         th = self.threshold.clamp(min=1)
         n = torch.floor(v_pre / th) if self.fire_at == ">=" else torch.floor((v_pre - 1) / th)
         n = n.clamp(0, self.max_spikes)
-        return n, ChipState(i, v_pre - n * th, n), v_pre, state.v
+        u = v_pre - n * th
+        if self.v_floor == "-threshold":
+            u = torch.maximum(u, -th)
+        return n, ChipState(i, u, n), v_pre, state.v
 
     def chip_initial_state(self, x: torch.Tensor) -> ChipState:
         zeros = torch.zeros(x.shape[1:], dtype=F64, device=x.device)
@@ -236,6 +249,6 @@ class QuantizedNeuron(NeuronModule):
             text += (
                 f", fire_at={self.fire_at!r}, min_decay={self.min_decay}, "
                 f"current_shift={self.current_shift}, max_spikes={self.max_spikes}, "
-                f"input_delay={self.input_delay}"
+                f"input_delay={self.input_delay}, v_floor={self.v_floor!r}"
             )
         return text

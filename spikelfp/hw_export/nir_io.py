@@ -450,6 +450,7 @@ def _chip_from_meta(meta) -> dict:
         "current_shift": None if shift < 0 else shift,
         "max_spikes": int(meta.get("spikelfp_max_spikes", 1)),
         "input_delay": bool(int(meta.get("spikelfp_input_delay", 0))),
+        "v_floor": str(meta.get("spikelfp_v_floor", "state")),
     }
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "load_profile",
     "PROFILE_SUFFIXES",
     "FIRE_AT",
+    "V_FLOORS",
 ]
 
 _ALL_NEURONS = ("LIF", "IF", "CubaLIF", "LI", "RLIF")
@@ -41,6 +42,8 @@ _ALL_LAYERS = ("Linear", "Conv1d", "Conv2d", "AvgPool2d", "SumPool2d", "Flatten"
 _RESETS = ("zero", "subtract", "none")
 #: When a neuron fires (:attr:`HardwareProfile.fire_at`).
 FIRE_AT = (">", ">=")
+#: The membrane's lower bound after a step (:attr:`HardwareProfile.v_floor`).
+V_FLOORS = ("state", "-threshold")
 
 
 def _is_int(v) -> bool:
@@ -90,10 +93,13 @@ class HardwareProfile:
         output_delay: the output neuron layer reads the previous step's input (Xylo's
             readout: output step :math:`t` sees the hidden spikes of step :math:`t-1`).
         input_clip: at most this many input events per channel and step (``None``: no limit).
+        v_floor: the membrane's lower bound after each step: ``"state"`` (only the state
+            range) or ``"-threshold"`` (:math:`U_t \\leftarrow \\max(U_t, -\\theta)`: DYNAP-CNN's
+            ``threshold_low`` as sinabs sets it, ``min_v_mem = -spike_threshold``).
         description: one line shown in reports.
 
-    The neuron-semantics fields (``fire_at`` to ``input_clip``) default to spikelfp's own
-    integer neuron; :data:`XYLO` sets them to Xylo's.
+    The neuron-semantics fields (``fire_at`` to ``v_floor``) default to spikelfp's own
+    integer neuron; :data:`XYLO` sets them to Xylo's, :data:`SPECK` to DYNAP-CNN's.
     """
 
     name: str
@@ -125,6 +131,7 @@ class HardwareProfile:
     max_spikes_out: int = 1
     output_delay: bool = False
     input_clip: int | None = None
+    v_floor: str = "state"
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -173,6 +180,10 @@ class HardwareProfile:
                 raise ValueError(f"{name} > 1 needs the subtract reset in resets")
         if self.input_clip is not None and (not _is_int(self.input_clip) or self.input_clip < 1):
             raise ValueError(f"input_clip must be an integer >= 1 or None, got {self.input_clip!r}")
+        if self.v_floor not in V_FLOORS:
+            raise ValueError(f"v_floor must be one of {V_FLOORS}, got {self.v_floor!r}")
+        if self.v_floor != "state" and "subtract" not in self.resets:
+            raise ValueError("v_floor='-threshold' needs the subtract reset in resets")
 
     @property
     def chip_neuron(self) -> bool:
@@ -184,6 +195,7 @@ class HardwareProfile:
             or self.max_spikes != 1
             or self.max_spikes_out != 1
             or self.output_delay
+            or self.v_floor != "state"
         )
 
     @property
@@ -251,13 +263,17 @@ XYLO = HardwareProfile(
     "(synaptic current, up to 31 spikes per step, one-step readout delay)",
 )
 
-#: SynSense Speck / DYNAP-CNN (convolutional integrate-and-fire layers, sum pooling).
+#: SynSense Speck / DYNAP-CNN (convolutional integrate-and-fire layers, sum pooling), with
+#: the chip's neuron as sinabs (SynSense's SDK) simulates it: a neuron fires at
+#: :math:`V \ge \theta`, as many spikes in a step as its membrane holds thresholds (the chip
+#: handles events one by one, a time bin sees them all), subtracts :math:`\theta` per spike,
+#: and its membrane never falls below :math:`-\theta` (``threshold_low``).
 SPECK = HardwareProfile(
     "speck",
     weight_bits=8,
     state_bits=16,
     decay="none",
-    resets=("zero", "subtract"),
+    resets=("subtract",),
     reset_delay=False,
     neuron_types=("IF",),
     layer_types=("Conv2d", "AvgPool2d", "SumPool2d", "Flatten"),
@@ -265,8 +281,13 @@ SPECK = HardwareProfile(
     shared_decay=True,
     max_layers=9,
     max_inputs=2 * 128 * 128,
+    fire_at=">=",
+    max_spikes=2**15 - 1,
+    max_spikes_out=2**15 - 1,
+    v_floor="-threshold",
     description="SynSense Speck / DYNAP-CNN: convolutional integrate-and-fire layers (<= 9), "
-    "8-bit weights, 16-bit states, one threshold per layer, sum pooling",
+    "8-bit weights, 16-bit states, one threshold per layer, sum pooling, DYNAP-CNN's neuron "
+    "(fires at V >= threshold, several spikes per step, subtract reset, membrane >= -threshold)",
 )
 
 #: A generic 8-bit integer target (every layer and neuron type).

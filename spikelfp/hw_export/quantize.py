@@ -456,7 +456,7 @@ def _chip_semantics(prof: HardwareProfile, params: dict, last: bool) -> dict:
     """The :class:`QuantizedNeuron` keywords of the profile's neuron semantics (none for
     spikelfp's own neuron, so other profiles' networks stay as they were; none for a neuron
     the chip cannot run anyway, e.g. with a zero reset: the constraint check reports it)."""
-    if not prof.chip_neuron or prof.decay != "shift":
+    if not prof.chip_neuron:
         return {}
     if params.get("reset") != "subtract" or params.get("reset_delay"):
         return {}
@@ -466,6 +466,7 @@ def _chip_semantics(prof: HardwareProfile, params: dict, last: bool) -> dict:
         "current_shift": prof.synaptic_shift if prof.current_stage else None,
         "max_spikes": prof.max_spikes_out if last else prof.max_spikes,
         "input_delay": prof.output_delay and last,
+        "v_floor": prof.v_floor,
     }
 
 

@@ -69,6 +69,7 @@ def _integer_neuron(layer: QuantizedNeuron) -> IntegerNeuron:
         layer.max_spikes,
         layer.input_delay,
         layer.chip,
+        layer.v_floor,
     )
 
 

@@ -29,13 +29,15 @@ batch of event-count frames kept as indices, of which only one window at a time 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..events import SparseFrames
+from ..sequential import Sequential, event_input_layer
 from .composites import Composite
 from .rewards import _check_output, _softmax_error
 from .step import StepResult, lfp_step
@@ -179,210 +181,6 @@ class PerStepSoftmaxReward(CausalReward):
         return _softmax_error(output, target.expand(output.shape[0], -1)) / total, None
 
 
-# -- sparse input ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SparseFrames:
-    """A batch of event-count frames ``(T, B, *frame)`` kept as the indices of its non-zeros.
-
-    ``index`` holds flat C-order indices into ``(T, B, prod(frame))`` sorted ascending, so a
-    window of steps is one contiguous slice (found by binary search); ``value`` the counts.
-    :meth:`window` makes only that window dense.
-
-    Attributes:
-        shape: ``(T, B, *frame)``.
-        index: ``int64`` flat indices, strictly increasing.
-        value: ``float32`` counts, one per index.
-
-    >>> x = torch.zeros(3, 2, 4); x[0, 1, 2] = 1; x[2, 0, 0] = 2
-    >>> sf = SparseFrames.from_dense(x)
-    >>> sf.index.tolist(), torch.equal(sf.window(0, 3), x), sf.window(2, 3).sum().item()
-    ([6, 16], True, 2.0)
-    """
-
-    shape: tuple[int, ...]
-    index: torch.Tensor
-    value: torch.Tensor
-
-    @property
-    def steps(self) -> int:
-        """The number of time steps ``T``."""
-        return int(self.shape[0])
-
-    @property
-    def _step_size(self) -> int:
-        return int(np.prod(self.shape[1:]))
-
-    def window(self, start: int, stop: int, clamp: float | None = None) -> torch.Tensor:
-        """Dense frames of steps ``start..stop-1``, ``(stop - start, B, *frame)`` float32.
-
-        Args:
-            start: first step.
-            stop: one past the last step (clipped to ``T``).
-            clamp: clip counts above this value (``1``: binary spikes).
-
-        Returns:
-            The window's frames.
-        """
-        stop = min(int(stop), self.steps)
-        size = self._step_size
-        bounds = torch.tensor([start * size, stop * size], dtype=self.index.dtype)
-        lo, hi = torch.searchsorted(self.index, bounds.to(self.index.device)).tolist()
-        out = torch.zeros((stop - start) * size, dtype=torch.float32, device=self.index.device)
-        vals = self.value[lo:hi]
-        out[self.index[lo:hi] - start * size] = vals if clamp is None else vals.clamp(max=clamp)
-        return out.view(stop - start, *self.shape[1:])
-
-    def clamp(self, max: float | None = None) -> SparseFrames:  # noqa: A002 (Tensor.clamp's name)
-        """The frames with counts clipped at ``max`` (as ``Tensor.clamp(max=...)``)."""
-        return (
-            self if max is None else SparseFrames(self.shape, self.index, self.value.clamp(max=max))
-        )
-
-    def clamp_(self, max: float | None = None) -> SparseFrames:  # noqa: A002
-        """Clip the counts at ``max`` in place; returns ``self``."""
-        if max is not None:
-            self.value.clamp_(max=max)
-        return self
-
-    def to(self, device) -> SparseFrames:
-        """The frames on ``device`` (windows are made there)."""
-        return SparseFrames(self.shape, self.index.to(device), self.value.to(device))
-
-    def shifted(self, shifts: Sequence[tuple[int, int]]) -> SparseFrames:
-        """Each sample ``b`` translated by ``shifts[b] = (dy, dx)`` pixels (events moved off
-        the frame are dropped): ``RandomShift`` (``spikelfp.datasets.augment``) on indices."""
-        steps, batch = self.shape[:2]
-        h, w = int(self.shape[-2]), int(self.shape[-1])
-        size = int(np.prod(self.shape[2:]))  # one sample's frame
-        tb, f = torch.div(self.index, size, rounding_mode="floor"), self.index % size
-        b = tb % batch
-        y = torch.div(f % (h * w), w, rounding_mode="floor")
-        x = f % w
-        d = torch.tensor(shifts, dtype=torch.int64, device=self.index.device).view(batch, 2)
-        y2, x2 = y + d[b, 0], x + d[b, 1]
-        keep = (y2 >= 0) & (y2 < h) & (x2 >= 0) & (x2 < w)
-        index = self.index + d[b, 0] * w + d[b, 1]
-        return SparseFrames(self.shape, index[keep], self.value[keep])
-
-    def dense(self) -> torch.Tensor:
-        """All frames ``(T, B, *frame)`` (for tests and short sequences)."""
-        return self.window(0, self.steps)
-
-    @classmethod
-    def from_dense(cls, x: torch.Tensor) -> SparseFrames:
-        """The non-zeros of frames ``x`` ``(T, B, ...)``."""
-        flat = x.reshape(-1)
-        where = torch.nonzero(flat).view(-1)
-        return cls(tuple(x.shape), where, flat[where].to(torch.float32))
-
-    @classmethod
-    def from_samples(
-        cls, samples: Sequence[tuple[tuple[int, ...], np.ndarray, np.ndarray]]
-    ) -> SparseFrames:
-        """A batch from per-sample non-zeros ``(shape (T_i, *frame), flat indices, counts)``
-        (as the trainer's memory cache gives them); shorter samples end in
-        empty frames.
-
-        Raises:
-            ValueError: samples with different frame shapes, or no samples.
-        """
-        if not samples:
-            raise ValueError("SparseFrames.from_samples needs at least one sample")
-        frame = tuple(samples[0][0][1:])
-        for i, (shape, _, _) in enumerate(samples):
-            if tuple(shape[1:]) != frame:
-                raise ValueError(
-                    f"sample {i} has frames of shape {tuple(shape[1:])}, sample 0 {frame}; all "
-                    "samples need the same frame shape"
-                )
-        size = int(np.prod(frame))
-        batch = len(samples)
-        steps = max(int(s[0][0]) for s in samples)
-        parts, values = [], []
-        for b, (_, where, counts) in enumerate(samples):
-            where = np.asarray(where, dtype=np.int64)
-            t, f = np.divmod(where, size)
-            parts.append((t * batch + b) * size + f)
-            values.append(np.asarray(counts, dtype=np.float32))
-        index = np.concatenate(parts)
-        order = np.argsort(index, kind="stable")
-        return cls(
-            (steps, batch, *frame),
-            torch.from_numpy(index[order]),
-            torch.from_numpy(np.concatenate(values)[order]),
-        )
-
-    @classmethod
-    def from_events(
-        cls,
-        events: Sequence[np.ndarray],
-        sensor_size: tuple[int, int, int],
-        bin_us: float,
-        steps: int,
-        start_us: float = 0.0,
-    ) -> SparseFrames:
-        """Bin event lists into frames of ``bin_us`` microseconds, kept sparse.
-
-        Event ``e`` of sample ``b`` is counted in step ``floor((t - start_us) / bin_us)`` at
-        ``(p, y, x)``; events outside ``[start_us, start_us + steps·bin_us)`` are dropped.
-
-        Args:
-            events: one structured array per sample with fields ``t`` (µs), ``x``, ``y``,
-                ``p`` (tonic's layout), in time order.
-            sensor_size: ``(W, H, P)`` as tonic gives it.
-            bin_us: the length of a time bin in microseconds.
-            steps: the number of time bins ``T``.
-            start_us: the time of the first bin's start.
-
-        Returns:
-            The frames ``(T, B, P, H, W)``.
-
-        Raises:
-            ValueError: a sample's timestamps decrease, ``bin_us`` or ``steps`` is not
-                positive, or an event lies outside the sensor.
-
-        >>> ev = np.zeros(3, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "<i2")])
-        >>> ev["t"] = [0, 1500, 1600]; ev["x"] = [1, 0, 0]; ev["p"] = [1, 0, 0]
-        >>> sf = SparseFrames.from_events([ev], (2, 1, 2), bin_us=1000, steps=2)
-        >>> sf.dense()[:, 0].tolist()
-        [[[[0.0, 0.0]], [[0.0, 1.0]]], [[[2.0, 0.0]], [[0.0, 0.0]]]]
-        """
-        if not bin_us > 0 or int(steps) <= 0:
-            raise ValueError(
-                f"bin_us and steps must be positive, got bin_us={bin_us}, steps={steps}"
-            )
-        width, height, pols = (int(v) for v in sensor_size)
-        frame = (pols, height, width)
-        samples = []
-        for b, ev in enumerate(events):
-            t = np.asarray(ev["t"], dtype=np.float64)
-            if t.size > 1 and bool(np.any(np.diff(t) < 0)):
-                first = int(np.flatnonzero(np.diff(t) < 0)[0]) + 1
-                raise ValueError(
-                    f"sample {b}: event timestamps decrease at event {first} "
-                    f"({t[first - 1]:g} then {t[first]:g} µs); sort the events by time first"
-                )
-            x, y = np.asarray(ev["x"], np.int64), np.asarray(ev["y"], np.int64)
-            p = np.asarray(ev["p"], np.int64)
-            if x.size and (
-                x.min() < 0
-                or x.max() >= width
-                or y.min() < 0
-                or y.max() >= height
-                or p.min() < 0
-                or p.max() >= pols
-            ):
-                raise ValueError(
-                    f"sample {b}: events outside the sensor {tuple(sensor_size)} (W, H, P)"
-                )
-            step = np.floor((t - start_us) / bin_us).astype(np.int64)
-            keep = (step >= 0) & (step < steps)
-            flat = ((step * pols + p) * height + y) * width + x
-            where, counts = np.unique(flat[keep], return_counts=True)
-            samples.append(((int(steps), *frame), where, counts.astype(np.float32)))
-        return cls.from_samples(samples)
-
-
 def augment_sparse(augmentation, x: SparseFrames, generator=None) -> SparseFrames:
     """Apply a ``spikelfp.datasets.augment`` augmentation to sparse frames.
 
@@ -450,23 +248,9 @@ class Windowed(nn.Module):
 
     def forward(self, x, state=None):
         outs = []
-        first = _sparse_first_linear(self.model, x)
-        if first is not None and not torch.is_grad_enabled():
-            # inference on events: the first Linear from the events, the rest as usual
-            from ..sequential import Sequential
-
-            layers = list(self.model)
-            rest = Sequential(*layers[first + 1 :])
-            inner = None if state is None else tuple(state[first + 1 :])
-            for start in range(0, x.steps, self.window):
-                stop = min(start + self.window, x.steps)
-                out, inner = rest(_sparse_linear(x, start, stop, layers[first]), inner)
-                outs.append(out)
-            state = (None,) * (first + 1) + tuple(inner)
-        else:
-            for _, xw in _windows(x, self.window):
-                out, state = self.model(xw, state) if state is not None else self.model(xw)
-                outs.append(out)
+        for _, xw in _windows(x, self.window):  # sparse windows stay sparse (Sequential)
+            out, state = self.model(xw, state) if state is not None else self.model(xw)
+            outs.append(out)
         return (outs[0] if len(outs) == 1 else torch.cat(outs)), state
 
 
@@ -475,7 +259,7 @@ def _windows(x, window: int):
     steps = x.steps if isinstance(x, SparseFrames) else x.shape[0]
     for start in range(0, steps, window):
         stop = min(start + window, steps)
-        yield start, (x.window(start, stop) if isinstance(x, SparseFrames) else x[start:stop])
+        yield start, (x.time_slice(start, stop) if isinstance(x, SparseFrames) else x[start:stop])
 
 
 # -- the step -----------------------------------------------------------------------------------
@@ -596,35 +380,15 @@ def online_lfp_step(
 
 
 # -- calibration ---------------------------------------------------------------------------------
-def _sparse_first_linear(model, x) -> int | None:
-    """The index of ``model``'s first layer if it is a ``Linear`` after ``Flatten`` only, and
-    ``x`` is :class:`SparseFrames` it can take; else ``None``."""
-    from ..sequential import Sequential
-
-    if not isinstance(x, SparseFrames) or not isinstance(model, Sequential):
-        return None
-    for i, layer in enumerate(model):
-        if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) == (1, -1):
-            continue
-        if isinstance(layer, nn.Linear) and layer.in_features == int(np.prod(x.shape[2:])):
-            return i
-        return None
-    return None
-
-
 def _synapse_inputs(layers, syn, gain_at, x, window):
     """How the bisection gets the input of synapse ``syn`` window by window:
     ``("sparse", syn + 1, None)`` (the synapse computed from the events), ``("packed", syn,
     [(shape, bits), ...])`` or ``("recompute", 0, None)``."""
-    from ..sequential import Sequential
-
     prefix = layers[:syn]
     if (
         isinstance(x, SparseFrames)
-        and isinstance(layers[syn], nn.Linear)
         and gain_at == syn
-        and all(isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) == (1, -1) for m in prefix)
-        and layers[syn].in_features == int(np.prod(x.shape[2:]))
+        and event_input_layer(layers, x.shape[2:]) == syn
     ):
         return ("sparse", syn + 1, None)
     if syn == 0:
@@ -649,29 +413,9 @@ def _source_windows(source, x, window, synapse):
             yield h.to(device=synapse.weight.device, dtype=synapse.weight.dtype)
     elif kind == "sparse":
         for start in range(0, x.steps, window):
-            yield _sparse_linear(x, start, min(start + window, x.steps), synapse)
+            stop = min(start + window, x.steps)
+            z = synapse(x.csr(start, stop, dtype=synapse.weight.dtype))
+            yield z.view(stop - start, x.shape[1], -1)
     else:
         for _, xw in _windows(x, window):
             yield xw
-
-
-def _sparse_linear(x: SparseFrames, start: int, stop: int, linear: nn.Linear) -> torch.Tensor:
-    """``linear(flatten(x[start:stop]))`` ``(K, B, out)`` from the events only (CSR product)."""
-    steps, batch = stop - start, x.shape[1]
-    size = int(np.prod(x.shape[2:]))
-    bounds = torch.tensor([start * batch * size, stop * batch * size], dtype=x.index.dtype)
-    lo, hi = torch.searchsorted(x.index, bounds.to(x.index.device)).tolist()
-    local = x.index[lo:hi] - start * batch * size
-    rows, cols = torch.div(local, size, rounding_mode="floor"), local % size
-    weight = linear.weight
-    mat = torch.sparse_coo_tensor(  # indices sorted and unique: coalesced
-        torch.stack([rows, cols]),
-        x.value[lo:hi].to(weight.dtype),
-        (steps * batch, size),
-        check_invariants=False,
-        is_coalesced=True,
-    )
-    out = torch.sparse.mm(mat, weight.t())
-    if linear.bias is not None:
-        out = out + linear.bias
-    return out.view(steps, batch, -1)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..events import SparseFrames
+from ..sequential import Sequential
 from .composites import Composite, default_composite
 from .rewards import check_reward
 
@@ -42,7 +44,7 @@ def _detach(state):
 
 def lfp_step(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | SparseFrames,
     target,
     reward: Callable[[torch.Tensor, object], torch.Tensor] | torch.Tensor,
     optimizer: torch.optim.Optimizer | None = None,
@@ -59,7 +61,10 @@ def lfp_step(
     Args:
         model: the network, e.g. a :class:`spikelfp.Sequential`; it must return ``output``
             or ``(output, state)``.
-        x: input ``(T, B, ...)``, floating point (spikes as 0./1.).
+        x: input ``(T, B, ...)``, floating point (spikes as 0./1.), or
+            :class:`~spikelfp.events.SparseFrames`: a :class:`spikelfp.Sequential` whose first
+            synapse is a ``Linear`` (after ``Flatten``) then computes that layer and its
+            decomposition from the events (any other model gets the dense frames).
         target: what the reward function compares the output with (labels ``(B,)``, ...).
         reward: ``reward(output, target) -> (T, B, ...)`` (see :mod:`spikelfp.lfp`'s reward
             functions) or a reward tensor shaped like the output.
@@ -90,11 +95,21 @@ def lfp_step(
     >>> res.output.shape, sorted(feedback(net))
     (torch.Size([8, 4, 10]), ['0.bias', '0.weight'])
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a tensor (T, B, ...), got {type(x).__name__}")
-    if not x.is_floating_point():
+    if isinstance(x, SparseFrames):
+        if return_input_reward:
+            raise ValueError(
+                "return_input_reward needs the dense input: pass x.dense() instead of SparseFrames"
+            )
+        if x.value.numel() and not bool(torch.isfinite(x.value).all()):
+            raise ValueError("x contains NaN or inf values; clean the event counts first")
+        if not isinstance(getattr(model, "module", model), Sequential):
+            dtype = next((p.dtype for p in model.parameters()), torch.float32)
+            x = x.dense().to(dtype)  # only spikelfp.Sequential takes events
+    elif not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor (T, B, ...) or SparseFrames, got {type(x).__name__}")
+    elif not x.is_floating_point():
         raise TypeError(f"x must be floating point (spikes as 0./1.), got {x.dtype}; use x.float()")
-    if x.numel():
+    elif x.numel():
         # one pass, no input-sized temporary (isfinite(x) would allocate two); NaN propagates
         lo, hi = torch.aminmax(x)
         if not bool(torch.isfinite(lo) & torch.isfinite(hi)):

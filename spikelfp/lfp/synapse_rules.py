@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _accel as accel
+from .._accel import sparse as accel_sparse
 from ._tensor import stabilized_divide, sum_to
 from .rules import nonnegative
 
@@ -94,6 +95,39 @@ class _SynapseLFP(torch.autograd.Function):
         return r_in, grad_w, grad_b, None, None, None, None
 
 
+class _EventLinearLFP(torch.autograd.Function):
+    """:class:`_SynapseLFP` for a Linear whose input is a CSR matrix of events (rows ``T·B``).
+
+    The same sums from the non-zeros only: ``z = X W^T + b`` and ``Σ n^T x = (X^T n)^T``
+    (:mod:`spikelfp._accel.sparse`). The input is data, so no reward is sent to it."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, epsilon, mode, gamma):
+        z = F.linear(x, weight, bias)
+        if mode == "epsilon":
+            zmod = z
+        else:
+            zmod = F.linear(x, _modified(weight, mode, gamma), _modified(bias, mode, gamma))
+        ctx.save_for_backward(weight, bias, zmod)
+        ctx.x = x  # the sparse input (kept by the context, as a saved tensor would be)
+        ctx.epsilon, ctx.mode, ctx.gamma = epsilon, mode, gamma
+        return z
+
+    @staticmethod
+    def backward(ctx, rho):
+        weight, bias, zmod = ctx.saved_tensors
+        need_w, need_b = ctx.needs_input_grad[1], ctx.needs_input_grad[2] and bias is not None
+        n = accel.divide(rho.contiguous(), zmod, ctx.epsilon)  # n_j = ρ_j / (z'_j + ε sign z'_j)
+        grad_w = grad_b = None
+        if need_w:  # -F(w_ji) = -|w'_ji| Σ x_i n_j
+            w2 = _modified(weight, ctx.mode, ctx.gamma)
+            grad_w = accel_sparse.csr_weight_sum(ctx.x, n).mul_(w2.abs()).neg_()
+        if need_b:
+            grad_b = -(_modified(bias, ctx.mode, ctx.gamma).abs() * n.sum(0))
+        del ctx.x
+        return None, grad_w, grad_b, None, None, None
+
+
 def _conv_spec(module: nn.Module) -> accel.ConvSpec:
     if isinstance(module.padding, str) or module.padding_mode != "zeros":
         raise ValueError(
@@ -124,6 +158,15 @@ class _SynapseRule:
         nonnegative(self, "epsilon")
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(module, nn.Linear) and x.layout == torch.sparse_csr:  # events (rows T·B)
+            if x.dim() != 2 or x.shape[1] != module.in_features:
+                raise ValueError(
+                    f"Linear(in_features={module.in_features}) got sparse input of shape "
+                    f"{tuple(x.shape)}; expected (T*B, {module.in_features})"
+                )
+            return _EventLinearLFP.apply(
+                x, module.weight, module.bias, self.epsilon, self.mode, self.gamma
+            )
         if isinstance(module, nn.Linear):
             conv = None
             if x.shape[-1] != module.in_features:

@@ -14,7 +14,8 @@ The public API for your own code (all importable from ``spikelfp.training``):
 * :class:`ModelSpec` / :func:`build_model` — the model zoo; :func:`open_split` — a dataset
   split as the trainer opens it; :class:`TrainConfig`, :class:`Trainer`;
 * :class:`DFA`, :class:`DRTP`, :class:`EProp` — the backprop-free baselines
-  (``--method dfa|drtp|eprop``, ``docs/methods.md``); :data:`LOCAL_RULES` maps the names to them.
+  (``--method dfa|drtp|eprop``, ``docs/methods.md``); :data:`LOCAL_RULES` maps the names to them;
+* :class:`PruneSchedule`, :class:`GradualPruner` — pruning during training (``--prune-to``).
 """
 
 from .bptt import fast_sigmoid_spike, spike_count_ce_loss, surrogate
@@ -26,6 +27,7 @@ from .evaluate import evaluate
 from .feedback_alignment import DFA, DRTP
 from .local_rules import LOCAL_RULES
 from .models import MODELS, ModelSpec, build_model, calibrate_firing, calibrate_firing_online
+from .pruning_schedule import GradualPruner, PruneSchedule
 from .runs import LoadedRun, load_run
 from .trainer import RunExistsError, Trainer, build_from_checkpoint, make_reward
 
@@ -38,8 +40,10 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EProp",
+    "GradualPruner",
     "LoadedRun",
     "ModelSpec",
+    "PruneSchedule",
     "RunExistsError",
     "TrainConfig",
     "Trainer",

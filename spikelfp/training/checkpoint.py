@@ -11,6 +11,7 @@ A checkpoint is a dict of plain Python values and tensors:
 ``rng``: torch, numpy and python RNG states after the last completed epoch
 ``data_order``: how the training order is drawn, the seed and the next epoch's index
 ``classes``: class names
+``pruning`` (``--prune-to`` runs only): ``{"masks": {weight name: bool keep-mask}}``
 """
 
 from __future__ import annotations

@@ -119,6 +119,18 @@ class TrainConfig:
     #: over the sequence and frames made one window at a time; ``None``: whole-sequence LFP
     online_window: int | None = None
     bptt_loss: str = "mse"
+    #: pruning during training (``--prune-to S``): the final sparsity of the cubic schedule of
+    #: ``training.pruning_schedule``; 0: no pruning
+    prune_to: float = 0.0
+    #: how pruning events rank the weights: ``magnitude`` or ``feedback`` (LFP feedback)
+    prune_method: str = "magnitude"
+    #: the epoch after which pruning starts, and the one at whose end ``prune_to`` is reached
+    #: (``None``: the last epoch)
+    prune_start: int = 0
+    prune_end: int | None = None
+    #: also prune after every N-th optimiser step (0: at the end of each epoch only)
+    prune_every: int = 0
+    prune_scope: str = "global"
     seed: int = 0
     #: the recipe the settings came from (``None``: none; provenance only)
     recipe: str | None = None
@@ -257,6 +269,7 @@ class TrainConfig:
             )
         if self.online_window is not None and self.target is not None:
             raise ConfigError("--online-window trains a float network; drop --target")
+        _check_pruning(self, choice, number)
         number("bin_ms", float, 0.0, allow_none=True, low_open=True)
         number("num_workers", int, 0)
         number("nproc", int, 1)
@@ -344,6 +357,46 @@ class TrainConfig:
         if self.tune_fraction > 0:
             return "tune"
         return "val" if self.val_fraction > 0 else "test"
+
+
+def _check_pruning(cfg: TrainConfig, choice, number) -> None:
+    """The pruning-during-training settings (``--prune-to`` and its schedule)."""
+    from .pruning_schedule import PRUNE_METHODS, PRUNE_SCOPES
+
+    choice("prune_method", PRUNE_METHODS)
+    choice("prune_scope", PRUNE_SCOPES)
+    number("prune_to", float, 0.0)
+    number("prune_start", int, 0)
+    number("prune_end", int, 1, allow_none=True)
+    number("prune_every", int, 0)
+    if not cfg.prune_to < 1:
+        raise ConfigError(
+            f"prune-to must be a fraction in [0, 1) (0.8: 80% of the weights removed), "
+            f"got {cfg.prune_to!r}"
+        )
+    if cfg.prune_to == 0:
+        return
+    if cfg.prune_method == "feedback" and cfg.method != "lfp":
+        raise ConfigError(
+            f"--prune-method feedback ranks weights by their LFP feedback; --method "
+            f"{cfg.method} has none: use --prune-method magnitude or --method lfp"
+        )
+    end = cfg.epochs if cfg.prune_end is None else cfg.prune_end
+    if cfg.prune_end is not None and cfg.prune_end < cfg.prune_start:
+        raise ConfigError(
+            f"--prune-end {cfg.prune_end} is before --prune-start {cfg.prune_start}: the "
+            "schedule ends at or after it starts"
+        )
+    if cfg.epochs and end > cfg.epochs:
+        raise ConfigError(
+            f"--prune-end {end} is after the last epoch (--epochs {cfg.epochs}): --prune-to "
+            f"would never be reached; use --prune-end {cfg.epochs} or less"
+        )
+    if cfg.epochs and cfg.prune_start >= cfg.epochs:
+        raise ConfigError(
+            f"--prune-start {cfg.prune_start} leaves no epoch to prune in (--epochs "
+            f"{cfg.epochs}); use --prune-start {cfg.epochs - 1} or less"
+        )
 
 
 def _check_encoding(cfg: TrainConfig) -> None:

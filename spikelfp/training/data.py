@@ -435,7 +435,7 @@ def sparse_batch(dataset: Dataset, indices, clamp: float | None = None):
     making any sample's dense frames once it is cached; other datasets are read densely,
     one sample at a time.
     """
-    from ..lfp.online import SparseFrames
+    from ..events import SparseFrames
 
     samples, labels = [], []
     for i in indices:

@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..events import SparseFrames
 from ..layers import SumPool2d
 from ..lfp import online as _online
-from ..lfp.online import SparseFrames
 from ..neurons import IF, LIF, RLIF
 from ..neurons.base import NeuronModule
 from ..sequential import Sequential

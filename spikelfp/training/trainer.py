@@ -44,7 +44,7 @@ from ..hw_export.errors import NIRImportError
 from ..lfp import lfp_step, rate_coded_reward, spike_count_softmax_reward
 from ..lfp.composites import SYNAPSE_TYPES, UnsupportedModuleError
 from ..lfp.online import Windowed, augment_sparse, online_lfp_step
-from ..sequential import Sequential
+from ..sequential import Sequential, event_input_layer
 from . import distributed as _dist
 from .bptt import BPTT_LOSSES, surrogate
 from .checkpoint import (
@@ -299,6 +299,27 @@ def _target_training(model: nn.Module, spec: ModelSpec):
     return TargetTraining(model, target_of(spec), input_shape=spec.input_shape)
 
 
+def _make_pruner(cfg: TrainConfig, model: nn.Module, optimizer):
+    """The :class:`~spikelfp.training.pruning_schedule.GradualPruner` of ``--prune-to``
+    (``None`` without pruning)."""
+    if not cfg.prune_to:
+        return None
+    from .pruning_schedule import GradualPruner, PruneSchedule
+
+    schedule = PruneSchedule(
+        cfg.prune_to,
+        method=cfg.prune_method,
+        start=cfg.prune_start,
+        end=cfg.epochs if cfg.prune_end is None else cfg.prune_end,
+        every=cfg.prune_every,
+        scope=cfg.prune_scope,
+    )
+    try:
+        return GradualPruner(model, schedule, optimizer)
+    except ValueError as err:
+        raise ConfigError(f"--prune-to: {err}") from None
+
+
 def _read_init(path: str | None) -> bytes | None:
     if path is None:
         return None
@@ -407,8 +428,16 @@ class Trainer:
         self.local_rule = (
             make_local_rule(cfg, self.model, self.spec) if cfg.method in LOCAL_RULES else None
         )
+        #: training batches stay events (SparseFrames): online LFP makes one window dense at a
+        #: time; an LFP-trained first Linear is computed and decomposed from the events
+        self.event_input = cfg.online_window is not None or (
+            cfg.method == "lfp"
+            and self.target_training is None
+            and isinstance(self.model, Sequential)
+            and event_input_layer(list(self.model), self.spec.input_shape) is not None
+        )
         self.augmentation = make_augmentation(cfg.augment)
-        if cfg.online_window is not None and self.augmentation is not None:
+        if self.event_input and self.augmentation is not None:
             self.augmentation = partial(augment_sparse, self.augmentation)  # on sparse frames
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
@@ -420,6 +449,8 @@ class Trainer:
         # after calibration: lr_scaling reads the calibrated weights
         self.optimizer = _make_optimizer(cfg, self.model)
         self.scheduler = _make_scheduler(cfg, self.optimizer)
+        #: --prune-to: pruning during training (masks restored by _load_state)
+        self.pruner = _make_pruner(cfg, self.model, self.optimizer)
         if _checkpoint is not None:
             self._load_state(_checkpoint)
         # data parallel: the steps run through DDP (it broadcasts rank 0's weights here); LFP's
@@ -532,6 +563,13 @@ class Trainer:
         self.epoch = int(ckpt["epoch"])
         self.history = list(ckpt["history"])
         self.calibration_gains = list(ckpt.get("calibration_gains", []))
+        if self.pruner is not None:  # the masks, bit for bit
+            try:
+                self.pruner.load_state_dict(ckpt["pruning"])
+            except (KeyError, ValueError) as err:
+                raise CheckpointError(
+                    f"{ckpt['path']}: cannot restore the pruning masks ({error_text(err)})"
+                ) from None
         if self.local_rule is not None:  # the saved matrices, bit for bit (never redrawn)
             try:
                 self.local_rule.load_state_dict(ckpt["local_rule"])
@@ -545,7 +583,7 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------
     def _loader(self, dataset, sampler, train: bool = False) -> DataLoader:
-        if self.config.online_window is not None:  # frames stay sparse until each window
+        if self.config.online_window is not None or (train and self.event_input):  # events
             batch = _dist.local_batch_size(self.config.batch_size) if train else None
             return SparseLoader(dataset, sampler, batch or self.config.batch_size)
         return DataLoader(
@@ -601,7 +639,11 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         what = "feedback (LFP weight updates)" if cfg.method == "lfp" else "gradients"
         _check_finite([p.grad for p in params if p.grad is not None], what)
+        if self.pruner is not None:  # feedback scores; pruned weights get no update
+            self.pruner.before_step()
         self.optimizer.step()
+        if self.pruner is not None:  # pruned weights stay exactly zero; pruning events
+            self.pruner.after_step()
         _check_finite(params, "weights")
         # reward on the correct class (summed over time): what is still asked of the network
         target_reward = reward.gather(2, y.view(1, -1, 1).expand(reward.shape[0], -1, 1))
@@ -623,6 +665,8 @@ class Trainer:
             (cfg.seed * 1_000_003 + epoch) * 1009 + self.dist.rank
         )
         loader = self._loader(self.train_data.dataset, self.sampler, train=True)
+        if self.pruner is not None:
+            self.pruner.begin_epoch(epoch, len(loader))
         sums = {"loss": 0.0, "reward": 0.0, "correct": 0.0, "n": 0.0}
         start = time.perf_counter()
         bar = tqdm(
@@ -724,6 +768,8 @@ class Trainer:
             metrics = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
             try:
                 metrics.update(self.train_epoch(epoch))
+                if self.pruner is not None:  # fraction of prunable weights that are zero
+                    metrics["sparsity"] = self.pruner.sparsity
             except TrainingDivergedError as err:
                 raise self._diverged(f"{err} of epoch {epoch + 1}") from None
             self.scheduler.step()
@@ -802,6 +848,7 @@ class Trainer:
             "epoch": self.epoch,
             "history": self.history,
             "calibration_gains": self.calibration_gains,
+            **({} if self.pruner is None else {"pruning": self.pruner.state_dict()}),
             **({} if self.local_rule is None else {"local_rule": self.local_rule.state_dict()}),
             **({} if self.init_graph is None else {"init_graph": self.init_graph}),
             "rng": rng_state(),
@@ -905,5 +952,7 @@ def _summary_line(m: dict[str, Any], epochs: int) -> str:
     )
     if "eval_acc" in m:
         line += f" | {m['eval_split']} acc {m['eval_acc']:.3f}"
+    if "sparsity" in m:
+        line += f" | sparsity {m['sparsity']:.3f}"
     rates = " ".join(f"{k} {v:.3f}" for k, v in m["train_spike_rate"].items())
     return line + f" | spike rates {rates} | {m['samples_per_s']:.0f} samples/s"
