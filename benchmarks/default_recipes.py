@@ -19,6 +19,8 @@ Usage::
     python benchmarks/default_recipes.py --dataset nmnist --method bptt
     python benchmarks/default_recipes.py --dataset nmnist --tag speck -- --channels 16 16 8
     python benchmarks/default_recipes.py --dataset mnist --data-dir ../shared/data/mnist
+    python benchmarks/default_recipes.py --dataset nmnist --tag speck_target \
+        --export-target speck -- --model speck-cnn --target speck
 
 Writes ``benchmarks/results/default_recipes_<dataset>_<method>[_<tag>].json`` and prints a
 markdown table.
@@ -76,7 +78,9 @@ def run_seed(args: argparse.Namespace, seed: int, extra: list[str]) -> dict:
     if ev.returncode != 0:
         raise RuntimeError(f"seed {seed}: eval failed: {ev.stderr[-2000:]}")
     result = json.loads(out_json.read_text())
+    exported = _strict_export(args, run_dir) if args.export_target else {}
     return {
+        **exported,
         "seed": seed,
         "command": " ".join(cmd[1:]).replace(sys.executable, "python"),
         "val_accuracy": result["accuracy"],
@@ -87,6 +91,28 @@ def run_seed(args: argparse.Namespace, seed: int, extra: list[str]) -> dict:
         "epochs": len(metrics),
         "final_train_acc": metrics[-1]["train_acc"],
         "eval_acc_per_epoch": [m.get("eval_acc") for m in metrics],
+    }
+
+
+def _strict_export(args: argparse.Namespace, run_dir: Path) -> dict:
+    """``spikelfp export RUN --target T --strict --split val``: its exit code, the exported
+    network's validation accuracy, violations/warnings and the simulator check."""
+    rep_path = run_dir / f"export_{Path(args.export_target).stem}.json"
+    cmd = [sys.executable, "-m", "spikelfp", "export", str(run_dir), "--target", args.export_target]
+    cmd += ["--strict", "--dataset", args.dataset, "--split", "val"]
+    cmd += ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    cmd += ["-o", str(run_dir / "net.nir"), "--json", str(rep_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out = {"export_exit": proc.returncode}
+    if proc.returncode != 0:
+        return {**out, "export_error": proc.stderr.strip()[-400:]}
+    rep = json.loads(rep_path.read_text())["report"]
+    return {
+        **out,
+        "exported_val_accuracy": rep["accuracy_quantized"],
+        "export_violations": len(rep["constraints"]["violations"]),
+        "export_warnings": [w["constraint"] for w in rep["constraints"]["warnings"]],
+        "simulator_identical": rep["simulator_identical"],
     }
 
 
@@ -108,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parallel", type=int, default=1, help="runs at once (one thread each)")
     ap.add_argument("--runs", default="runs/default_recipes", help="where the runs go")
     ap.add_argument("--tag", default="", help="suffix of the result name (with extra flags)")
+    ap.add_argument(
+        "--export-target",
+        default=None,
+        metavar="T",
+        help="also run `spikelfp export RUN --target T --strict --split val` per seed",
+    )
     args = ap.parse_args(argv)
     if args.data_dir is None and DATA_SUBDIR[args.dataset]:
         args.data_dir = default_data_root() / DATA_SUBDIR[args.dataset]
@@ -129,9 +161,17 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb_median": statistics.median(r["peak_rss_mb"] or 0 for r in runs),
         "parallel_runs": args.parallel,
     }
+    if args.export_target:
+        exported = [r.get("exported_val_accuracy") for r in runs]
+        summary["export_target"] = args.export_target
+        summary["strict_export_exits"] = [r["export_exit"] for r in runs]
+        if all(a is not None for a in exported):
+            summary["exported_val_accuracy_median"] = statistics.median(exported)
     name = f"default_recipes_{args.dataset}_{args.method}{_tag(args)}.json"
     path = write_json(name, {"summary": summary, "runs": runs, "environment": environment()})
     header = ["seed", "val acc %", "train s", "samples/s", "peak RSS MB", "epochs"]
+    if args.export_target:
+        header += ["strict export exit", "exported val acc %", "simulator identical"]
     rows = [
         [
             r["seed"],
@@ -141,6 +181,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['peak_rss_mb']:.0f}",
             r["epochs"],
         ]
+        + (
+            [
+                r["export_exit"],
+                "-"
+                if r.get("exported_val_accuracy") is None
+                else f"{100 * r['exported_val_accuracy']:.1f}",
+                r.get("simulator_identical", "-"),
+            ]
+            if args.export_target
+            else []
+        )
         for r in runs
     ]
     print(markdown_table(header, rows))

@@ -67,6 +67,20 @@ def test_target_section_applies_only_with_that_target(monkeypatch):
         check_recipe({"targets": {"xylo": {"rewrd": "rate"}}}, "x.yaml")
 
 
+def test_a_model_section_may_hold_targets():
+    """models.<model>.targets.<target> applies above targets.<target>, below flags."""
+    speck = resolve_config({"dataset": "nmnist", "model": "speck-cnn", "target": "speck"})
+    assert speck.lr == 1e-3 and speck.epochs == 30
+    assert resolve_config({"dataset": "nmnist", "model": "speck-cnn"}).lr == 3e-3
+    assert resolve_config({"dataset": "nmnist", "target": "speck"}).lr == 3e-3  # nmnist-cnn
+    flag = resolve_config({"dataset": "nmnist", "model": "speck-cnn", "target": "speck", "lr": 0.5})
+    assert flag.lr == 0.5
+    with pytest.raises(ConfigError, match=r"^x\.yaml models\.mlp\.targets\.int8: unknown"):
+        check_recipe({"models": {"mlp": {"targets": {"int8": {"lrr": 1}}}}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"^x\.yaml: models\.mlp\.targets must map names"):
+        check_recipe({"models": {"mlp": {"targets": ["int8"]}}}, "x.yaml")
+
+
 def test_recipe_errors_name_the_file_and_the_problem():
     with pytest.raises(ConfigError, match=r"^x\.yaml: unknown section\(s\) setings"):
         check_recipe({"setings": {}}, "x.yaml")

@@ -5,8 +5,8 @@ otherwise. Each file ``<dataset>.yaml`` beside this module holds
 
 * ``settings``: :class:`~spikelfp.training.TrainConfig` fields for the dataset (its default
   model among them);
-* ``models``: per-model overrides (``{model name: {field: value}}``), each of which may hold a
-  ``methods`` section of its own;
+* ``models``: per-model overrides (``{model name: {field: value}}``), each of which may hold
+  ``methods`` and ``targets`` sections of its own;
 * ``methods``: per-method overrides (e.g. ``bptt``: the surrogate-gradient baseline's own
   recipe);
 * ``targets``: per-hardware-target overrides (``spikelfp train --target T``: e.g. the inputs,
@@ -14,10 +14,10 @@ otherwise. Each file ``<dataset>.yaml`` beside this module holds
 
 Precedence, lowest first: the dataclass defaults < ``settings`` < ``models[model]`` <
 ``methods[method]`` < ``models[model].methods[method]`` < ``targets[target]`` <
-``--config FILE`` < flags. The dataset, model, method and target that select the layers are
-taken from the highest layer that sets them. The resolved configuration is what the run saves
-(``config.yaml``, the checkpoint), so a run never depends on a recipe file again once it has
-started.
+``models[model].targets[target]`` < ``--config FILE`` < flags. The dataset, model, method
+and target that select the layers are taken from the highest layer that sets them. The
+resolved configuration is what the run saves (``config.yaml``, the checkpoint), so a run never
+depends on a recipe file again once it has started.
 
 >>> cfg = resolve_config({"dataset": "nmnist", "epochs": 2})
 >>> cfg.epochs, cfg.model, cfg.recipe
@@ -85,10 +85,18 @@ def check_recipe(data: Any, where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}: {section} must map names to settings")
         for name, settings in block.items():
             settings = dict(settings or {})
-            nested = settings.pop("methods", None) if section == "models" else None
+            nested = {}
+            if section == "models":
+                for inner in ("methods", "targets"):
+                    nested[inner] = settings.pop(inner, None) or {}
+                    if not isinstance(nested[inner], dict):
+                        raise ConfigError(
+                            f"{where}: models.{name}.{inner} must map names to settings"
+                        )
             _check_settings(settings, f"{where} {section}.{name}")
-            for method, more in (nested or {}).items():
-                _check_settings(more or {}, f"{where} {section}.{name}.methods.{method}")
+            for inner, block2 in nested.items():
+                for key, more in block2.items():
+                    _check_settings(more or {}, f"{where} {section}.{name}.{inner}.{key}")
     return data
 
 
@@ -114,6 +122,7 @@ def recipe_layers(settings: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     model = norm.get("model", base.get("model", defaults.model))
     model_block = dict((recipe.get("models") or {}).get(model) or {})
     model_methods = model_block.pop("methods", None) or {}
+    model_targets = model_block.pop("targets", None) or {}
     method = norm.get("method", model_block.get("method", base.get("method", defaults.method)))
     method_block = dict((recipe.get("methods") or {}).get(method) or {})
     layers = [base, model_block, method_block, dict(model_methods.get(method) or {})]
@@ -123,6 +132,7 @@ def recipe_layers(settings: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
             target = layer.get("target", target)
     if target is not None:
         layers.append(dict((recipe.get("targets") or {}).get(str(target)) or {}))
+        layers.append(dict(model_targets.get(str(target)) or {}))
     return str(dataset), [layer for layer in layers if layer]
 
 
