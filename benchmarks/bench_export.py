@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -289,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--train-flags", default="", help="with --compare-bits: extra spikelfp train flags"
+    )
+    ap.add_argument(
+        "--target-flags",
+        default="",
+        help="with --compare-bits: extra flags of the trained-for-target runs only (e.g. the "
+        "learning rate their summed pools need)",
     )
     ap.add_argument("--bits-tag", default="", help="with --compare-bits: suffix of the JSON name")
     ap.add_argument("--seeds", default=None, help="with --compare-bits: comma-separated seeds")
@@ -574,7 +581,10 @@ def _bits_one_seed(args, seed: int, work: Path, train_flags, data_flags, split) 
         if args.reuse and (run / "checkpoint.pt").is_file():
             rc, secs = 0, 0.0
         else:
-            rc, _, err, secs = _cli("train", *common, "--target", str(prof), "--out", str(run))
+            rc, _, err, secs = _cli(
+                "train", *common, *shlex.split(args.target_flags or ""), "--target", str(prof),
+                "--out", str(run),
+            )  # fmt: skip
         row = {
             "seed": seed,
             "bits": bits,
@@ -600,7 +610,6 @@ def compare_bits_main(args, argv) -> int:
     with ``--strict``. Built-in data (its test split) by default; ``--bits-dataset nmnist``
     trains with the dataset's recipe (plus ``--train-flags``) and scores the validation
     split."""
-    import shlex
     import statistics
 
     dataset = args.bits_dataset
