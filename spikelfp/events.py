@@ -63,21 +63,28 @@ class SparseFrames:
     def _step_size(self) -> int:
         return int(np.prod(self.shape[1:]))
 
-    def window(self, start: int, stop: int, clamp: float | None = None) -> torch.Tensor:
-        """Dense frames of steps ``start..stop-1``, ``(stop - start, B, *frame)`` float32.
+    def window(
+        self,
+        start: int,
+        stop: int,
+        clamp: float | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Dense frames of steps ``start..stop-1``, ``(stop - start, B, *frame)``.
 
         Args:
             start: first step.
             stop: one past the last step (clipped to ``T``).
             clamp: clip counts above this value (``1``: binary spikes).
+            dtype: the frames' floating-point type.
 
         Returns:
             The window's frames.
         """
         stop, lo, hi = self._bounds(start, stop)
         size = self._step_size
-        out = torch.zeros((stop - start) * size, dtype=torch.float32, device=self.index.device)
-        vals = self.value[lo:hi]
+        out = torch.zeros((stop - start) * size, dtype=dtype, device=self.index.device)
+        vals = self.value[lo:hi].to(dtype)
         out[self.index[lo:hi] - start * size] = vals if clamp is None else vals.clamp(max=clamp)
         return out.view(stop - start, *self.shape[1:])
 
@@ -164,9 +171,10 @@ class SparseFrames:
         index = self.index + d[b, 0] * w + d[b, 1]
         return SparseFrames(self.shape, index[keep], self.value[keep])
 
-    def dense(self) -> torch.Tensor:
-        """All frames ``(T, B, *frame)`` (for tests and short sequences)."""
-        return self.window(0, self.steps)
+    def dense(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """All frames ``(T, B, *frame)`` in ``dtype`` (for tests, short sequences and first
+        layers that do not take events)."""
+        return self.window(0, self.steps, dtype=dtype)
 
     @classmethod
     def from_dense(cls, x: torch.Tensor) -> SparseFrames:

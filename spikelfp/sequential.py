@@ -126,7 +126,7 @@ class Sequential(nn.Sequential):
         i = event_input_layer(layers, x.shape[2:])
         if i is None:
             dtype = next((p.dtype for m in layers for p in m.parameters()), torch.float32)
-            return x.dense().to(dtype), 0
+            return x.dense(dtype), 0
         linear = layers[i]
         z = linear(x.csr(dtype=linear.weight.dtype))
         return z.view(x.steps, x.shape[1], -1), i + 1

@@ -14,6 +14,7 @@ from ..neurons.base import NeuronModule, check_time_first
 from ..neurons.lif import RESETS, LIFParameters
 from ._decay import DECAY_MODES, ROUNDINGS, decay_torch
 from .kinds import INTEGER_KINDS
+from .profiles import FIRE_AT, V_FLOORS
 
 __all__ = ["QuantizedNeuron", "ChipState"]
 
@@ -117,8 +118,8 @@ class QuantizedNeuron(NeuronModule):
         self.reset = reset
         self.reset_delay = bool(reset_delay)
         self.state_bits = None if state_bits is None else int(state_bits)
-        if fire_at not in (">", ">="):
-            raise ValueError(f"fire_at must be '>' or '>=', got {fire_at!r}")
+        if fire_at not in FIRE_AT:
+            raise ValueError(f"fire_at must be one of {FIRE_AT}, got {fire_at!r}")
         if int(max_spikes) < 1:
             raise ValueError(f"max_spikes must be >= 1, got {max_spikes}")
         self.fire_at = fire_at
@@ -126,8 +127,8 @@ class QuantizedNeuron(NeuronModule):
         self.current_shift = None if current_shift is None else int(current_shift)
         self.max_spikes = int(max_spikes)
         self.input_delay = bool(input_delay)
-        if v_floor not in ("state", "-threshold"):
-            raise ValueError(f"v_floor must be 'state' or '-threshold', got {v_floor!r}")
+        if v_floor not in V_FLOORS:
+            raise ValueError(f"v_floor must be one of {V_FLOORS}, got {v_floor!r}")
         self.v_floor = v_floor
         if self.chip and (reset != "subtract" or reset_delay):
             raise ValueError(

@@ -104,7 +104,7 @@ def lfp_step(
             raise ValueError("x contains NaN or inf values; clean the event counts first")
         if not isinstance(getattr(model, "module", model), Sequential):
             dtype = next((p.dtype for p in model.parameters()), torch.float32)
-            x = x.dense().to(dtype)  # only spikelfp.Sequential takes events
+            x = x.dense(dtype)  # only spikelfp.Sequential takes events
     elif not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a tensor (T, B, ...) or SparseFrames, got {type(x).__name__}")
     elif not x.is_floating_point():

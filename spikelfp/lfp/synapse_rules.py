@@ -60,16 +60,31 @@ def _affine(x, w, b, conv):
     return F.linear(x, w, b) if conv is None else accel.conv_forward_chunked(x, w, b, conv)
 
 
+def _outputs(x, weight, bias, conv, mode, gamma):
+    """``(z, z')``: the layer's output and the rule's :math:`z' = \\sum_i w'_{ji} x_i + b'_j`
+    (the same tensor for ε). ``x`` may be a CSR matrix of events (Linear only)."""
+    z = _affine(x, weight, bias, conv)
+    if mode == "epsilon":
+        return z, z
+    return z, _affine(x, _modified(weight, mode, gamma), _modified(bias, mode, gamma), conv)
+
+
+def _parameter_feedback(nx, n_sum, w2, b2):
+    """``(-F(w), -F(b))`` from the sums :math:`\\sum x_i n_j` and :math:`\\sum n_j` and the
+    rule's weights ``w2`` :math:`= w'`, ``b2`` :math:`= b'`: :math:`F(w_{ji}) = |w'_{ji}|
+    \\sum x_i n_j`, :math:`F(b_j) = |b'_j| \\sum n_j` (``None`` where the sum was not
+    computed)."""
+    grad_w = None if nx is None else nx.mul_(w2.abs()).neg_()
+    grad_b = None if n_sum is None else -(b2.abs() * n_sum)
+    return grad_w, grad_b
+
+
 class _SynapseLFP(torch.autograd.Function):
     """Forward: the layer. Backward: the ε / z⁺ / γ decomposition (see module docstring)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, conv, epsilon, mode, gamma):
-        z = _affine(x, weight, bias, conv)
-        if mode == "epsilon":
-            zmod = z
-        else:  # z' = Σ_i w'_ji x_i + b'_j
-            zmod = _affine(x, _modified(weight, mode, gamma), _modified(bias, mode, gamma), conv)
+        z, zmod = _outputs(x, weight, bias, conv, mode, gamma)
         ctx.save_for_backward(x, weight, bias, zmod)
         ctx.conv, ctx.epsilon, ctx.mode, ctx.gamma = conv, epsilon, mode, gamma
         return z
@@ -90,8 +105,8 @@ class _SynapseLFP(torch.autograd.Function):
             r_in, nx, n_sum = accel.conv_backward_chunked(
                 rho, x, w2, zmod, ctx.conv, ctx.epsilon, need_x, need_w, need_b
             )
-        grad_w = nx.mul_(w2.abs()).neg_() if need_w else None  # -F(w_ji) = -|w'_ji| Σ x_i n_j
-        grad_b = -(_modified(bias, ctx.mode, ctx.gamma).abs() * n_sum) if need_b else None
+        b2 = _modified(bias, ctx.mode, ctx.gamma)
+        grad_w, grad_b = _parameter_feedback(nx, n_sum, w2, b2)
         return r_in, grad_w, grad_b, None, None, None, None
 
 
@@ -103,11 +118,7 @@ class _EventLinearLFP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, epsilon, mode, gamma):
-        z = F.linear(x, weight, bias)
-        if mode == "epsilon":
-            zmod = z
-        else:
-            zmod = F.linear(x, _modified(weight, mode, gamma), _modified(bias, mode, gamma))
+        z, zmod = _outputs(x, weight, bias, None, mode, gamma)
         ctx.save_for_backward(weight, bias, zmod)
         ctx.x = x  # the sparse input (kept by the context, as a saved tensor would be)
         ctx.epsilon, ctx.mode, ctx.gamma = epsilon, mode, gamma
@@ -118,12 +129,9 @@ class _EventLinearLFP(torch.autograd.Function):
         weight, bias, zmod = ctx.saved_tensors
         need_w, need_b = ctx.needs_input_grad[1], ctx.needs_input_grad[2] and bias is not None
         n = accel.divide(rho.contiguous(), zmod, ctx.epsilon)  # n_j = ρ_j / (z'_j + ε sign z'_j)
-        grad_w = grad_b = None
-        if need_w:  # -F(w_ji) = -|w'_ji| Σ x_i n_j
-            w2 = _modified(weight, ctx.mode, ctx.gamma)
-            grad_w = accel_sparse.csr_weight_sum(ctx.x, n).mul_(w2.abs()).neg_()
-        if need_b:
-            grad_b = -(_modified(bias, ctx.mode, ctx.gamma).abs() * n.sum(0))
+        nx = accel_sparse.csr_weight_sum(ctx.x, n) if need_w else None
+        w2, b2 = (_modified(t, ctx.mode, ctx.gamma) for t in (weight, bias))
+        grad_w, grad_b = _parameter_feedback(nx, n.sum(0) if need_b else None, w2, b2)
         del ctx.x
         return None, grad_w, grad_b, None, None, None
 
