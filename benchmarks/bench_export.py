@@ -27,7 +27,11 @@ trained accuracy: the integer network trained on) and ``spikelfp export RUN --ta
 warnings, trained vs exported accuracy and whether the integer simulator reproduced the
 exported network, writes ``benchmarks/results/bench_export_targets.json``, and exits non-zero
 unless every target that is not refused up front exports with exit 0, no violation or warning,
-and the exported accuracy within 1 point of the trained one.
+and the exported accuracy within 1 point of the trained one. ``--models conv,speck-cnn,...``
+does the same for each zoo model on every target (``--train-flags`` adds train flags), e.g.::
+
+    python benchmarks/bench_export.py --models conv,speck-cnn,nmnist-cnn,dvsgesture-cnn \
+        --train-target int8,loihi2,speck --epochs 3 --json bench_export_targets_models.json
 """
 
 from __future__ import annotations
@@ -261,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="T1,T2",
         help="instead: train --target T then export --strict on the built-in data, per target",
     )
+    ap.add_argument(
+        "--models",
+        default="mlp",
+        metavar="M1,M2",
+        help="with --train-target: the zoo models (spikelfp info --models), each on every target",
+    )
     ap.add_argument("--work", default="runs/bench_export_targets", help="run folders")
     ap.add_argument(
         "--stochastic-rounding",
@@ -289,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         "the validation split)",
     )
     ap.add_argument(
-        "--train-flags", default="", help="with --compare-bits: extra spikelfp train flags"
+        "--train-flags",
+        default="",
+        help="with --compare-bits or --train-target: extra spikelfp train flags",
     )
     ap.add_argument(
         "--target-flags",
@@ -442,62 +454,75 @@ def _cli(*args: str) -> tuple[int, str, str, float]:
 
 
 def train_target_main(args, argv) -> int:
-    """``train --target T --epochs E`` then ``export --strict`` per target (see the docstring)."""
+    """``train --target T --epochs E`` then ``export --strict`` per model and target (see the
+    docstring)."""
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    extra = shlex.split(args.train_flags or "")
     rows = []
-    for target in args.train_target.split(","):
-        run = work / f"run_{target}"
-        row: dict = {"target": target}
-        rc, _, err, secs = _cli(
-            "train", "--target", target, "--epochs", str(args.epochs), "--seed", str(args.seed),
-            "--out", str(run), "--overwrite", "--no-progress",
-        )  # fmt: skip
-        row.update(train_exit=rc, train_seconds=round(secs, 1), train_error=err.strip()[-400:])
-        if rc != 0:
-            row["refused_up_front"] = "cannot run this model" in err
-            rows.append(row)
-            print(f"{target}: train exit {rc}: {err.strip()[:300]}", flush=True)
-            continue
-        ev = work / f"eval_{target}.json"
-        rc, _, err, _ = _cli("eval", str(run), "--split", "test", "--json", str(ev))
-        row["trained_accuracy"] = json.loads(ev.read_text())["accuracy"] if rc == 0 else None
-        rep_path = work / f"export_{target}.json"
-        rc, out, err, secs = _cli(
-            "export", str(run), "--target", target, "--strict", "--dataset", "digits-events",
-            "-o", str(work / f"{target}.nir"), "--json", str(rep_path),
-        )  # fmt: skip
-        row.update(export_exit=rc, export_error=err.strip()[-400:])
-        if rc == 0:
-            rep = json.loads(rep_path.read_text())["report"]
-            row.update(
-                violations=len(rep["constraints"]["violations"]),
-                warnings=len(rep["constraints"]["warnings"]),
-                exported_accuracy=rep["accuracy_quantized"],
-                float_shadow_accuracy=rep["accuracy_float"],
-                simulator_identical=rep["simulator_identical"],
-                n_samples=rep["n_samples"],
-                neuron_layers=sum(
-                    q["threshold_int"] is not None for q in rep["quantization"]["layers"]
-                ),
-                synapses=sum(layer["synapses"] for layer in rep["sparsity"]["layers"]),
-            )
-        rows.append(row)
-        print(f"{target}: {row}", flush=True)
+    for model in args.models.split(","):
+        for target in args.train_target.split(","):
+            rows.append(_train_target_row(args, work, model, target, extra))
+            print(f"{model} x {target}: {rows[-1]}", flush=True)
+    return _train_target_table(args, argv, rows)
 
+
+def _train_target_row(args, work: Path, model: str, target: str, extra) -> dict:
+    # the mlp keeps the folder names of the single-model runs
+    name = target if model == "mlp" else f"{model}_{target}"
+    run = work / f"run_{name}"
+    row: dict = {"model": model, "target": target}
+    rc, _, err, secs = _cli(
+        "train", "--model", model, "--target", target, "--epochs", str(args.epochs),
+        "--seed", str(args.seed), "--out", str(run), "--overwrite", "--no-progress", *extra,
+    )  # fmt: skip
+    row.update(train_exit=rc, train_seconds=round(secs, 1), train_error=err.strip()[-400:])
+    if rc != 0:
+        row["refused_up_front"] = "cannot run this model" in err
+        return row
+    ev = work / f"eval_{name}.json"
+    rc, _, err, _ = _cli("eval", str(run), "--split", "test", "--json", str(ev))
+    row["trained_accuracy"] = json.loads(ev.read_text())["accuracy"] if rc == 0 else None
+    rep_path = work / f"export_{name}.json"
+    rc, out, err, secs = _cli(
+        "export", str(run), "--target", target, "--strict", "--dataset", "digits-events",
+        "-o", str(work / f"{name}.nir"), "--json", str(rep_path),
+    )  # fmt: skip
+    row.update(export_exit=rc, export_error=err.strip()[-400:])
+    if rc == 0:
+        rep = json.loads(rep_path.read_text())["report"]
+        row.update(
+            violations=len(rep["constraints"]["violations"]),
+            warnings=len(rep["constraints"]["warnings"]),
+            exported_accuracy=rep["accuracy_quantized"],
+            float_shadow_accuracy=rep["accuracy_float"],
+            simulator_identical=rep["simulator_identical"],
+            n_samples=rep["n_samples"],
+            neuron_layers=sum(
+                q["threshold_int"] is not None for q in rep["quantization"]["layers"]
+            ),
+            synapses=sum(layer["synapses"] for layer in rep["sparsity"]["layers"]),
+        )
+    return row
+
+
+def _train_target_table(args, argv, rows: list[dict]) -> int:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}"
 
     print(
-        "\n| target | train exit | export --strict exit | violations | warnings | trained acc | "
-        "exported acc | difference (pts) | simulator identical |"
+        "\n| model | target | train exit | export --strict exit | violations | warnings | "
+        "trained acc | exported acc | difference (pts) | simulator identical |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     ok = True
     for r in rows:
         if r["train_exit"] != 0:
             ok &= bool(r.get("refused_up_front"))
-            print(f"| {r['target']} | {r['train_exit']} (refused before training) | | | | | | | |")
+            print(
+                f"| {r['model']} | {r['target']} | {r['train_exit']} (refused before training) "
+                "| | | | | | | |"
+            )
             continue
         diff = None
         if r.get("exported_accuracy") is not None and r.get("trained_accuracy") is not None:
@@ -512,7 +537,8 @@ def train_target_main(args, argv) -> int:
         )
         ok &= good
         print(
-            f"| {r['target']} | {r['train_exit']} | {r['export_exit']} | {r.get('violations')} | "
+            f"| {r['model']} | {r['target']} | {r['train_exit']} | {r['export_exit']} | "
+            f"{r.get('violations')} | "
             f"{r.get('warnings')} | {pct(r.get('trained_accuracy'))} | "
             f"{pct(r.get('exported_accuracy'))} | "
             f"{'n/a' if diff is None else f'{diff:+.2f}'} | {r.get('simulator_identical')} |"

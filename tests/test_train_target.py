@@ -72,13 +72,24 @@ def test_training_forward_is_the_integer_simulator(target, neuron, conv):
     assert any(float(p.grad.abs().sum()) > 0 for p in net.parameters())
 
 
-def test_integer_feedback_equals_lfp_feedback_on_an_integer_network():
-    """Weights already integers with a 127 in every row and integer thresholds: the integer
-    network is the float one (IF neurons: exact arithmetic), so the feedback must be LFP's."""
-    torch.manual_seed(1)
+def _if_net():
     net = Sequential(nn.Linear(20, 12, bias=False), IF(threshold=150.0))
     net.append(nn.Linear(12, 4, bias=False))
     net.append(IF(threshold=140.0))
+    return net
+
+
+@pytest.mark.parametrize(
+    "build",
+    [_if_net, lambda: _cuba_mlp(alpha=1.0, beta=1.0, threshold=400.0)],
+    ids=["IF", "CubaLIF"],
+)
+def test_integer_feedback_equals_lfp_feedback_on_an_integer_network(build):
+    """Weights already integers with a 127 in every row, integer thresholds and no decay
+    (IF; CubaLIF with α = β = 1): the integer network is the float one (exact arithmetic),
+    so the integer rule's feedback must be the float LFP rule's."""
+    torch.manual_seed(1)
+    net = build()
     with torch.no_grad():
         for m in (net[0], net[2]):
             w = torch.randint(-127, 128, m.weight.shape).float()
@@ -92,6 +103,7 @@ def test_integer_feedback_equals_lfp_feedback_on_an_integer_network():
         assert torch.equal(q.model[0].weight.float(), net[0].weight.detach())  # scale 1
         res = lfp_step(net, x, y, rate_coded_reward, composite=tt.composite())
     assert torch.equal(res.output, ref.output) and res.output.sum() > 0
+    assert float(ref_grads[0].abs().sum()) > 0
     for p, g in zip(net.parameters(), ref_grads, strict=True):
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
 
@@ -258,3 +270,49 @@ def test_xylo_evaluation_and_saved_specs_use_xylos_neuron():
     assert not INT8.chip_neuron and not any(
         getattr(m, "chip", False) for m in TargetTraining(_mlp(), "int8").quantized().model
     )
+
+
+def _cuba_mlp(alpha=0.75, beta=0.875, threshold=1.0, reset="subtract", learn=False):
+    from spikelfp import CubaLIF
+
+    def n():
+        return CubaLIF(
+            alpha=alpha,
+            beta=beta,
+            threshold=threshold,
+            reset=reset,
+            learn_alpha=learn,
+            learn_beta=learn,
+            learn_threshold=learn,
+        )
+
+    return Sequential(nn.Linear(20, 12, bias=False), n(), nn.Linear(12, 4, bias=False), n())
+
+
+@pytest.mark.parametrize(
+    ("target", "reset"), [("int8", "subtract"), ("loihi2", "zero"), ("xylo", "subtract")]
+)
+def test_cuba_training_forward_is_the_integer_simulator(target, reset):
+    """CubaLIF layers train as the target's integer current-based neuron (Xylo: its own
+    neuron with the current stage, multi-spike steps and readout delay), spike for spike equal
+    to simulate(), and the weights, decays and thresholds get feedback."""
+    torch.manual_seed(3)
+    net = _cuba_mlp(reset=reset, learn=True)
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(2.0)
+    x, y = _inputs()
+    tt = TargetTraining(net, target, input_shape=(20,))
+    shadow = [p.detach().clone() for p in net.parameters()]
+    with tt.integer_forward() as q:
+        res = lfp_step(net, x, y, rate_coded_reward, composite=tt.composite())
+        sim = simulate(q, x.double())
+    assert q.model[1].kind == "CubaLIF" and q.model[1].chip == (target == "xylo")
+    assert np.array_equal(res.output.numpy().astype(np.int64), sim.output)
+    assert res.output.sum() > 0
+    for p, s in zip(net.parameters(), shadow, strict=True):
+        assert torch.equal(p.detach(), s)
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all())
+    for name in ("0.weight", "1.alpha", "1.beta", "1.threshold", "2.weight"):
+        assert float(net.get_parameter(name).grad.abs().sum()) > 0, name

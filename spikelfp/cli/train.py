@@ -321,6 +321,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="batch size (global over --nproc processes) (32)",
     )
     g.add_argument("--seed", type=int, default=S, help="seed of weights and data order (0)")
+    g.add_argument(
+        "--rate-floor",
+        type=float,
+        default=S,
+        metavar="R",
+        help="homeostatic synaptic scaling: after each step, scale up the synapse of every "
+        "hidden layer firing below R spikes per neuron and step (0: off)",
+    )
     g = p.add_argument_group("pruning during training (docs/export.md)")
     g.add_argument(
         "--prune-to",

@@ -20,7 +20,8 @@ behaves like the trained network:
   model is canonicalised once, into a :class:`CanonicalNet` (every function above also takes
   one), and each layer kind is one converter in :mod:`spikelfp.hw_export.kinds`;
 * **training for the chip** — :class:`TargetTraining` (the training forward pass is the
-  target's integer network, :class:`IntegerLIFRule`, :class:`IntegerRLIFRule`), :func:`adapt_spec`,
+  target's integer network, :class:`IntegerLIFRule`, :class:`IntegerRLIFRule`,
+  :class:`IntegerCubaLIFRule`), :func:`adapt_spec`,
   :func:`linear_as_conv`; ``spikelfp train --target T``.
 * **vendor SDKs** — :func:`rockpool_xylo_spec`, :func:`rockpool_xylo_simulate`: a Xylo network
   in rockpool's bit-accurate ``XyloSim`` (optional extra ``spikelfp[xylo]``, imported lazily),
@@ -84,7 +85,14 @@ from .quantize import (
     quantize,
 )
 from .simulator import SimulationResult, compile_integer, simulate
-from .target import IntegerLIFRule, IntegerRLIFRule, TargetTraining, adapt_spec, linear_as_conv
+from .target import (
+    IntegerCubaLIFRule,
+    IntegerLIFRule,
+    IntegerRLIFRule,
+    TargetTraining,
+    adapt_spec,
+    linear_as_conv,
+)
 from .vendor_xylo import (
     XYLO_DIFFERENCES,
     load_xylo_sim,
@@ -138,6 +146,7 @@ __all__ = [
     "compile_integer",
     # train for the chip
     "TargetTraining",
+    "IntegerCubaLIFRule",
     "IntegerLIFRule",
     "IntegerRLIFRule",
     "adapt_spec",

@@ -8,8 +8,8 @@ states — while the LFP feedback updates float *shadow* weights. :class:`Target
   (the very function :func:`~spikelfp.hw_export.export` uses, with ``scale_method="max"``: no
   weight is clipped), writes the integer weights and biases into the synapses' parameters for
   the duration of the step (:meth:`TargetTraining.integer_forward`), and runs the neurons with
-  :class:`IntegerLIFRule`, which computes :class:`~spikelfp.hw_export.QuantizedNeuron`'s
-  integer dynamics;
+  :class:`IntegerLIFRule` (:class:`IntegerRLIFRule`, :class:`IntegerCubaLIFRule`), which
+  computes :class:`~spikelfp.hw_export.QuantizedNeuron`'s integer dynamics;
 * the spikes trained on are therefore the integer simulator's spikes, and exporting the shadow
   model to the same target reproduces the trained network bit for bit;
 * the LFP feedback is scale-free, so the feedback computed in integer units is the feedback of
@@ -51,10 +51,11 @@ import torch
 from torch import nn
 
 from ..lfp import default_composite
-from ..lfp.neuron_rules import membrane_backward, recurrent_backward
+from ..lfp.neuron_rules import current_backward, membrane_backward, recurrent_backward
 from ..lfp.rules import nonnegative
-from ..neurons import IF, LIF, RLIF
+from ..neurons import IF, LIF, RLIF, CubaLIF
 from ..neurons.base import check_time_first
+from ..neurons.cuba import CubaLIFParameters, CubaLIFState, cuba_update
 from ..neurons.lif import LIFState, lif_update
 from ..neurons.rlif import RLIFState, rlif_update
 from ..sequential import Sequential
@@ -235,12 +236,7 @@ class _IntegerLIF(torch.autograd.Function):
         n, q0 = membrane_backward(r.to(F64), q, u_prev, inv_d, b)
         need = ctx.needs_input_grad
         rho = _undelay(n * z, ctx.delay).to(r.dtype) if need[0] else None
-        g_beta = g_theta = None
-        if need[2]:
-            g_beta = -(b.abs() * _sum_to(u_prev * n, beta.shape)).to(beta.dtype)
-        if need[3]:
-            th = ctx.th_int.abs().expand(n.shape[1:])
-            g_theta = _sum_to(th * n, threshold.shape).to(threshold.dtype)
+        g_beta, g_theta = _membrane_feedback(n, u_prev, b, ctx.th_int, beta, threshold, need[2:4])
         return rho, q0.to(r.dtype), g_beta, g_theta, None, None
 
 
@@ -259,6 +255,18 @@ def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
         if n == 1 and t.shape[i] != 1:
             t = t.sum(i, keepdim=True)
     return t.reshape(shape)
+
+
+def _membrane_feedback(n, u_prev, b, th_int, beta, threshold, need):
+    """The feedback of the decay and the threshold, ``F(β) = -|β| Σ U_{t-1} n_t`` and
+    ``F(θ) = |θ| Σ n_t`` (integer ``θ``: scale-free), each where ``need`` asks for it."""
+    g_beta = g_theta = None
+    if need[0]:
+        g_beta = -(b.abs() * _sum_to(u_prev * n, beta.shape)).to(beta.dtype)
+    if need[1]:
+        th = th_int.abs().expand(n.shape[1:])
+        g_theta = _sum_to(th * n, threshold.shape).to(threshold.dtype)
+    return g_beta, g_theta
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -394,6 +402,104 @@ class IntegerRLIFRule(IntegerLIFRule):
         return s, RLIFState(v, s_last)
 
 
+class _IntegerCuba(torch.autograd.Function):
+    """Forward: :class:`QuantizedNeuron`'s integer CubaLIF; backward: the LFP rule of
+    :class:`~spikelfp.neurons.CubaLIF` (:func:`~spikelfp.lfp.neuron_rules.current_backward`)
+    on those integer currents and membranes."""
+
+    @staticmethod
+    def forward(ctx, z, i0, v0, alpha, beta, threshold, qn, epsilon):
+        zd = z.detach().to(F64)
+        i, v = i0.to(F64), v0.to(F64)
+        i_prev, i_all, u_prev, dv, di, outs = [], [], [], [], [], []
+        ctx.delay = qn.chip and qn.input_delay
+        if qn.chip:
+            # the chip's neuron (QuantizedNeuron.chip_step: the current stage with the
+            # CubaLIF's current decay, multi-spike steps, readout delay)
+            zd = qn.delayed(zd)
+            state = ChipState(i, v, torch.zeros_like(v))
+            step = qn.chip_step
+        else:
+            p = CubaLIFParameters(qn.i_decay, qn.v_decay, qn.threshold, qn.reset, qn.reset_delay)
+            state = CubaLIFState(i, v)
+
+            def step(z_t, st):
+                # the CubaLIF kernel of spikelfp.neurons with the integer neuron's hooks
+                s, new, v_pre = cuba_update(z_t, st, p, decay=qn._decay, saturate=qn._sat)
+                return s, new, v_pre, st.v
+
+        for z_t in zd.unbind(0):
+            before = state.i
+            s, state, v_pre, u = step(z_t, state)
+            i_prev.append(before)
+            i_all.append(state.i)
+            u_prev.append(u)
+            dv.append((u.abs() + (v_pre - u).abs()).add_(epsilon))
+            di.append((before.abs() + (state.i - before).abs()).add_(epsilon))
+            outs.append(s)
+        st = torch.stack
+        ctx.save_for_backward(
+            zd, st(i_prev), st(i_all), st(u_prev), st(dv).reciprocal_(), st(di).reciprocal_()
+        )
+        ctx.params = (alpha, beta, threshold)
+        ctx.th_int = qn.threshold
+        ctx.dtypes = (z.dtype, i0.dtype, v0.dtype)
+        return st(outs).to(z.dtype), state.i.to(z.dtype), state.v.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, r, g_i, g_v):
+        z, i_prev, i_all, u_prev, inv_dv, inv_di = ctx.saved_tensors
+        alpha, beta, threshold = ctx.params
+        a, b = alpha.detach().to(F64), beta.detach().to(F64)
+        p = torch.zeros_like(z[0]) if g_i is None else g_i.to(F64).expand_as(z[0])
+        q = torch.zeros_like(z[0]) if g_v is None else g_v.to(F64).expand_as(z[0])
+        n, m, p, q = current_backward(r.to(F64), p, q, i_prev, i_all, u_prev, inv_dv, inv_di, a, b)
+        need = ctx.needs_input_grad
+        z_dt, i_dt, v_dt = ctx.dtypes
+        g_alpha = None
+        if need[3]:
+            g_alpha = -(a.abs() * _sum_to(i_prev * m, alpha.shape)).to(alpha.dtype)
+        g_beta, g_theta = _membrane_feedback(n, u_prev, b, ctx.th_int, beta, threshold, need[4:6])
+        return (
+            _undelay(m * z, ctx.delay).to(z_dt) if need[0] else None,
+            p.to(i_dt) if need[1] else None,
+            q.to(v_dt) if need[2] else None,
+            g_alpha,
+            g_beta,
+            g_theta,
+            None,
+            None,
+        )
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class IntegerCubaLIFRule(IntegerLIFRule):
+    r"""LFP rule for :class:`~spikelfp.neurons.CubaLIF` layers that runs the target's integer
+    current-based neuron (:math:`I_t = \mathrm{sat}(D_i(I_{t-1}) + Z_t)`, then the integer LIF
+    with input :math:`I_t`; on Xylo its current stage) in the forward pass and the CubaLIF
+    rule's backward on those integers: :math:`n_t = (\tilde r_t + q_t)/D^V_t`,
+    :math:`q_{t-1} = \beta U_{t-1} n_t`, :math:`m_t = (I_t n_t + p_t)/D^I_t`,
+    :math:`p_{t-1} = \alpha I_{t-1} m_t`, input feedback :math:`m_t Z_t`, with
+    :math:`D^V_t = |U_{t-1}| + |V_t - U_{t-1}| + \varepsilon` and
+    :math:`D^I_t = |I_{t-1}| + |I_t - I_{t-1}| + \varepsilon`. As for LIF, the feedback is
+    scale-free, so it updates the float shadow weights, :math:`\alpha`, :math:`\beta` and
+    :math:`\theta` directly.
+
+    Args:
+        training: the :class:`TargetTraining` whose integer neurons to run.
+        epsilon: the denominators' stabiliser :math:`\varepsilon`.
+    """
+
+    def forward(self, module: CubaLIF, x: torch.Tensor, state: CubaLIFState | None = None):
+        check_time_first(x, "CubaLIF")
+        qn = self.training.integer_neuron(module)
+        st = module.initial_state(x) if state is None else state
+        s, i, v = _IntegerCuba.apply(
+            x, st.i, st.v, module.alpha, module.beta, module.threshold, qn, self.epsilon
+        )
+        return s, CubaLIFState(i, v)
+
+
 class TargetTraining:
     """Train ``model`` as the integer network of ``profile`` (see the module docstring).
 
@@ -425,12 +531,12 @@ class TargetTraining:
         self.input_shape = None if input_shape is None else tuple(input_shape)
         self.scale_method = scale_method
         for i, layer in enumerate(model):
-            ok = isinstance(layer, (*SYNAPSE_TYPES, SumPool2d, nn.Flatten, LIF, RLIF))
+            ok = isinstance(layer, (*SYNAPSE_TYPES, SumPool2d, nn.Flatten, LIF, RLIF, CubaLIF))
             if not ok or isinstance(layer, nn.AvgPool2d):
                 raise ValueError(
                     f"training for {self.profile.name}: layer {i} ({type(layer).__name__}) is "
                     "not supported; use Linear/Conv2d synapses, SumPool2d, Flatten and LIF/IF/"
-                    "RLIF neurons (no dropout or batch norm)"
+                    "RLIF/CubaLIF neurons (no dropout or batch norm)"
                 )
         self._neurons: dict[int, QuantizedNeuron] = {}
 
@@ -482,7 +588,7 @@ class TargetTraining:
                         if p is not None:
                             saved.append((p, p.data))
                             p.data = getattr(q, name).to(p.dtype).reshape(p.shape)
-                elif isinstance(layer, (LIF, RLIF)):
+                elif isinstance(layer, (LIF, RLIF, CubaLIF)):
                     self._neurons[id(layer)] = q
             yield qnet
         finally:
@@ -494,10 +600,13 @@ class TargetTraining:
 
     def composite(self, base=None):
         """``base`` (default :func:`~spikelfp.lfp.default_composite`) with
-        :class:`IntegerLIFRule` for LIF and IF."""
+        :class:`IntegerLIFRule` for LIF and IF, :class:`IntegerRLIFRule` for RLIF and
+        :class:`IntegerCubaLIFRule` for CubaLIF."""
         base = default_composite() if base is None else base
         rule = IntegerLIFRule(self)
-        return base.with_rules({LIF: rule, IF: rule, RLIF: IntegerRLIFRule(self)})
+        return base.with_rules(
+            {LIF: rule, IF: rule, RLIF: IntegerRLIFRule(self), CubaLIF: IntegerCubaLIFRule(self)}
+        )
 
     def evaluation_model(self) -> nn.Module:
         """The integer network of the current shadow weights as a module taking float input

@@ -52,7 +52,15 @@ from ..neurons.rlif import RLIF, RLIFState, rlif_update
 from ._tensor import sum_to
 from .rules import nonnegative
 
-__all__ = ["LIFRule", "LIRule", "CubaLIFRule", "ALIFRule", "RLIFRule", "membrane_backward"]
+__all__ = [
+    "LIFRule",
+    "LIRule",
+    "CubaLIFRule",
+    "ALIFRule",
+    "RLIFRule",
+    "membrane_backward",
+    "current_backward",
+]
 
 
 def _reset(v_pre, v_prev, theta, reset, reset_delay):
@@ -93,6 +101,25 @@ def recurrent_backward(r, q, e, u_prev, inv_d, beta, spikes, s0, w_rec):
     s_prev = torch.cat([s0.unsqueeze(0), spikes[:-1]])
     gw = n.reshape(-1, n.shape[-1]).t() @ s_prev.reshape(-1, n.shape[-1])
     return n, q, e, -(w_rec.abs() * gw)
+
+
+def current_backward(r, p, q, i_prev, i_all, u_prev, inv_dv, inv_di, alpha, beta):
+    """Backward recursion of a current-based LIF layer (:class:`~spikelfp.neurons.CubaLIF`):
+    the membrane ``n_t = (r_t + q_t)/D^V_t``, ``q_{t-1} = β U_{t-1} n_t``, then the current
+    ``m_t = (I_t n_t + p_t)/D^I_t``, ``p_{t-1} = α I_{t-1} m_t`` (the membrane's reward reaches
+    the current through the share ``I_t`` of its input).
+
+    Returns ``(n, m, p_0, q_0)``; the input's feedback is ``m ⊙ Z``. The float rule and the
+    integer rule of ``hw_export`` (integer currents and membranes) both call it.
+    """
+    n = torch.empty_like(r)
+    m = torch.empty_like(r)
+    for t in range(r.shape[0] - 1, -1, -1):
+        n[t] = (r[t] + q) * inv_dv[t]
+        q = beta * u_prev[t] * n[t]
+        m[t] = (i_all[t] * n[t] + p) * inv_di[t]
+        p = alpha * i_prev[t] * m[t]
+    return n, m, p, q
 
 
 def _kernel_step(beta, threshold, reset, reset_delay, readout, v0, outputs=True):
@@ -267,16 +294,9 @@ class _CubaLFP(torch.autograd.Function):
     @staticmethod
     def backward(ctx, r, g_i, g_v):
         z, i_prev, i_all, u_prev, inv_dv, inv_di, alpha, beta, threshold = ctx.saved_tensors
-        n = torch.empty_like(r)
-        m = torch.empty_like(r)
-        q, p = g_v, g_i
-        for t in range(r.shape[0] - 1, -1, -1):
-            a = r[t] + q
-            n[t] = a * inv_dv[t]
-            q = beta * u_prev[t] * n[t]
-            rho_i = i_all[t] * n[t] + p
-            m[t] = rho_i * inv_di[t]
-            p = alpha * i_prev[t] * m[t]
+        n, m, p, q = current_backward(
+            r, g_i, g_v, i_prev, i_all, u_prev, inv_dv, inv_di, alpha, beta
+        )
         need = ctx.needs_input_grad
         g_alpha = -(alpha.abs() * sum_to(i_prev * m, alpha.shape)) if need[3] else None
         g_beta = -(beta.abs() * sum_to(u_prev * n, beta.shape)) if need[4] else None

@@ -16,6 +16,7 @@ The public API for your own code (all importable from ``spikelfp.training``):
 * :class:`DFA`, :class:`DRTP`, :class:`EProp` — the backprop-free baselines
   (``--method dfa|drtp|eprop``, ``docs/methods.md``); :data:`LOCAL_RULES` maps the names to them;
 * :class:`PruneSchedule`, :class:`GradualPruner` — pruning during training (``--prune-to``).
+* :class:`RateFloor` — homeostatic synaptic scaling of near-silent hidden layers (``--rate-floor``).
 """
 
 from .bptt import fast_sigmoid_spike, spike_count_ce_loss, surrogate
@@ -25,6 +26,7 @@ from .data import DataError, open_split
 from .eprop import EProp
 from .evaluate import evaluate
 from .feedback_alignment import DFA, DRTP
+from .homeostasis import RateFloor
 from .local_rules import LOCAL_RULES
 from .models import MODELS, ModelSpec, build_model, calibrate_firing, calibrate_firing_online
 from .pruning_schedule import GradualPruner, PruneSchedule
@@ -44,6 +46,7 @@ __all__ = [
     "LoadedRun",
     "ModelSpec",
     "PruneSchedule",
+    "RateFloor",
     "RunExistsError",
     "TrainConfig",
     "Trainer",

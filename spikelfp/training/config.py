@@ -131,6 +131,10 @@ class TrainConfig:
     #: also prune after every N-th optimiser step (0: at the end of each epoch only)
     prune_every: int = 0
     prune_scope: str = "global"
+    #: homeostatic synaptic scaling (``--rate-floor R``, ``training.homeostasis.RateFloor``):
+    #: a hidden layer firing below ``R`` spikes per neuron and step gets its synapse scaled up
+    #: after each step; 0: off
+    rate_floor: float = 0.0
     seed: int = 0
     #: the recipe the settings came from (``None``: none; provenance only)
     recipe: str | None = None
@@ -258,6 +262,12 @@ class TrainConfig:
         number("epochs", int, 0)
         number("batch_size", int, 1)
         number("hidden", int, 1)
+        number("rate_floor", float, 0.0)
+        if not self.rate_floor < 1:
+            raise ConfigError(
+                f"rate-floor must be a spike rate in [0, 1) (0.05: 5% of the neuron-steps), "
+                f"got {self.rate_floor!r}"
+            )
         number("seed", int, 0)
         number("split_seed", int, 0)
         number("lower_layers", int, 0)

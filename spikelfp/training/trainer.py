@@ -70,6 +70,7 @@ from .data import (
     stack_samples,
 )
 from .evaluate import SpikeRecorder, evaluate, predict
+from .homeostasis import RateFloor
 from .local_rules import LOCAL_RULES, make_local_rule
 from .models import ModelSpec, build_model, calibrate_firing, calibrate_firing_online, neuron_layers
 
@@ -462,6 +463,7 @@ class Trainer:
             else make_composite(cfg, self.train_model)
         )
         self.sampler = _dist.make_sampler(self.train_data.dataset, shuffle=True, seed=cfg.seed)
+        self.rate_floor = RateFloor(self.model, cfg.rate_floor) if cfg.rate_floor > 0 else None
 
     # -- construction helpers ------------------------------------------------------------------
     @classmethod
@@ -642,6 +644,12 @@ class Trainer:
         if self.pruner is not None:  # feedback scores; pruned weights get no update
             self.pruner.before_step()
         self.optimizer.step()
+        if self.rate_floor is not None:  # homeostasis: scale up near-silent hidden layers
+            rates = self.rate_floor.rates()
+            if self.dist.world_size > 1 and None not in rates:  # the same gains everywhere
+                mean = _dist.reduce_metrics({str(i): r for i, r in enumerate(rates)}, op="mean")
+                rates = list(mean.values())
+            self.rate_floor.after_step(rates)
         if self.pruner is not None:  # pruned weights stay exactly zero; pruning events
             self.pruner.after_step()
         _check_finite(params, "weights")
@@ -679,7 +687,8 @@ class Trainer:
             dynamic_ncols=True,
             file=sys.stderr,
         )
-        with SpikeRecorder(self.model) as rec, bar:
+        floor = self.rate_floor if self.rate_floor is not None else contextlib.nullcontext()
+        with SpikeRecorder(self.model) as rec, bar, floor:
             for batch, (x, y) in enumerate(loader):
                 x = x.clamp_(max=cfg.input_clamp) if cfg.input_clamp is not None else x
                 if self.augmentation is not None:

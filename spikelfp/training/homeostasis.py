@@ -1,0 +1,102 @@
+r"""Homeostatic synaptic scaling: a floor under each hidden layer's firing rate.
+
+Under LFP the reward that silences wrong outputs flows down as negative feedback, and a hidden
+layer can fall almost silent within a few epochs (nmnist-cnn's second conv layer: spike rate
+0.10 → 0.006 in two epochs, ``docs/learning_in_depth.md``), which leaves the layers above it
+little to learn from. :class:`RateFloor` is the synaptic scaling of biological neurons
+(Turrigiano 2008), applied after each optimiser step: a hidden layer :math:`l` whose mean
+spike rate in the step, :math:`r_l` (spikes per neuron and time step, over the batch), is
+below the floor :math:`\underline r` gets its synapse's weights and bias (those
+:func:`~spikelfp.training.calibrate_firing` scales) multiplied by
+
+.. math::
+
+    g_l = \min\!\Big(g_{\max},\ \big(\underline r / \max(r_l, 10^{-4})\big)^{\eta}\Big)
+    \qquad (r_l < \underline r;\ \text{else } g_l = 1).
+
+It needs no derivative and no extra pass (the rates come from the training step's own
+forward), never lowers a weight and leaves the output layer to the reward. With
+``η = 0.1`` and ``g_max = 1.05`` a silent layer regains its rate over a few dozen steps.
+
+>>> import torch
+>>> from torch import nn
+>>> from spikelfp import IF, Sequential
+>>> net = Sequential(nn.Linear(4, 8), IF(threshold=100.0), nn.Linear(8, 2), IF())
+>>> floor = RateFloor(net, 0.05)
+>>> with floor:
+...     _ = net(torch.ones(5, 3, 4))
+>>> w = net[0].weight.detach().clone()
+>>> floor.after_step()
+[1.05]
+>>> torch.allclose(net[0].weight, 1.05 * w)
+True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .evaluate import SpikeRecorder
+from .models import _gain_layers
+
+__all__ = ["RateFloor"]
+
+
+class RateFloor:
+    """Scale up the synapse of every hidden layer that fires below ``floor`` (see the module
+    docstring). Use as a context manager around the training steps (it records each hidden
+    layer's spikes with forward hooks) and call :meth:`after_step` after ``optimizer.step()``.
+
+    Args:
+        model: a :class:`spikelfp.Sequential` (its last neuron layer is the output, not scaled).
+        floor: the lowest mean spike rate of a hidden layer, in ``(0, 1)``.
+        eta: the exponent :math:`\\eta` of the gain (``> 0``).
+        max_gain: the largest gain of one step (``> 1``).
+    """
+
+    def __init__(self, model: nn.Module, floor: float, eta: float = 0.1, max_gain: float = 1.05):
+        if not 0.0 < float(floor) < 1.0:
+            raise ValueError(f"rate floor must be in (0, 1), got {floor!r}")
+        if not float(eta) > 0.0 or not float(max_gain) > 1.0:
+            raise ValueError(f"eta must be > 0 and max_gain > 1, got {eta!r}, {max_gain!r}")
+        self.model = model
+        self.floor, self.eta, self.max_gain = float(floor), float(eta), float(max_gain)
+        # (gain layer, neuron layer) of every hidden layer: all but the output
+        self.layers = [(model[g], model[n]) for _, g, n in _gain_layers(model)[:-1]]
+        # the spike counts of every neuron layer (the trainer's own recorder), reset each step
+        self._recorder = SpikeRecorder(model)
+        index = {id(m): i for i, (_, m) in enumerate(self._recorder.layers)}
+        self._which = [index[id(neuron)] for _, neuron in self.layers]
+
+    def __enter__(self) -> RateFloor:
+        self._recorder.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._recorder.__exit__(*exc)
+
+    def rates(self) -> list[float | None]:
+        """Each hidden layer's spike rate in the forward passes since the last
+        :meth:`after_step` (e.g. the windows of online LFP; ``None``: not run)."""
+        rec = self._recorder
+        return [rec.sums[i] / rec.counts[i] if rec.counts[i] else None for i in self._which]
+
+    @torch.no_grad()
+    def after_step(self, rates: list[float] | None = None) -> list[float]:
+        """Apply the gains for the rates since the last call (or ``rates``, e.g. averaged
+        over processes) and start counting afresh; returns the gains (1.0 where the layer fired
+        at or above the floor)."""
+        rates = self.rates() if rates is None else rates
+        gains = []
+        for (layer, _), r in zip(self.layers, rates, strict=True):
+            g = 1.0
+            if r is not None and r < self.floor:
+                g = min(self.max_gain, (self.floor / max(r, 1e-4)) ** self.eta)
+                layer.weight.mul_(g)
+                if layer.bias is not None:
+                    layer.bias.mul_(g)
+            gains.append(g)
+        n = len(self._recorder.layers)
+        self._recorder.sums, self._recorder.counts = [0.0] * n, [0] * n
+        return gains
