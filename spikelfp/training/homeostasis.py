@@ -60,14 +60,14 @@ class RateFloor:
             raise ValueError(f"rate floor must be in (0, 1), got {floor!r}")
         if not float(eta) > 0.0 or not float(max_gain) > 1.0:
             raise ValueError(f"eta must be > 0 and max_gain > 1, got {eta!r}, {max_gain!r}")
-        self.model = model
         self.floor, self.eta, self.max_gain = float(floor), float(eta), float(max_gain)
-        # (gain layer, neuron layer) of every hidden layer: all but the output
-        self.layers = [(model[g], model[n]) for _, g, n in _gain_layers(model)[:-1]]
+        hidden = _gain_layers(model)[:-1]  # every neuron layer but the output
+        #: the layer each hidden layer's gain scales (its synapse, or a batch norm after it)
+        self.layers = [model[g] for _, g, _ in hidden]
         # the spike counts of every neuron layer (the trainer's own recorder), reset each step
         self._recorder = SpikeRecorder(model)
         index = {id(m): i for i, (_, m) in enumerate(self._recorder.layers)}
-        self._which = [index[id(neuron)] for _, neuron in self.layers]
+        self._which = [index[id(model[n])] for _, _, n in hidden]
 
     def __enter__(self) -> RateFloor:
         self._recorder.__enter__()
@@ -89,7 +89,7 @@ class RateFloor:
         at or above the floor)."""
         rates = self.rates() if rates is None else rates
         gains = []
-        for (layer, _), r in zip(self.layers, rates, strict=True):
+        for layer, r in zip(self.layers, rates, strict=True):
             g = 1.0
             if r is not None and r < self.floor:
                 g = min(self.max_gain, (self.floor / max(r, 1e-4)) ** self.eta)
