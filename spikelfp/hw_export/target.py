@@ -439,17 +439,23 @@ class _IntegerCuba(torch.autograd.Function):
             outs.append(s)
         st = torch.stack
         ctx.save_for_backward(
-            zd, st(i_prev), st(i_all), st(u_prev), st(dv).reciprocal_(), st(di).reciprocal_()
+            zd,
+            st(i_prev),
+            st(i_all),
+            st(u_prev),
+            st(dv).reciprocal_(),
+            st(di).reciprocal_(),
+            alpha,
+            beta,
+            threshold,
         )
-        ctx.params = (alpha, beta, threshold)
         ctx.th_int = qn.threshold
         ctx.dtypes = (z.dtype, i0.dtype, v0.dtype)
         return st(outs).to(z.dtype), state.i.to(z.dtype), state.v.to(z.dtype)
 
     @staticmethod
     def backward(ctx, r, g_i, g_v):
-        z, i_prev, i_all, u_prev, inv_dv, inv_di = ctx.saved_tensors
-        alpha, beta, threshold = ctx.params
+        z, i_prev, i_all, u_prev, inv_dv, inv_di, alpha, beta, threshold = ctx.saved_tensors
         a, b = alpha.detach().to(F64), beta.detach().to(F64)
         p = torch.zeros_like(z[0]) if g_i is None else g_i.to(F64).expand_as(z[0])
         q = torch.zeros_like(z[0]) if g_v is None else g_v.to(F64).expand_as(z[0])

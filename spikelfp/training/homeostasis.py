@@ -2,7 +2,7 @@ r"""Homeostatic synaptic scaling: a floor under each hidden layer's firing rate.
 
 Under LFP the reward that silences wrong outputs flows down as negative feedback, and a hidden
 layer can fall almost silent within a few epochs (nmnist-cnn's second conv layer: spike rate
-0.10 → 0.006 in two epochs, ``docs/learning_in_depth.md``), which leaves the layers above it
+0.10 → 0.006 by epoch 5, ``docs/learning_in_depth.md``), which leaves the layers above it
 little to learn from. :class:`RateFloor` is the synaptic scaling of biological neurons
 (Turrigiano 2008), applied after each optimiser step: a hidden layer :math:`l` whose mean
 spike rate in the step, :math:`r_l` (spikes per neuron and time step, over the batch), is
