@@ -105,3 +105,16 @@ def test_the_trainer_scales_silent_layers_after_each_step_and_resumes_exactly(
         full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_a_floor_below_every_rate_changes_nothing_and_the_epoch_rates_stay_exact(
+    digits_root, tmp_path
+):
+    """The trainer reads its epoch spike rates from the floor's own recorder (each spike is
+    counted once): with a floor no layer falls below, the run equals a run without it, spike
+    rates included (a recorder restarted at every step would report the last step's)."""
+    plain = Trainer(_cfg(digits_root, tmp_path / "p", rate_floor=0.0), log=print)
+    floored = Trainer(_cfg(digits_root, tmp_path / "f", rate_floor=1e-9), log=print)
+    strip = lambda h: [{k: v for k, v in m.items() if not k.endswith(("_s", "per_s"))} for m in h]  # noqa: E731
+    assert strip(floored.fit()) == strip(plain.fit())
+    assert all(not m._forward_hooks for m in floored.model)

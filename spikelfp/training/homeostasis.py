@@ -64,23 +64,35 @@ class RateFloor:
         hidden = _gain_layers(model)[:-1]  # every neuron layer but the output
         #: the layer each hidden layer's gain scales (its synapse, or a batch norm after it)
         self.layers = [model[g] for _, g, _ in hidden]
-        # the spike counts of every neuron layer (the trainer's own recorder), reset each step
-        self._recorder = SpikeRecorder(model)
-        index = {id(m): i for i, (_, m) in enumerate(self._recorder.layers)}
+        #: the spike counts of every neuron layer since :meth:`__enter__` (the trainer reads
+        #: its epoch's spike rates from it, so each step's spikes are counted once)
+        self.recorder = SpikeRecorder(model)
+        index = {id(m): i for i, (_, m) in enumerate(self.recorder.layers)}
         self._which = [index[id(model[n])] for _, _, n in hidden]
+        self._since = self._counts()  # the recorder's counts at the last after_step
+
+    def _counts(self) -> list[tuple[float, int]]:
+        rec = self.recorder
+        return [(rec.sums[i], rec.counts[i]) for i in self._which]
 
     def __enter__(self) -> RateFloor:
-        self._recorder.__enter__()
+        """Start counting afresh (the recorder's totals too) and record every forward."""
+        n = len(self.recorder.layers)
+        self.recorder.sums, self.recorder.counts = [0.0] * n, [0] * n
+        self._since = self._counts()
+        self.recorder.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._recorder.__exit__(*exc)
+        self.recorder.__exit__(*exc)
 
     def rates(self) -> list[float | None]:
         """Each hidden layer's spike rate in the forward passes since the last
         :meth:`after_step` (e.g. the windows of online LFP; ``None``: not run)."""
-        rec = self._recorder
-        return [rec.sums[i] / rec.counts[i] if rec.counts[i] else None for i in self._which]
+        return [
+            (s - s0) / (c - c0) if c > c0 else None
+            for (s, c), (s0, c0) in zip(self._counts(), self._since, strict=True)
+        ]
 
     @torch.no_grad()
     def after_step(self, rates: list[float] | None = None) -> list[float]:
@@ -97,6 +109,5 @@ class RateFloor:
                 if layer.bias is not None:
                     layer.bias.mul_(g)
             gains.append(g)
-        n = len(self._recorder.layers)
-        self._recorder.sums, self._recorder.counts = [0.0] * n, [0] * n
+        self._since = self._counts()
         return gains

@@ -687,8 +687,11 @@ class Trainer:
             dynamic_ncols=True,
             file=sys.stderr,
         )
-        floor = self.rate_floor if self.rate_floor is not None else contextlib.nullcontext()
-        with SpikeRecorder(self.model) as rec, bar, floor:
+        # the rate floor counts the spikes it needs with its own recorder: read the epoch's
+        # rates from that one, so that every step's spikes are counted once
+        floor = self.rate_floor
+        rec = floor.recorder if floor is not None else SpikeRecorder(self.model)
+        with floor if floor is not None else rec, bar:
             for batch, (x, y) in enumerate(loader):
                 x = x.clamp_(max=cfg.input_clamp) if cfg.input_clamp is not None else x
                 if self.augmentation is not None:
