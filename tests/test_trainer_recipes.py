@@ -4,13 +4,14 @@ exactly the uninterrupted one."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from spikelfp.lfp.synapse_rules import EpsilonRule, GammaRule
-from spikelfp.training.config import TrainConfig
+from spikelfp.training.config import ConfigError, TrainConfig
 from spikelfp.training.trainer import TIMING_KEYS, Trainer, make_composite
 
 
@@ -112,3 +113,48 @@ def test_speck_cnn_learns_with_lfp(digits_root, tmp_path):
     )
     history = Trainer(cfg, log=lambda m: None).fit()
     assert history[-1]["eval_acc"] > 0.3, history[-1]  # chance: 0.1
+
+
+def test_lr_warmup_rises_step_by_step_then_follows_the_schedule_and_resumes_exactly(
+    digits_root, tmp_path
+):
+    """``--lr-warmup 1.5``: every optimiser step's rate (each layer's own, under lr scaling)
+    is the schedule's times ``min(1, step / (1.5 · steps per epoch))``; the cosine schedule
+    itself is unchanged by it, and a run resumed after its first epoch steps as the whole."""
+    cfg = _cfg(digits_root, tmp_path / "w", epochs=3, lr_warmup=1.5)
+    tr = Trainer(cfg, log=lambda m: None)
+    seen = []
+    tr.optimizer.register_step_pre_hook(
+        lambda opt, *_: seen.append([g["lr"] for g in opt.param_groups])
+    )
+    history = tr.fit()
+    n = len(seen) // 3
+    assert n > 1 and len(seen) == 3 * n
+    base = [g["initial_lr"] for g in tr.optimizer.param_groups]
+    for step, lrs in enumerate(seen):
+        epoch, batch = divmod(step, n)
+        cos = 0.5 * (1 + math.cos(math.pi * epoch / 3))
+        warm = min(1.0, (step + 1) / (1.5 * n))
+        assert lrs == pytest.approx([b * cos * warm for b in base], rel=1e-9), step
+    assert [m["lr"] for m in history] == pytest.approx(
+        [base[0] * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)], rel=1e-9
+    )
+
+    def run(out, **kw):
+        return _cfg(digits_root, tmp_path / out, lr_schedule="none", lr_warmup=1.5, **kw)
+
+    full = Trainer(run("full"), log=lambda m: None)
+    history = full.fit()
+    part = Trainer(run("part", epochs=1), log=lambda m: None)
+    part.fit()
+    resumed = Trainer.resume(part.run_dir, {"epochs": 2}, log=lambda m: None)
+    assert _strip(resumed.fit()) == _strip(history)
+    for a, b in zip(
+        full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_lr_warmup_must_not_be_negative():
+    with pytest.raises(ConfigError, match="lr.warmup"):
+        TrainConfig.from_dict({"lr_warmup": -1})

@@ -312,6 +312,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         default=S,
         help="learning-rate schedule over the epochs (cosine)",
     )
+    g.add_argument(
+        "--lr-warmup",
+        type=float,
+        default=S,
+        metavar="E",
+        help="linear learning-rate warm-up, step by step, over the first E epochs (0: none)",
+    )
     g.add_argument("--epochs", type=int, default=S, help="epochs (10)")
     g.add_argument(
         "--batch-size",

@@ -112,6 +112,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
+    #: linear warm-up (``--lr-warmup E``): the learning rate rises step by step from
+    #: ``lr/(E·steps per epoch)`` to the schedule's over the first ``E`` epochs; 0: none
+    lr_warmup: float = 0.0
     epochs: int = 10
     batch_size: int = 32
     surrogate_slope: float = 25.0
@@ -262,6 +265,7 @@ class TrainConfig:
         number("epochs", int, 0)
         number("batch_size", int, 1)
         number("hidden", int, 1)
+        number("lr_warmup", float, 0.0)
         number("rate_floor", float, 0.0)
         if not self.rate_floor < 1:
             raise ConfigError(

@@ -186,6 +186,24 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def warmup_factor(warmup: float, epoch: int, batch: int, n_batches: int) -> float:
+    """The linear warm-up's factor on the scheduled learning rate at optimiser step ``batch``
+    (from 0) of ``epoch`` (from 0), ``n_batches`` steps per epoch, over ``warmup`` epochs:
+
+    .. math:: f = \\min\\big(1,\\ (e\\,n + b + 1) / (E\\,n)\\big)
+
+    It depends on the step only, so a resumed run warms up exactly as an uninterrupted one.
+
+    >>> [warmup_factor(2, e, b, 2) for e in (0, 1, 2) for b in (0, 1)]
+    [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    >>> warmup_factor(0, 0, 0, 10)
+    1.0
+    """
+    if warmup <= 0:
+        return 1.0
+    return min(1.0, (epoch * n_batches + batch + 1) / (warmup * max(n_batches, 1)))
+
+
 def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
@@ -691,8 +709,13 @@ class Trainer:
         # rates from that one, so that every step's spikes are counted once
         floor = self.rate_floor
         rec = floor.recorder if floor is not None else SpikeRecorder(self.model)
+        scheduled = self.scheduler.get_last_lr()  # this epoch's rates (warm-up scales them)
         with floor if floor is not None else rec, bar:
             for batch, (x, y) in enumerate(loader):
+                if cfg.lr_warmup > epoch:  # within the warm-up: a step-wise rising rate
+                    warm = warmup_factor(cfg.lr_warmup, epoch, batch, len(loader))
+                    for group, lr in zip(self.optimizer.param_groups, scheduled, strict=True):
+                        group["lr"] = lr * warm
                 x = x.clamp_(max=cfg.input_clamp) if cfg.input_clamp is not None else x
                 if self.augmentation is not None:
                     x = self.augmentation(x, augment_rng)
@@ -718,6 +741,9 @@ class Trainer:
                     refresh=False,
                 )
             sums.update(rec.state())
+        if cfg.lr_warmup > epoch:  # the schedule steps on from its own rate
+            for group, lr in zip(self.optimizer.param_groups, scheduled, strict=True):
+                group["lr"] = lr
         elapsed = time.perf_counter() - start
         total = _dist.reduce_metrics(sums, op="sum")
         n = max(total["n"], 1.0)
