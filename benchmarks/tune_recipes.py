@@ -10,6 +10,9 @@ nothing is selected by epoch).
 Usage::
 
     python benchmarks/tune_recipes.py runs/tune_*          # table + results/tune_recipes.json
+
+Runs that differ only in ``--seed`` are also summarised together (median [min, max] of the
+seeds), the form in which a recipe is chosen over several seeds.
     # a tuning run, e.g.:
     spikelfp train --dataset nmnist --data-dir D --tune-fraction 0.25 --epochs 40 \\
         --out runs/tune_e40
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -62,6 +66,34 @@ def differences(runs: list[dict]) -> list[dict]:
     return [{k: r["config"].get(k) for k in varying} for r in runs]
 
 
+def by_settings(runs: list[dict]) -> list[dict]:
+    """The runs grouped by their settings apart from ``seed`` (one candidate recipe, several
+    seeds): each candidate's settings that differ, its seeds, and the median, min and max of
+    its complete runs' last tuning accuracy (a stopped run counts as a failure: 0)."""
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        key = json.dumps({k: v for k, v in r["config"].items() if k != "seed"}, sort_keys=True)
+        groups.setdefault(key, []).append(r)
+    reps = [members[0] for members in groups.values()]
+    out = []
+    for members, diff in zip(groups.values(), differences(reps), strict=True):
+        accs = [
+            (r["tune_acc_last"] or 0.0) if r["complete"] else 0.0
+            for r in sorted(members, key=lambda r: r["config"].get("seed", 0))
+        ]
+        out.append(
+            {
+                "settings": {k: v for k, v in diff.items() if k != "seed"},
+                "seeds": sorted(r["config"].get("seed", 0) for r in members),
+                "tune_acc": accs,
+                "median": statistics.median(accs),
+                "min": min(accs),
+                "max": max(accs),
+            }
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run folders of tuning runs")
@@ -74,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["config"]["dataset"], r["config"]["method"]), []).append(r)
+    candidates: list[dict] = []
     for (dataset, method), members in sorted(groups.items()):
         print(f"\n{dataset}, {method}:")
         rows = []
@@ -90,7 +123,22 @@ def main(argv: list[str] | None = None) -> int:
             )
         header = ["run", "settings that differ", "epochs", "tune % (last)", "(best)", "train %"]
         print(markdown_table(header, rows))
-    path = write_json(args.name, {"runs": runs})
+        cands = by_settings(members)
+        candidates += [{"dataset": dataset, "method": method, **c} for c in cands]
+        if any(len(c["seeds"]) > 1 for c in cands):
+            print(f"\n{dataset}, {method}, by settings over seeds (last epoch's tune %):")
+            rows = [
+                [
+                    ", ".join(f"{k}={v}" for k, v in c["settings"].items()) or "-",
+                    " ".join(str(x) for x in c["seeds"]),
+                    " / ".join(f"{100 * a:.1f}" for a in c["tune_acc"]),
+                    f"{100 * c['median']:.2f} [{100 * c['min']:.1f}, {100 * c['max']:.1f}]",
+                ]
+                for c in cands
+            ]
+            header = ["settings", "seeds", "tune % per seed", "median [min, max]"]
+            print(markdown_table(header, rows))
+    path = write_json(args.name, {"runs": runs, "candidates": candidates})
     print(f"\nwrote {path}")
     return 0
 

@@ -70,8 +70,15 @@ def test_target_section_applies_only_with_that_target(monkeypatch):
 def test_a_model_section_may_hold_targets():
     """models.<model>.targets.<target> applies above targets.<target>, below flags."""
     speck = resolve_config({"dataset": "nmnist", "model": "speck-cnn", "target": "speck"})
-    assert speck.lr == 1e-3 and speck.epochs == 30
-    assert resolve_config({"dataset": "nmnist", "model": "speck-cnn"}).lr == 3e-3
+    assert (speck.lr, speck.lr_scaling, speck.lr_warmup, speck.epochs) == (0.05, "weight", 2, 30)
+    assert speck.augment == {"shift": 2}
+    plain = resolve_config({"dataset": "nmnist", "model": "speck-cnn"})
+    assert (plain.lr, plain.lr_scaling, plain.lr_warmup, plain.augment) == (
+        3e-3,
+        "none",
+        0,
+        {"shift": 1},
+    )
     assert resolve_config({"dataset": "nmnist", "target": "speck"}).lr == 3e-3  # nmnist-cnn
     flag = resolve_config({"dataset": "nmnist", "model": "speck-cnn", "target": "speck", "lr": 0.5})
     assert flag.lr == 0.5
