@@ -97,6 +97,13 @@ def test_recipe_errors_name_the_file_and_the_problem():
         check_recipe({"models": {"mlp": {"epochs": "many"}}}, "x.yaml")
     with pytest.raises(ConfigError, match=r"x\.yaml models\.mlp\.methods\.bptt: unknown lr"):
         check_recipe({"models": {"mlp": {"methods": {"bptt": {"lr_schedule": "step"}}}}}, "x.yaml")
+    # a misspelt model or method section would otherwise be ignored without a word
+    with pytest.raises(ConfigError, match=r"^x\.yaml: unknown model 'nmnist-cn' in models; use"):
+        check_recipe({"models": {"nmnist-cn": {"epochs": 3}}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"^x\.yaml: unknown method 'lpf' in methods; use one"):
+        check_recipe({"methods": {"lpf": {}}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"^x\.yaml models\.mlp: unknown method 'bpt' in"):
+        check_recipe({"models": {"mlp": {"methods": {"bpt": {}}}}}, "x.yaml")
     with pytest.raises(ConfigError, match="must be a mapping"):
         check_recipe(["a"], "x.yaml")
 

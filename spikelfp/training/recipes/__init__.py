@@ -84,6 +84,7 @@ def check_recipe(data: Any, where: str) -> dict[str, Any]:
         if not isinstance(block, dict):
             raise ConfigError(f"{where}: {section} must map names to settings")
         for name, settings in block.items():
+            _check_name(section, name, where)
             settings = dict(settings or {})
             nested = {}
             if section == "models":
@@ -96,8 +97,24 @@ def check_recipe(data: Any, where: str) -> dict[str, Any]:
             _check_settings(settings, f"{where} {section}.{name}")
             for inner, block2 in nested.items():
                 for key, more in block2.items():
+                    _check_name(inner, key, f"{where} models.{name}")
                     _check_settings(more or {}, f"{where} {section}.{name}.{inner}.{key}")
     return data
+
+
+def _check_name(section: str, name: Any, where: str) -> None:
+    """A ``models`` or ``methods`` key must name a zoo model or a training method (a typo
+    would otherwise be ignored silently); ``targets`` keys are profile names or files."""
+    if section == "targets":
+        return
+    from ..config import METHODS
+    from ..models import MODELS
+
+    known = MODELS if section == "models" else METHODS
+    if name not in known:
+        raise ConfigError(
+            f"{where}: unknown {section[:-1]} {name!r} in {section}; use one of {', '.join(known)}"
+        )
 
 
 def _check_settings(settings: Any, where: str) -> None:
