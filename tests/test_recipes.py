@@ -41,6 +41,10 @@ def test_precedence_recipe_then_file_then_flags():
     # the method section applies for bptt
     bptt = resolve_config({"dataset": "nmnist", "method": "bptt"})
     assert (bptt.bptt_loss, bptt.surrogate_slope) == ("mse", 5.0)
+    # models.nmnist-cnn.methods.lfp: the larger shifts are LFP's, BPTT keeps the dataset's
+    assert (base.augment, bptt.augment) == ({"shift": 2}, {"shift": 1})
+    assert resolve_config({"dataset": "nmnist", "model": "mlp"}).augment == {"shift": 1}
+    assert resolve_config({"dataset": "nmnist", "augment": {"shift": 0}}).augment == {"shift": 0}
     # a config file overrides the recipe, a flag overrides the file
     cfg = resolve_config({"lr": 0.5}, {"dataset": "nmnist", "lr": 0.1, "epochs": 3})
     assert (cfg.lr, cfg.epochs, cfg.model) == (0.5, 3, "nmnist-cnn")
