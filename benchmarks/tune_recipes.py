@@ -21,6 +21,7 @@ seeds), the form in which a recipe is chosen over several seeds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -31,6 +32,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import markdown_table, write_json  # noqa: E402
+
+from spikelfp.training import TrainConfig  # noqa: E402
+
+#: the configuration fields' defaults (runs saved before a field existed lack it)
+DEFAULTS = dataclasses.asdict(TrainConfig())
 
 #: settings that never describe the recipe (paths, runtime)
 IGNORED = {"out", "data_dir", "cache_dir", "progress", "threads", "num_workers", "nproc", "device"}
@@ -45,6 +51,8 @@ def read_run(folder: Path) -> dict | None:
     if not metrics or cfg.get("tune_fraction", 0) <= 0:
         return None
     accs = [m.get("eval_acc") for m in metrics if m.get("eval_split") == "tune"]
+    # a field added after the run was made has its default, as the run had
+    cfg = {**DEFAULTS, **cfg}
     return {
         "run": folder.name,
         "config": {k: v for k, v in cfg.items() if k not in IGNORED},
@@ -77,15 +85,15 @@ def by_settings(runs: list[dict]) -> list[dict]:
     reps = [members[0] for members in groups.values()]
     out = []
     for members, diff in zip(groups.values(), differences(reps), strict=True):
-        accs = [
-            (r["tune_acc_last"] or 0.0) if r["complete"] else 0.0
-            for r in sorted(members, key=lambda r: r["config"].get("seed", 0))
-        ]
+        ordered = sorted(members, key=lambda r: r["config"].get("seed", 0))
+        accs = [(r["tune_acc_last"] or 0.0) if r["complete"] else 0.0 for r in ordered]
         out.append(
             {
                 "settings": {k: v for k, v in diff.items() if k != "seed"},
                 "seeds": sorted(r["config"].get("seed", 0) for r in members),
                 "tune_acc": accs,
+                "tune_acc_seen": [r["tune_acc_last"] or 0.0 for r in ordered],
+                "complete": [r["complete"] for r in ordered],
                 "median": statistics.median(accs),
                 "min": min(accs),
                 "max": max(accs),
@@ -131,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     ", ".join(f"{k}={v}" for k, v in c["settings"].items()) or "-",
                     " ".join(str(x) for x in c["seeds"]),
-                    " / ".join(f"{100 * a:.1f}" for a in c["tune_acc"]),
+                    " / ".join(
+                        f"{100 * a:.1f}" if done else f"stopped (counted 0; {100 * a:.1f})"
+                        for a, done in zip(c["tune_acc_seen"], c["complete"], strict=True)
+                    ),
                     f"{100 * c['median']:.2f} [{100 * c['min']:.1f}, {100 * c['max']:.1f}]",
                 ]
                 for c in cands
