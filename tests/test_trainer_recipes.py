@@ -84,6 +84,25 @@ def test_per_layer_learning_rates_follow_the_calibrated_weights(digits_root, tmp
     assert len(one.optimizer.param_groups) == 1
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adamw_decays_apart_from_the_update(optimizer):
+    """A weight that gets no feedback in a step (gradient 0): AdamW shrinks it by
+    ``lr · decay``; Adam's L2 becomes the whole normalised update, a step of ``lr``."""
+    from spikelfp.training.trainer import _make_optimizer
+
+    layer = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.5, -0.5]]))
+    cfg = TrainConfig(optimizer=optimizer, lr=0.01, weight_decay=0.1)
+    opt = _make_optimizer(cfg, layer)
+    layer.weight.grad = torch.zeros_like(layer.weight)
+    opt.step()
+    want = (
+        [0.5 * (1 - 0.01 * 0.1), -0.5 * (1 - 0.01 * 0.1)] if optimizer == "adamw" else [0.49, -0.49]
+    )
+    assert layer.weight.detach()[0].tolist() == pytest.approx(want, rel=1e-5)
+
+
 def test_composite_by_depth():
     from spikelfp import IF, Sequential
 

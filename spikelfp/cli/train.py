@@ -295,7 +295,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="how many synapse layers, from the input, use --lower-rule (0)",
     )
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=S, help="adam (default) or sgd")
+    g.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=S,
+        help="adam (default), adamw (decoupled --weight-decay) or sgd",
+    )
     g.add_argument(
         "--lr-scaling",
         choices=("none", "weight"),

@@ -46,7 +46,10 @@ AUGMENTATIONS = {"shift": int, "drop": float}
 #: training methods: LFP, the BPTT baseline and the local rules of ``local_rules.LOCAL_RULES``
 METHODS = ("lfp", "bptt", "dfa", "drtp", "eprop")
 REWARDS = ("rate", "softmax")
-OPTIMIZERS = ("sgd", "adam")
+#: ``adam`` adds ``weight_decay · w`` to the update before Adam's normalisation (L2);
+#: ``adamw`` decays the weights apart from it, ``w ← w − lr · weight_decay · w``
+#: (Loshchilov & Hutter), which also shrinks weights that receive no feedback in a step
+OPTIMIZERS = ("sgd", "adam", "adamw")
 SPLITS = ("train", "tune", "val", "test")
 #: the largest float32: settings beyond it overflow to inf in the (float32) model
 _FLOAT32_MAX = 3.4028234663852886e38
