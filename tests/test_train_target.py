@@ -26,6 +26,7 @@ from spikelfp.hw_export.target import (
     structural_violations,
 )
 from spikelfp.lfp import default_composite, lfp_step, rate_coded_reward
+from spikelfp.training import load_run
 from spikelfp.training.models import ModelSpec, build_model
 
 
@@ -161,6 +162,11 @@ def test_trained_for_speck_exports_strictly_as_trained(digits_root, tmp_path, ca
     data = ["--dataset", "digits-events", "--data-dir", str(digits_root), "--max-samples", "30"]
     assert main(["eval", str(run), *data[2:], "--json", str(tmp_path / "e.json")]) == 0
     trained = json.loads((tmp_path / "e.json").read_text())["accuracy"]
+    # the Python API scores what `spikelfp eval` scores: the integer network that was trained
+    loaded = load_run(run)
+    assert loaded.evaluate("test", data_dir=str(digits_root), max_eval_samples=30)["accuracy"] == (
+        trained
+    )
     nir_path = tmp_path / "net.nir"
     rc = main(
         ["export", str(run), "--target", "speck", "--strict", "-o", str(nir_path), *data]

@@ -18,7 +18,7 @@ from torch import nn
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, TrainConfig
 
-__all__ = ["LoadedRun", "evaluate_checkpoint", "load_run"]
+__all__ = ["LoadedRun", "evaluate_checkpoint", "load_run", "trained_network"]
 
 
 class LoadedRun(NamedTuple):
@@ -26,7 +26,8 @@ class LoadedRun(NamedTuple):
 
     Attributes:
         model: the trained :class:`spikelfp.Sequential` (eval mode) with the weights of the
-            last completed epoch.
+            last completed epoch; for a run trained with ``--target``, the target's integer
+            network (:func:`trained_network`).
         config: the run's :class:`~spikelfp.training.TrainConfig` (as ``config.yaml`` holds it).
         checkpoint: the loaded checkpoint dict (``epoch``, ``history``, ``classes``,
             ``model_spec``, optimiser state, ...; ``path`` is the file it came from).
@@ -64,6 +65,18 @@ class LoadedRun(NamedTuple):
         return evaluate_checkpoint(self.checkpoint, cfg, split, model=self.model)
 
 
+def trained_network(ckpt: dict[str, Any]) -> nn.Module:
+    """The network a checkpoint's run trained: the float model rebuilt from its spec and
+    weights, or for a run trained with ``--target`` the target's integer network (what the
+    run trained and evaluated)."""
+    from .models import ModelSpec
+    from .trainer import _target_training, build_from_checkpoint
+
+    model = build_from_checkpoint(ckpt)
+    trained = _target_training(model, ModelSpec.from_dict(ckpt["model_spec"]))
+    return model if trained is None else trained.evaluation_model()
+
+
 def evaluate_checkpoint(
     ckpt: dict[str, Any], cfg: TrainConfig, split: str, model: nn.Module | None = None
 ) -> dict[str, Any]:
@@ -87,16 +100,9 @@ def evaluate_checkpoint(
 
     from .data import collate, open_split
     from .evaluate import evaluate
-    from .trainer import build_from_checkpoint
 
     if model is None:
-        from .models import ModelSpec
-        from .trainer import _target_training
-
-        model = build_from_checkpoint(ckpt)
-        trained = _target_training(model, ModelSpec.from_dict(ckpt["model_spec"]))
-        if trained is not None:  # train --target: the integer network is what was trained
-            model = trained.evaluation_model()
+        model = trained_network(ckpt)
     data = open_split(cfg, split)
     spec_shape = tuple(ckpt["model_spec"]["input_shape"])
     if tuple(data.frame_shape) != spec_shape:
@@ -120,16 +126,16 @@ def load_run(path: str | os.PathLike[str], *, device: str = "cpu") -> LoadedRun:
     """Load a run folder (or its ``checkpoint.pt``): ``model, config, checkpoint``.
 
     The model is rebuilt from the checkpoint's model spec, loaded with the weights of the last
-    completed epoch and put in eval mode on ``device``. Raises
+    completed epoch and put in eval mode on ``device``; for a run trained with ``--target`` it
+    is the target's integer network, which is what the run trained and what ``spikelfp eval``
+    scores (:func:`trained_network`). Raises
     :class:`~spikelfp.training.CheckpointError` (one line: what is wrong with which file) when
     the folder holds no readable checkpoint.
     """
-    from .trainer import build_from_checkpoint
-
     ckpt = load_checkpoint(path)
     try:
         config = TrainConfig.from_stored(ckpt["config"])
     except (ConfigError, TypeError) as err:
         raise CheckpointError(f"{ckpt['path']}: invalid stored config ({err})") from None
-    model = build_from_checkpoint(ckpt).to(device)
+    model = trained_network(ckpt).to(device).eval()
     return LoadedRun(model, config, ckpt)
