@@ -27,7 +27,7 @@ class LoadedRun(NamedTuple):
     Attributes:
         model: the trained :class:`spikelfp.Sequential` (eval mode) with the weights of the
             last completed epoch; for a run trained with ``--target``, the target's integer
-            network (:func:`trained_network`).
+            network (``spikelfp.training.runs.trained_network``).
         config: the run's :class:`~spikelfp.training.TrainConfig` (as ``config.yaml`` holds it).
         checkpoint: the loaded checkpoint dict (``epoch``, ``history``, ``classes``,
             ``model_spec``, optimiser state, ...; ``path`` is the file it came from).
@@ -128,7 +128,7 @@ def load_run(path: str | os.PathLike[str], *, device: str = "cpu") -> LoadedRun:
     The model is rebuilt from the checkpoint's model spec, loaded with the weights of the last
     completed epoch and put in eval mode on ``device``; for a run trained with ``--target`` it
     is the target's integer network, which is what the run trained and what ``spikelfp eval``
-    scores (:func:`trained_network`). Raises
+    scores (``spikelfp.training.runs.trained_network``). Raises
     :class:`~spikelfp.training.CheckpointError` (one line: what is wrong with which file) when
     the folder holds no readable checkpoint.
     """
