@@ -86,14 +86,16 @@ def by_settings(runs: list[dict]) -> list[dict]:
     out = []
     for members, diff in zip(groups.values(), differences(reps), strict=True):
         ordered = sorted(members, key=lambda r: r["config"].get("seed", 0))
-        accs = [(r["tune_acc_last"] or 0.0) if r["complete"] else 0.0 for r in ordered]
+        seen = [r["tune_acc_last"] or 0.0 for r in ordered]
+        complete = [r["complete"] for r in ordered]
+        accs = [a if done else 0.0 for a, done in zip(seen, complete, strict=True)]
         out.append(
             {
                 "settings": {k: v for k, v in diff.items() if k != "seed"},
                 "seeds": sorted(r["config"].get("seed", 0) for r in members),
                 "tune_acc": accs,
-                "tune_acc_seen": [r["tune_acc_last"] or 0.0 for r in ordered],
-                "complete": [r["complete"] for r in ordered],
+                "tune_acc_seen": seen,
+                "complete": complete,
                 "median": statistics.median(accs),
                 "min": min(accs),
                 "max": max(accs),

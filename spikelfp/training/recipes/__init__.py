@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, TrainConfig
+from ..config import METHODS, ConfigError, TrainConfig
 
 __all__ = ["RECIPE_KEYS", "available_recipes", "load_recipe", "recipe_layers", "resolve_config"]
 
@@ -107,7 +107,6 @@ def _check_name(section: str, name: Any, where: str) -> None:
     would otherwise be ignored silently); ``targets`` keys are profile names or files."""
     if section == "targets":
         return
-    from ..config import METHODS
     from ..models import MODELS
 
     known = MODELS if section == "models" else METHODS
