@@ -177,3 +177,23 @@ def test_lr_warmup_rises_step_by_step_then_follows_the_schedule_and_resumes_exac
 def test_lr_warmup_must_not_be_negative():
     with pytest.raises(ConfigError, match="lr.warmup"):
         TrainConfig.from_dict({"lr_warmup": -1})
+
+
+def test_reward_temperature_divides_the_counts_of_the_softmax_reward(digits_root, tmp_path):
+    """``--reward-temperature 2``: the trainer's reward is the softmax error of counts / 2, and
+    a reward that has no softmax refuses a temperature in one line."""
+    trainer = Trainer(
+        _cfg(digits_root, tmp_path / "t", epochs=0, reward_temperature=2.0), log=lambda m: None
+    )
+    spikes = torch.zeros(4, 2, 3)
+    spikes[:, 0, 1] = 1  # sample 0: class 1 fires at every step, 4 spikes
+    labels = torch.tensor([0, 2])
+    onehot = torch.nn.functional.one_hot(labels, 3).float()
+    want = (onehot - torch.softmax(spikes.sum(0) / 2.0, dim=-1)) / 4
+    torch.testing.assert_close(trainer.reward_fn(spikes, labels), want.expand(4, 2, 3))
+    # τ = 1 would reward the silent correct class of sample 0 more: 1 − 1/(2 + e⁴) vs 1 − 1/(2 + e²)
+    assert want[0, 0] < (1 - 1 / (2 + math.e**4)) / 4
+    with pytest.raises(ConfigError, match="use --reward softmax or drop --reward-temperature"):
+        TrainConfig.from_dict({"reward": "rate", "reward_temperature": 2.0})
+    with pytest.raises(ConfigError, match="reward-temperature must be > 0"):
+        TrainConfig.from_dict({"reward": "softmax", "reward_temperature": 0.0})

@@ -263,6 +263,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="LFP reward: rate (lfprop's rate-coded reward, default) or softmax",
     )
     g.add_argument(
+        "--reward-temperature",
+        type=float,
+        default=S,
+        metavar="TAU",
+        help="softmax reward: divide the spike counts by TAU before the softmax (1); a larger "
+        "TAU keeps rewarding until the correct class leads by more spikes",
+    )
+    g.add_argument(
         "--bptt-loss",
         choices=("mse", "ce"),
         default=S,

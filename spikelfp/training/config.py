@@ -106,6 +106,10 @@ class TrainConfig:
     # training
     method: str = "lfp"
     reward: str = "rate"
+    #: temperature of the softmax reward (``--reward-temperature TAU``): the spike counts are
+    #: divided by ``TAU`` before the softmax, so a larger ``TAU`` keeps rewarding until the
+    #: correct class leads by more spikes; only with ``reward: softmax``
+    reward_temperature: float = 1.0
     synapse_rule: str = "epsilon"
     lower_rule: str = "epsilon"
     lower_layers: int = 0
@@ -294,6 +298,12 @@ class TrainConfig:
         number("max_train_samples", int, 1, allow_none=True)
         number("max_eval_samples", int, 1, allow_none=True)
         number("lr", float, 0.0, low_open=True)
+        number("reward_temperature", float, 0.0, low_open=True)
+        if self.reward_temperature != 1.0 and self.reward != "softmax":
+            raise ConfigError(
+                f"reward-temperature divides the counts of the softmax reward; --reward "
+                f"{self.reward} has none: use --reward softmax or drop --reward-temperature"
+            )
         number("momentum", float, 0.0)
         number("weight_decay", float, 0.0)
         number("beta", float, 0.0)

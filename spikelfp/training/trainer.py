@@ -98,13 +98,16 @@ class TrainingDivergedError(FloatingPointError):
     before saving it, so the run's last checkpoint (if any) holds the last good epoch."""
 
 
-def make_reward(name: str, time_bins: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def make_reward(
+    name: str, time_bins: int, temperature: float = 1.0
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The reward function of a config: ``rate`` (lfprop's rate-coded correct-class reward,
-    scaled by ``1/T``) or ``softmax`` (cross-entropy error of the spike counts, ``/T``)."""
+    scaled by ``1/T``) or ``softmax`` (cross-entropy error of the spike counts divided by
+    ``temperature``, ``/T``)."""
     if name == "rate":
         return partial(rate_coded_reward, scale=1.0 / time_bins)
     if name == "softmax":
-        return spike_count_softmax_reward
+        return partial(spike_count_softmax_reward, temperature=temperature)
     raise ConfigError(f"unknown reward {name!r}")
 
 
@@ -429,7 +432,7 @@ class Trainer:
             self.model = _build(self.spec, self.init_graph).to(self.device)
         except (ValueError, NIRImportError) as err:  # e.g. channels that do not fit the model
             raise ConfigError(" ".join(str(err).split())) from None
-        self.reward_fn = make_reward(cfg.reward, cfg.time_bins)
+        self.reward_fn = make_reward(cfg.reward, cfg.time_bins, cfg.reward_temperature)
         self.composite = make_composite(cfg, self.model)
         if self.init_graph is not None and cfg.method == "lfp":
             try:  # a graph from elsewhere may hold modules LFP has no rule for
