@@ -263,6 +263,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="LFP reward: rate (lfprop's rate-coded reward, default) or softmax",
     )
     g.add_argument(
+        "--epsilon",
+        type=float,
+        default=S,
+        metavar="E",
+        help="stabiliser of the LFP synapse rules: n = reward / (z + E sign z) (0, lfprop's); "
+        "a larger E passes less reward through units with a small input z",
+    )
+    g.add_argument(
         "--reward-temperature",
         type=float,
         default=S,

@@ -111,6 +111,9 @@ class TrainConfig:
     #: correct class leads by more spikes; only with ``reward: softmax``
     reward_temperature: float = 1.0
     synapse_rule: str = "epsilon"
+    #: the stabiliser ε of every synapse rule (``--epsilon E``): ``n = ρ / (z + ε sign z)``, so
+    #: units whose input ``|z|`` is small next to ε pass on less reward; 0: LFP-0, lfprop's
+    epsilon: float = 0.0
     lower_rule: str = "epsilon"
     lower_layers: int = 0
     optimizer: str = "adam"
@@ -299,6 +302,7 @@ class TrainConfig:
         number("max_eval_samples", int, 1, allow_none=True)
         number("lr", float, 0.0, low_open=True)
         number("reward_temperature", float, 0.0, low_open=True)
+        number("epsilon", float, 0.0)
         if self.reward_temperature != 1.0 and self.reward != "softmax":
             raise ConfigError(
                 f"reward-temperature divides the counts of the softmax reward; --reward "

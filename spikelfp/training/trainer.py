@@ -148,8 +148,8 @@ def make_composite(cfg: TrainConfig, model: nn.Module):
     from ..lfp.synapse_rules import EpsilonRule, GammaRule, ZPlusRule
 
     rules = {"epsilon": EpsilonRule, "zplus": ZPlusRule, "gamma": GammaRule}
-    comp = default_composite(synapse_rule=rules[cfg.synapse_rule]())
-    return comp.with_lower_rule(model, rules[cfg.lower_rule](), cfg.lower_layers)
+    comp = default_composite(synapse_rule=rules[cfg.synapse_rule](epsilon=cfg.epsilon))
+    return comp.with_lower_rule(model, rules[cfg.lower_rule](epsilon=cfg.epsilon), cfg.lower_layers)
 
 
 def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
