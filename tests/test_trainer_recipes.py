@@ -118,7 +118,7 @@ def test_composite_by_depth():
     # rules keep theirs
     eps = make_composite(TrainConfig(lower_rule="gamma", lower_layers=1, epsilon=0.25), net)
     assert eps.rule_for(net[0], "0").epsilon == eps.rule_for(net[3], "3").epsilon == 0.25
-    assert make_composite(TrainConfig(), net).rule_for(net[3], "3").epsilon == 0.0
+    assert plain.rule_for(net[3], "3").epsilon == 0.0
     assert eps.rule_for(net[1], "1") == plain.rule_for(net[1], "1")
     with pytest.raises(ConfigError, match="epsilon must be >= 0"):
         TrainConfig.from_dict({"epsilon": -0.1})

@@ -136,7 +136,7 @@ def spec_from_config(cfg: TrainConfig, frame_shape, n_classes: int) -> ModelSpec
 def make_composite(cfg: TrainConfig, model: nn.Module):
     """The LFP composite of a config: ``synapse_rule`` for every Linear/Conv, except the first
     ``lower_layers`` of them (input side), which get ``lower_rule`` (LRP's practice for CNNs:
-    z⁺ or γ near the input, ε above).
+    z⁺ or γ near the input, ε above). Both rules get the stabiliser ``epsilon``.
 
     >>> from spikelfp import Sequential, LIF
     >>> net = Sequential(nn.Linear(4, 4), LIF(), nn.Linear(4, 2), LIF())
