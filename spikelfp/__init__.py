@@ -9,7 +9,7 @@ from ._native import status as native_kernels
 from .allocator import reuse_freed_memory
 from .events import SparseFrames
 from .explain import explain, explain_events
-from .layers import SumPool2d
+from .layers import SequenceDropout, SumPool2d
 from .neurons import ALIF, IF, LI, LIF, RLIF, CubaLIF
 from .sequential import Sequential
 
@@ -24,6 +24,7 @@ __all__ = [
     "CubaLIF",
     "Sequential",
     "SparseFrames",
+    "SequenceDropout",
     "SumPool2d",
     "explain",
     "explain_events",

@@ -1,4 +1,5 @@
-"""Stateless layers that spikelfp adds to torch's: :class:`SumPool2d`.
+"""Stateless layers that spikelfp adds to torch's: :class:`SumPool2d` and
+:class:`SequenceDropout`.
 
 They live here, outside :mod:`spikelfp.hw_export`, because models, LFP rules and the exporter
 all use them (``spikelfp.hw_export.SumPool2d`` is the same class).
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SumPool2d"]
+__all__ = ["SequenceDropout", "SumPool2d"]
 
 
 def _pair(v) -> tuple[int, int]:
@@ -49,3 +50,49 @@ class SumPool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class SequenceDropout(nn.Dropout):
+    r"""Dropout with one mask per sample for the whole sequence (SpikingJelly's convention).
+
+    ``x: (T, B, ...)``. In training, each unit of each sample is kept with probability
+    ``1 − p`` for *all* ``T`` steps, and the kept units are scaled by ``1/(1 − p)``:
+
+    .. math:: y_t = \frac{x_t \odot m}{1 - p}, \qquad m_{b,i} \sim \mathrm{Bernoulli}(1 - p)
+
+    ``nn.Dropout`` applied to ``(T·B, ...)`` would draw a new mask at every step, which only
+    adds noise to a spike train; a mask that holds over the sequence drops the unit, as dropout
+    does in a non-spiking network. In eval mode it is the identity, and the exporters remove
+    it (it is an ``nn.Dropout``). :class:`spikelfp.Sequential` hands it the time-first tensor
+    (:func:`spikelfp.sequential.apply_over_time`); under LFP the reward of a dropped unit is
+    zero and a kept unit passes its reward on unscaled (:class:`spikelfp.lfp.DropoutRule`).
+    Online LFP (``--online-window``) draws a new mask per window.
+
+    >>> torch.manual_seed(0) and None
+    >>> y = SequenceDropout(0.5)(torch.ones(4, 2, 6))
+    >>> bool((y == y[0]).all())  # the same units dropped at every step
+    True
+    >>> sorted(set(y.flatten().tolist()))
+    [0.0, 2.0]
+    """
+
+    def __init__(self, p: float = 0.5):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ValueError(f"SequenceDropout: p must be a probability in [0, 1), got {p!r}")
+        super().__init__(float(p))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.dim() < 3:
+            raise ValueError(
+                f"SequenceDropout expects a time-first tensor (T, B, ...), got shape "
+                f"{tuple(x.shape)}"
+            )
+        return x * sequence_mask(x, self.p)
+
+
+def sequence_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """``(1, B, ...)``: ``1/(1 − p)`` for the kept units of ``x: (T, B, ...)``, else 0."""
+    keep = torch.rand((1, *x.shape[1:]), dtype=x.dtype, device=x.device) >= p
+    return keep.to(x.dtype) / (1 - p)

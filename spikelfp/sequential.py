@@ -13,6 +13,7 @@ from torch import nn
 
 from ._accel.chunking import CHUNKED_MODULES, apply_chunked
 from .events import SparseFrames
+from .layers import SequenceDropout
 from .neurons.base import NeuronModule
 
 __all__ = ["Sequential", "apply_over_time", "event_input_layer"]
@@ -24,7 +25,11 @@ def apply_over_time(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     >>> y = apply_over_time(nn.Linear(3, 2), torch.zeros(5, 4, 3))
     >>> tuple(y.shape)
     (5, 4, 2)
+
+    A :class:`~spikelfp.layers.SequenceDropout` gets ``x`` as it is (its mask holds over time).
     """
+    if isinstance(module, SequenceDropout):
+        return module(x)
     t, b = x.shape[:2]
     flat = x.reshape(t * b, *x.shape[2:])
     chunked = type(module) in CHUNKED_MODULES and t > 1 and flat.is_contiguous()

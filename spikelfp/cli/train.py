@@ -202,6 +202,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     bool_flag(g, "bias", "biases in the synapses (--no-bias for chips without them)")
     bool_flag(g, "batch-norm", "batch norm after each conv (folded into it at export)")
     g.add_argument(
+        "--dropout",
+        type=float,
+        default=S,
+        metavar="P",
+        help="dropout before every Linear that reads hidden spikes, one mask per sample for "
+        "all time steps (0: none); training only, removed at export",
+    )
+    g.add_argument(
         "--pool",
         choices=("avg", "sum"),
         default=S,

@@ -84,7 +84,8 @@ def adapt_spec(spec, profile: str | HardwareProfile):
     The neuron model (``"if"`` when the target has no leaky neurons, ``"lif"`` when it has no
     integrate-and-fire), the reset (the target's first), no bias when the target has none,
     sum pooling (exact in integers), no batch norm (its folding would change the integer
-    weights between training and export), ``reset_delay`` only where the target has it, and a
+    weights between training and export), no dropout (its kept spikes, scaled by
+    :math:`1/(1-p)`, are not integers), ``reset_delay`` only where the target has it, and a
     decay the target represents exactly (the nearest :math:`\beta_q`, e.g. :math:`1 - d/4096`).
 
     Args:
@@ -110,6 +111,8 @@ def adapt_spec(spec, profile: str | HardwareProfile):
         changes["pool"] = "sum"
     if spec.batch_norm:
         changes["batch_norm"] = False
+    if spec.dropout > 0:  # spikes scaled by 1/(1-p) are no integer input
+        changes["dropout"] = 0.0
     if changes.get("neuron", spec.neuron) == "lif" and prof.decay in ("shift", "mult"):
         _, bq = quantize_decay(
             torch.tensor([float(spec.beta)], dtype=F64).numpy(),

@@ -33,6 +33,7 @@ from torch import nn
 
 from .. import _accel as accel
 from .._accel import sparse as accel_sparse
+from ..layers import SequenceDropout
 from ._tensor import stabilized_divide, sum_to
 from .rules import nonnegative
 
@@ -428,8 +429,7 @@ class BatchNormRule:
 
 class _DropoutLFP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, p, channelwise):
-        shape = x.shape[:2] + (1,) * (x.dim() - 2) if channelwise else x.shape
+    def forward(ctx, x, p, shape):
         keep = (torch.rand(shape, dtype=x.dtype, device=x.device) >= p).to(x.dtype)
         ctx.save_for_backward(keep)
         return x * keep / (1 - p)
@@ -442,12 +442,20 @@ class _DropoutLFP(torch.autograd.Function):
 
 @dataclass(frozen=True)
 class DropoutRule:
-    """Dropout: reward passes to the kept units unscaled (their full contribution)."""
+    """Dropout: reward passes to the kept units unscaled (their full contribution).
+
+    A :class:`~spikelfp.layers.SequenceDropout` keeps or drops a unit for all steps.
+    """
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if not module.training or module.p == 0:
             return x
         if module.p >= 1:
             return x * 0
-        channelwise = isinstance(module, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d))
-        return _DropoutLFP.apply(x, module.p, channelwise)
+        if isinstance(module, SequenceDropout):  # x: (T, B, ...), one mask for all steps
+            shape = (1, *x.shape[1:])
+        elif isinstance(module, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
+            shape = x.shape[:2] + (1,) * (x.dim() - 2)
+        else:
+            shape = x.shape
+        return _DropoutLFP.apply(x, module.p, shape)

@@ -93,6 +93,9 @@ class TrainConfig:
     bias: bool = True
     batch_norm: bool = False
     pool: str = "avg"
+    #: dropout before every Linear that reads hidden spikes (``--dropout P``): one mask per
+    #: sample for all time steps (:class:`spikelfp.SequenceDropout`); training only
+    dropout: float = 0.0
     beta: float = 0.9
     threshold: float = 1.0
     reset: str = "zero"
@@ -303,6 +306,12 @@ class TrainConfig:
         number("lr", float, 0.0, low_open=True)
         number("reward_temperature", float, 0.0, low_open=True)
         number("epsilon", float, 0.0)
+        number("dropout", float, 0.0)
+        if not self.dropout < 1:
+            raise ConfigError(
+                f"dropout must be a probability in [0, 1) (0.5: half the units), "
+                f"got {self.dropout!r}"
+            )
         if self.reward_temperature != 1.0 and self.reward != "softmax":
             raise ConfigError(
                 f"reward-temperature divides the counts of the softmax reward; --reward "
@@ -346,6 +355,11 @@ class TrainConfig:
         if self.init is not None:
             if not (isinstance(self.init, str) and self.init.endswith(".nir")):
                 raise ConfigError(f"init must be a NIR graph file (.nir), got {self.init!r}")
+            if self.dropout > 0:
+                raise ConfigError(
+                    "--dropout adds layers to a zoo model; an --init graph keeps its own "
+                    "layers: drop --dropout"
+                )
             if self.target is not None:
                 raise ConfigError(
                     "--init starts from a float NIR graph; --target builds its own integer "

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..events import SparseFrames
-from ..layers import SumPool2d
+from ..layers import SequenceDropout, SumPool2d
 from ..lfp import online as _online
 from ..neurons import IF, LIF, RLIF
 from ..neurons.base import NeuronModule
@@ -90,6 +90,10 @@ class ModelSpec:
         neuron: ``"lif"`` or ``"if"``.
         bias: ``False`` makes every Linear/Conv bias-free (Speck has no biases).
         batch_norm: a ``BatchNorm2d`` after every convolution (not for ``mlp``).
+        dropout: ``p`` of a :class:`~spikelfp.layers.SequenceDropout` (one mask per sample
+            for all time steps) before every Linear that reads hidden spikes (PLIF's
+            classifier: after Flatten and after the hidden layer); 0: none. Training only:
+            the exporters remove it.
         pool: ``"avg"`` (``nn.AvgPool2d``, default) or ``"sum"`` (:class:`spikelfp.SumPool2d`).
             Both export as NIR sum pooling (the exporter folds ``1/k²`` into the next layer),
             and both pass reward identically; they differ in how the next layer's weights are
@@ -122,6 +126,7 @@ class ModelSpec:
     bias: bool = True
     batch_norm: bool = False
     pool: str = "avg"
+    dropout: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -137,6 +142,9 @@ class ModelSpec:
             self.hidden = int(self.hidden)
         if self.pool not in ("avg", "sum"):
             raise ValueError(f"unknown pool {self.pool!r}; choose avg or sum")
+        if isinstance(self.dropout, bool) or not 0 <= float(self.dropout) < 1:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {self.dropout!r}")
+        self.dropout = float(self.dropout)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -173,6 +181,7 @@ class _Stack:
         self.spec, self.dry = spec, dry
         self.layers: list[nn.Module] = []
         self.shape = tuple(spec.input_shape)
+        self.reads_spikes = False  # a neuron layer has been added: the input is spikes now
 
     def _add(self, make: Callable[[], nn.Module]) -> None:
         if not self.dry:
@@ -198,11 +207,13 @@ class _Stack:
 
     def neuron(self) -> None:
         self._add(lambda: _make_neuron(self.spec))
+        self.reads_spikes = True
 
     def recurrent_neuron(self) -> None:
         (n,) = self.shape
         spec = self.spec
         self._add(lambda: RLIF(n, spec.beta, spec.threshold, spec.reset, spec.reset_delay))
+        self.reads_spikes = True
 
     def flatten(self) -> None:
         self._add(nn.Flatten)
@@ -211,6 +222,8 @@ class _Stack:
     def linear(self, out: int) -> None:
         (n,) = self.shape
         bias = self.spec.bias
+        if self.spec.dropout > 0 and self.reads_spikes:
+            self._add(lambda: SequenceDropout(self.spec.dropout))
         self._add(lambda: nn.Linear(n, out, bias=bias))
         self.shape = (out,)
 

@@ -130,6 +130,7 @@ def spec_from_config(cfg: TrainConfig, frame_shape, n_classes: int) -> ModelSpec
         bias=cfg.bias,
         batch_norm=cfg.batch_norm,
         pool=cfg.pool,
+        dropout=cfg.dropout,
     )
 
 
