@@ -387,7 +387,7 @@ ZOO: dict[str, ZooModel] = {
             "Conv(c1,k3,p1) → [BN] → N → Pool2 → Conv(c2,k3,p1) → [BN] → N → Pool2 → Flatten → "
             "Linear(hidden) → N → Linear(classes) → N",
             "PLIF / SpikingJelly N-MNIST network (Fang et al., ICCV 2021), narrower: 128→(32, 64) "
-            "channels, FC 2048→256, sum instead of max pooling, no dropout/voting layer",
+            "channels, FC 2048→256, sum instead of max pooling, dropout optional, no voting layer",
             n_channels=2,
             default_channels=(32, 64),
             default_hidden=256,
