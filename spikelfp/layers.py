@@ -89,10 +89,5 @@ class SequenceDropout(nn.Dropout):
                 f"SequenceDropout expects a time-first tensor (T, B, ...), got shape "
                 f"{tuple(x.shape)}"
             )
-        return x * sequence_mask(x, self.p)
-
-
-def sequence_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """``(1, B, ...)``: ``1/(1 − p)`` for the kept units of ``x: (T, B, ...)``, else 0."""
-    keep = torch.rand((1, *x.shape[1:]), dtype=x.dtype, device=x.device) >= p
-    return keep.to(x.dtype) / (1 - p)
+        keep = torch.rand((1, *x.shape[1:]), dtype=x.dtype, device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1 - self.p)
