@@ -130,3 +130,14 @@ def test_a_hardware_target_trains_without_it_and_init_graphs_refuse_it():
     assert adapt_spec(ModelSpec("speck-cnn", (2, 34, 34), 10), "speck")[0].dropout == 0.0
     with pytest.raises(ConfigError, match="an --init graph keeps its own layers: drop --dropout"):
         TrainConfig.from_dict({"init": "net.nir", "dropout": 0.25})
+
+
+def test_the_nmnist_recipe_sets_it_for_lfp_only_and_an_init_graph_goes_without():
+    from spikelfp.training.recipes import resolve_config
+
+    assert resolve_config({"dataset": "nmnist"}).dropout == 0.25
+    assert resolve_config({"dataset": "nmnist", "method": "bptt"}).dropout == 0.0
+    assert resolve_config({"dataset": "nmnist", "model": "speck-cnn"}).dropout == 0.0
+    assert resolve_config({"dataset": "nmnist", "init": "net.nir"}).dropout == 0.0
+    with pytest.raises(ConfigError, match="drop --dropout"):
+        resolve_config({"dataset": "nmnist", "init": "net.nir", "dropout": 0.25})

@@ -164,5 +164,7 @@ def resolve_config(settings: dict[str, Any], file_settings: dict[str, Any] | Non
     for layer in layers:
         merged.update({str(k).replace("-", "_"): v for k, v in layer.items()})
     merged.update({str(k).replace("-", "_"): v for k, v in explicit.items()})
+    if merged.get("init") is not None and "dropout" not in explicit:
+        merged["dropout"] = 0.0  # a recipe's dropout layers are the zoo model's, not the graph's
     merged.setdefault("recipe", name or None)
     return TrainConfig.from_dict(merged)
