@@ -257,6 +257,15 @@ class TrainConfig:
                 )
             setattr(self, name, coerced)
 
+        def fraction(name, what="", example=""):
+            """A number in [0, 1): ``what`` and ``example`` go into the message."""
+            number(name, float, 0.0)
+            if not getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{name.replace('_', '-')} must be {what}in [0, 1){example}, "
+                    f"got {getattr(self, name)!r}"
+                )
+
         choice("dataset", DATASETS)
         choice("method", METHODS)
         choice("reward", REWARDS)
@@ -279,12 +288,7 @@ class TrainConfig:
         number("batch_size", int, 1)
         number("hidden", int, 1)
         number("lr_warmup", float, 0.0)
-        number("rate_floor", float, 0.0)
-        if not self.rate_floor < 1:
-            raise ConfigError(
-                f"rate-floor must be a spike rate in [0, 1) (0.05: 5% of the neuron-steps), "
-                f"got {self.rate_floor!r}"
-            )
+        fraction("rate_floor", "a spike rate ", " (0.05: 5% of the neuron-steps)")
         number("seed", int, 0)
         number("split_seed", int, 0)
         number("lower_layers", int, 0)
@@ -306,12 +310,7 @@ class TrainConfig:
         number("lr", float, 0.0, low_open=True)
         number("reward_temperature", float, 0.0, low_open=True)
         number("epsilon", float, 0.0)
-        number("dropout", float, 0.0)
-        if not self.dropout < 1:
-            raise ConfigError(
-                f"dropout must be a probability in [0, 1) (0.5: half the units), "
-                f"got {self.dropout!r}"
-            )
+        fraction("dropout", "a probability ", " (0.5: half the units)")
         if self.reward_temperature != 1.0 and self.reward != "softmax":
             raise ConfigError(
                 f"reward-temperature divides the counts of the softmax reward; --reward "
@@ -325,14 +324,10 @@ class TrainConfig:
         number("delta_threshold", float, 0.0, low_open=True)
         _check_encoding(self)
         number("input_clamp", float, 0.0, allow_none=True, low_open=True)
-        number("val_fraction", float, 0.0)
-        if not self.val_fraction < 1:
-            raise ConfigError(f"val-fraction must be in [0, 1), got {self.val_fraction!r}")
+        fraction("val_fraction")
         if self.beta > 1:
             raise ConfigError(f"beta must be in [0, 1], got {self.beta!r}")
-        number("tune_fraction", float, 0.0)
-        if not self.tune_fraction < 1:
-            raise ConfigError(f"tune-fraction must be in [0, 1), got {self.tune_fraction!r}")
+        fraction("tune_fraction")
         if self.eval_split == "tune" and self.tune_fraction <= 0:
             raise ConfigError("eval-split 'tune' needs --tune-fraction > 0")
         if self.eval_split == "val" and self.val_fraction <= 0:
